@@ -1,2 +1,11 @@
 """Loading HF causal LMs and the per-family adapters that say where MLP inputs/outputs, norms,
 attention and the unembedding live, and how to freeze them. Only this package knows architectures."""
+
+from .activations import mlp_io
+from .adapters import HOOK_NAMES, SUPPORTED_FAMILIES, ModelAdapter, UnsupportedArchitectureError, get_adapter
+from .loading import default_device, load_hf, resolve_dtype
+
+__all__ = [
+    "HOOK_NAMES", "SUPPORTED_FAMILIES", "ModelAdapter", "UnsupportedArchitectureError", "get_adapter",
+    "mlp_io", "load_hf", "default_device", "resolve_dtype",
+]

@@ -1,2 +1,51 @@
 """Small models the project trains itself (a US-states fact world), shipped with their tokenizer,
 weights and transcoders as package data: the embedded default model."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from .corpus import HELD_OUT_CITIES, EvalItem, eval_sets, generate_corpus
+from .evaluation import evaluate_items, evaluate_organism, predict_next
+
+__all__ = [
+    "ORGANISM_DIR",
+    "ORGANISM_NAME",
+    "load_organism",
+    "organism_metrics",
+    "HELD_OUT_CITIES",
+    "EvalItem",
+    "eval_sets",
+    "generate_corpus",
+    "evaluate_items",
+    "evaluate_organism",
+    "predict_next",
+]
+
+ORGANISM_NAME = "states"
+#: Directory of the embedded model (HF ``save_pretrained`` layout: config, safetensors, tokenizer).
+ORGANISM_DIR: Path = Path(str(resources.files(__name__).joinpath("states", "model")))
+
+
+def load_organism(device=None, dtype=None):
+    """Load the embedded `states` organism: ``(LlamaForCausalLM, tokenizer)``, model in eval mode.
+
+    ``dtype`` defaults to float32; ``device`` to CPU.  The tokenizer prepends BOS.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with resources.as_file(resources.files(__name__).joinpath("states", "model")) as path:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def organism_metrics() -> dict:
+    """The ``metrics.json`` written beside the model by training (accuracies and settings)."""
+    return json.loads(resources.files(__name__).joinpath("states", "model", "metrics.json").read_text())

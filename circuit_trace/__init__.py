@@ -1,0 +1,21 @@
+"""circuit_trace: attribution graphs that show how a transformer reaches an answer.
+
+    import circuit_trace as ct
+    model = ct.load()                       # the embedded states organism with its CLT
+    graph = ct.attribute(model, "Fact: the capital of the state containing Dallas is")
+    pruned = ct.prune(graph)                # node 0.8 / edge 0.98 thresholds (SPEC §4)
+    graph.to_json("graphs/dallas-austin.json", slug="dallas-austin")
+"""
+
+from .api import attribute, load
+from .attribution.targets import Target, custom_target, logit_difference
+from .graphs import Graph, GraphScores, PruneResult, prune
+from .replacement.model import PromptError, ReplacementModel
+from .transcoders import Transcoder, load_transcoders
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load", "attribute", "prune", "Graph", "GraphScores", "PruneResult", "ReplacementModel", "PromptError",
+    "Transcoder", "load_transcoders", "Target", "custom_target", "logit_difference", "__version__",
+]

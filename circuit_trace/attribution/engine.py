@@ -1,0 +1,276 @@
+"""The batched backward engine (SPEC §3).
+
+One frozen forward pass of B copies of the prompt is kept; each backward pass seeds one target per
+batch row (a feature's encoder vector at its layer and position, or a logit direction at the last
+position) and reads gradients at the embeddings and at every MLP output. A gradient g_l[p] turns
+into edge weights by contraction with what each source wrote there:
+    feature s:   A[t, s] = a_s * sum_{l_s <= l < l_t} W_dec^{l_s -> l}[s] . g_l[p_s]
+    error (l,p): A[t, e] = e_l[p] . g_l[p]        embedding p: A[t, E_p] = emb[p] . g_emb[p]
+Targets in one batch are grouped by layer, so a pass only runs back through the layers below them
+(autograd visits only what the seeds can reach): causal-cone batching by layer band."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import psutil
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from ..replacement.local import LocalReplacement
+from .targets import Target, resolve_targets
+
+DEFAULT_MAX_FEATURE_NODES = 7500
+DEFAULT_BATCH_SIZE = 256
+DENSE_LIMIT_BYTES = 1 << 30  # adjacency stored densely only below this size
+
+
+@dataclass
+class AttributionResult:
+    """Raw attribution output; `circuit_trace.graphs.Graph` is built from these fields."""
+
+    prompt: str
+    input_ids: list[int]  # [P]
+    tokens: list[str]  # [P]
+    nodes: pd.DataFrame  # node table in adjacency order (no node_id column: the graph layer names nodes)
+    adjacency: np.ndarray | sp.csr_array  # [N, N], rows targets, columns sources
+    n_layers: int
+    model_id: str
+    transcoder_id: str
+    is_cross_layer: bool
+    bias_terms: np.ndarray  # [N] target value minus the sum of its incoming edges
+    target_values: np.ndarray  # [N] feature pre-activations, target (centred logit) values
+    settings: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+class _Sources:
+    """What each source wrote into the residual stream, ready to contract with gradients."""
+
+    @torch.no_grad()
+    def __init__(self, lr: LocalReplacement, chunk_elems: int = 1 << 25):
+        tc, f = lr.rm.transcoders, lr.features
+        self.L, self.P = lr.rm.n_layers, lr.n_pos
+        self.n_feat = len(f)
+        self.n_err = self.L * (self.P - 1)
+        self.n_src = self.n_feat + self.n_err + self.P
+        self.chunk_elems = chunk_elems
+        # per source layer: (columns [n], positions [n], activation-scaled decoders [n, n_out, d])
+        self.by_layer: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for layer in range(self.L):
+            cols = (f.layer == layer).nonzero().squeeze(1)
+            if cols.numel():
+                dec = tc.decoder_vectors(layer, f.index[cols]).float()  # [n, n_out, d]
+                self.by_layer.append((layer, cols, f.pos[cols], dec * f.activation[cols, None, None].float()))
+        self.errors = lr.errors[:, 1:].float()  # [L, P-1, d]
+        self.embeds = lr.embeds.float()  # [P, d]
+
+    @torch.no_grad()
+    def rows(self, g_emb: torch.Tensor, g_mlp: list[torch.Tensor | None]) -> torch.Tensor:
+        """g_emb [B, P, d], g_mlp: per layer [B, P, d] or None (unreached) -> [B, n_src] edge rows."""
+        B = g_emb.shape[0]
+        out = torch.zeros(B, self.n_src, device=g_emb.device)
+        g_mlp = [None if g is None else g.float() for g in g_mlp]
+        for layer, cols, pos, writes in self.by_layer:
+            n, n_out, d = writes.shape
+            step = max(1, self.chunk_elems // max(1, B * d))
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                acc = torch.zeros(B, hi - lo, device=g_emb.device)
+                for j in range(n_out):
+                    g = g_mlp[layer + j]
+                    if g is not None:
+                        acc += torch.einsum("bnd,nd->bn", g[:, pos[lo:hi]], writes[lo:hi, j])
+                out[:, cols[lo:hi]] = acc
+        base = self.n_feat
+        for layer, g in enumerate(g_mlp):
+            if g is not None:
+                lo = base + layer * (self.P - 1)
+                out[:, lo : lo + self.P - 1] = (g[:, 1:] * self.errors[layer]).sum(-1)
+        out[:, base + self.n_err :] = (g_emb.float() * self.embeds).sum(-1)
+        return out
+
+
+def _auto_batch_size(lr: LocalReplacement, device: torch.device, n_targets: int) -> int:
+    """Largest batch (<= 256) whose retained forward graph fits in half the free memory."""
+    ad = lr.rm.adapter
+    heads = getattr(ad.config, "num_attention_heads", 8)
+    elem = torch.finfo(lr.rm.dtype).bits // 8
+    # activations kept for backward per layer and row: ~12 residual-sized tensors + attention scores
+    per_row = ad.n_layers * lr.n_pos * (12 * ad.d_model + 2 * heads * lr.n_pos) * elem
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = psutil.virtual_memory().available
+    return int(max(1, min(DEFAULT_BATCH_SIZE, n_targets, (free // 2) // max(1, per_row))))
+
+
+def _logit_influence(rows: torch.Tensor, row_col: torch.Tensor, weights: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """Influence on the weighted targets of every source column, through the rows computed so far.
+    rows [R, n_cols]; row_col[r] = the column of row r's node (-1 for logit rows); weights [R]."""
+    a = rows.abs()
+    a = a / a.sum(1, keepdim=True).clamp_min(1e-30)
+    has_col = row_col >= 0
+    x, total = weights.clone(), torch.zeros(n_cols, dtype=a.dtype)
+    for _ in range(rows.shape[0] + 1):
+        y = x @ a  # [n_cols]
+        total += y
+        x = torch.zeros_like(x)
+        x[has_col] = y[row_col[has_col]]
+        if not bool((x > 0).any()):
+            break
+    return total
+
+
+def compute_attribution(
+    rm,
+    prompt,
+    *,
+    max_n_logits: int = 10,
+    desired_logit_prob: float = 0.95,
+    targets=None,
+    max_feature_nodes: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> AttributionResult:
+    """Attribute `prompt` through the local replacement model of `rm` (a ReplacementModel)."""
+    if max_feature_nodes is not None and int(max_feature_nodes) <= 0:
+        raise ValueError(f"max_feature_nodes must be a positive integer, got {max_feature_nodes}")
+    if batch_size is not None and int(batch_size) <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    t0 = time.perf_counter()
+    lr = rm.local_context(prompt)
+    tc, L, P = rm.transcoders, rm.n_layers, lr.n_pos
+    tgts: list[Target] = resolve_targets(rm, lr.logits[-1], targets, max_n_logits, desired_logit_prob)
+    K = len(tgts)
+    src = _Sources(lr)
+    feats = lr.features
+    n_feat = len(feats)
+    cap = DEFAULT_MAX_FEATURE_NODES if max_feature_nodes is None else int(max_feature_nodes)
+    n_visit = min(cap, n_feat)
+    B = batch_size or _auto_batch_size(lr, rm.device, max(1, n_visit))
+    n_passes = 0
+    bar = tqdm(total=K + n_visit, desc="attribution", unit="node", disable=not progress, dynamic_ncols=True)
+
+    # -- logit rows -------------------------------------------------------------------------------
+    fo = lr.frozen_forward(batch=K)
+    dirs = torch.stack([t.direction for t in tgts]).to(fo.z.device, fo.z.dtype)  # [K, d]
+    seed = dirs[:, None, :]  # [K, 1, d]
+    grads = torch.autograd.grad([fo.z], [fo.embeds, *fo.mlp_out], [seed], allow_unused=True)
+    n_passes += 1
+    logit_rows = src.rows(grads[0], list(grads[1:]))  # [K, n_src]
+    logit_values = ((fo.z[:, 0].float() * dirs.float()).sum(-1) + torch.tensor([t.bias for t in tgts])).detach()
+    del fo, grads
+    bar.update(K)
+
+    # -- feature rows -----------------------------------------------------------------------------
+    feat_rows = torch.zeros(n_visit, src.n_src)  # filled in visiting order
+    visited: list[int] = []
+    if n_visit:
+        fo = lr.frozen_forward(batch=min(B, n_visit))
+
+        def run_batch(batch_feats: list[int]) -> None:
+            nonlocal n_passes
+            batch_feats = sorted(batch_feats)  # canonical order = by layer: one layer band per pass
+            layers = sorted({int(feats.layer[i]) for i in batch_feats})
+            outs, seeds = [], []
+            for layer in layers:
+                s = torch.zeros_like(fo.x[layer])
+                rows_here = [(b, i) for b, i in enumerate(batch_feats) if int(feats.layer[i]) == layer]
+                idx = torch.tensor([i for _, i in rows_here])
+                vecs = tc.encoder_vectors(layer, feats.index[idx]).to(s.dtype)  # [k, d]
+                s[torch.tensor([b for b, _ in rows_here]), feats.pos[idx]] = vecs
+                outs.append(fo.x[layer])
+                seeds.append(s)
+            top = max(layers)
+            g = torch.autograd.grad(outs, [fo.embeds, *fo.mlp_out[:top]], seeds, retain_graph=True, allow_unused=True)
+            n_passes += 1
+            g_mlp = list(g[1:]) + [None] * (L - top)
+            rows = src.rows(g[0], g_mlp)[: len(batch_feats)].cpu()
+            start = len(visited)
+            feat_rows[start : start + len(batch_feats)] = rows
+            visited.extend(batch_feats)
+            bar.update(len(batch_feats))
+
+        if n_visit == n_feat:
+            for lo in range(0, n_feat, fo.x[0].shape[0]):
+                run_batch(list(range(lo, min(n_feat, lo + fo.x[0].shape[0]))))
+        else:  # greedy: next the unvisited features with most estimated influence on the logits
+            weights = torch.tensor([t.weight for t in tgts], dtype=torch.float32)
+            while len(visited) < n_visit:
+                k = len(visited)
+                rows = torch.cat([logit_rows.cpu(), feat_rows[:k]])
+                row_col = torch.tensor([-1] * K + visited, dtype=torch.long)
+                w = torch.cat([weights, torch.zeros(k)])
+                infl = _logit_influence(rows, row_col, w, src.n_src)[:n_feat]
+                if visited:
+                    infl[torch.tensor(visited)] = -1.0
+                take = min(fo.x[0].shape[0], n_visit - k)
+                run_batch(infl.topk(take).indices.tolist())
+        del fo
+    bar.close()
+
+    # -- assemble the graph: features (visited, canonical order), errors, embeddings, logits -------
+    order = np.argsort(np.asarray(visited, dtype=np.int64), kind="stable")
+    vis = np.asarray(visited, dtype=np.int64)[order]
+    feat_rows_np = feat_rows.numpy()[order]
+    n_v, n_err = len(vis), src.n_err
+    N = n_v + n_err + P + K
+    keep_cols = np.concatenate([vis, np.arange(n_feat, src.n_src)])  # source columns kept, in node order
+    row_block = np.concatenate([feat_rows_np, logit_rows.cpu().numpy()])[:, keep_cols]  # [n_v + K, n_v + n_err + P]
+    target_rows = np.concatenate([np.arange(n_v), np.arange(N - K, N)])
+    if N * N * 4 <= DENSE_LIMIT_BYTES:
+        adjacency = np.zeros((N, N), dtype=np.float32)
+        adjacency[target_rows, : n_v + n_err + P] = row_block
+        row_sums = adjacency.sum(1)
+    else:
+        blk = sp.coo_array(row_block)
+        adjacency = sp.csr_array((blk.data.astype(np.float32), (target_rows[blk.row], blk.col)), shape=(N, N))
+        row_sums = np.asarray(adjacency.sum(1)).ravel()
+
+    target_values = np.zeros(N, dtype=np.float64)
+    target_values[:n_v] = feats.pre_activation[torch.as_tensor(vis)].double().cpu().numpy() if n_v else []
+    target_values[N - K :] = logit_values.double().cpu().numpy()
+    bias_terms = np.zeros(N, dtype=np.float64)
+    bias_terms[target_rows] = target_values[target_rows] - row_sums[target_rows]
+
+    nodes = _node_table(rm, lr, vis, tgts, logit_values)
+    stats = {"seconds": time.perf_counter() - t0, "backward_passes": n_passes, "batch_size": B,
+             "n_active_features": n_feat, "n_nodes": N, "n_edges": int(np.count_nonzero(row_block))}
+    settings = {"max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob, "batch_size": B,
+                "max_feature_nodes": cap, "custom_targets": targets is not None}
+    ids = lr.input_ids.tolist()
+    return AttributionResult(
+        prompt=prompt if isinstance(prompt, str) else rm.tokenizer.decode(ids),
+        input_ids=ids, tokens=rm.decode_tokens(ids), nodes=nodes, adjacency=adjacency, n_layers=L,
+        model_id=rm.model_id, transcoder_id=getattr(tc, "name", "") or "", is_cross_layer=bool(tc.is_cross_layer),
+        bias_terms=bias_terms, target_values=target_values, settings=settings, stats=stats,
+    )
+
+
+def _node_table(rm, lr: LocalReplacement, vis: np.ndarray, tgts: list[Target], logit_values) -> pd.DataFrame:
+    L, P = rm.n_layers, lr.n_pos
+    ids = lr.input_ids.tolist()
+    toks = rm.decode_tokens(ids)
+    f = lr.features
+    vt = torch.as_tensor(vis, dtype=torch.long)
+    fl, fp, fi = f.layer[vt].tolist(), f.pos[vt].tolist(), f.index[vt].tolist()
+    fa = f.activation[vt].float().tolist()
+    err_norm = lr.errors[:, 1:].float().norm(dim=-1)  # [L, P-1]
+    emb_norm = lr.embeds.float().norm(dim=-1)  # [P]
+    rows = []
+    for l, p, i, a in zip(fl, fp, fi, fa):
+        rows.append(("feature", l, p, i, ids[p], toks[p], a, 0.0, 0.0, ""))
+    for l in range(L):
+        for p in range(1, P):
+            rows.append(("error", l, p, -1, ids[p], toks[p], float(err_norm[l, p - 1]), 0.0, 0.0, ""))
+    for p in range(P):
+        rows.append(("embedding", -1, p, -1, ids[p], toks[p], float(emb_norm[p]), 0.0, 0.0, ""))
+    for t, v in zip(tgts, logit_values.tolist()):
+        rows.append(("logit", L, P - 1, -1, t.token_id, t.label, float(v), t.prob, t.weight, t.label))
+    cols = ["kind", "layer", "pos", "feature", "token_id", "token", "activation", "logit_prob", "target_weight", "label"]
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,168 @@
+"""`circuit-trace`: trace | demo | train | intervene | serve, thin over the Python API.
+
+Exit codes: 0 success; 2 bad usage or bad input (prompt, target, thresholds, paths);
+3 the model or transcoders could not be loaded or do not fit each other; 1 anything unexpected."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_LOAD = 0, 1, 2, 3
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, code: int = EXIT_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "graph"
+
+
+def _output_path(arg: str | None, prompt: str) -> Path:
+    if arg is None:
+        path = Path("graphs") / f"{_slug(prompt)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)  # our own default location
+        return path
+    path = Path(arg)
+    if not path.parent.is_dir():
+        raise CLIError(f"output directory {str(path.parent)!r} does not exist (create it first)")
+    if path.suffix != ".json":
+        raise CLIError(f"output path {arg!r} must end in .json")
+    return path
+
+
+def _threshold(value: str) -> float:
+    v = float(value)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"threshold must be in (0, 1], got {value}")
+    return v
+
+
+def _positive_int(value: str) -> int:
+    v = int(value)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return v
+
+
+def _load_model(args):
+    from .api import load
+
+    try:
+        return load(args.model, args.transcoders, device=args.device, dtype=args.dtype)
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:
+        raise CLIError(f"could not load the model/transcoders: {exc}", EXIT_LOAD) from exc
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="hub id or local directory (default: the embedded states organism)")
+    p.add_argument("--transcoders", default=None,
+                   help="hub id or directory in the circuit-tracer layout (default: the organism's CLT)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: float32")
+
+
+def _print_trace(graph, pruned, seconds: float, out: Path | None) -> None:
+    logits = graph.logit_nodes()
+    print("top logits:")
+    for _, row in logits.iterrows():
+        print(f"  {row['token']!r:>16}  p={row['logit_prob']:.4f}")
+    scores = graph.scores()
+    print(f"nodes: {graph.n_nodes} -> {pruned.graph.n_nodes} after pruning")
+    print(f"edges: {graph.n_edges} -> {pruned.graph.n_edges} after pruning")
+    print(f"replacement score: {scores.replacement:.4f}   completeness score: {scores.completeness:.4f}")
+    print(f"time: {seconds:.2f} s")
+    if out is not None:
+        print(f"wrote {out}")
+
+
+def cmd_trace(args) -> int:
+    from .api import attribute
+    from .graphs import prune
+
+    out = _output_path(args.output, args.prompt)
+    rm = _load_model(args)
+    t0 = time.perf_counter()
+    graph = attribute(rm, args.prompt, max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
+                      max_n_logits=args.max_n_logits, desired_logit_prob=args.desired_logit_prob,
+                      progress=not args.quiet)
+    pruned = prune(graph, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    graph.to_json(out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    _print_trace(graph, pruned, time.perf_counter() - t0, out)
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from .viz.server import serve
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise CLIError(f"{str(directory)!r} is not a directory of graph JSON files")
+    serve(str(directory), host=args.host, port=args.port, open_browser=args.open)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="circuit-trace",
+        description="Attribution graphs for transformer language models (see README.md).",
+        epilog="exit codes: 0 ok, 1 unexpected error, 2 bad input or usage, 3 model/transcoders failed to load",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("trace", help="attribute a prompt, prune the graph and write Neuronpedia JSON")
+    p.add_argument("prompt", help="the text to trace (BOS is prepended)")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", default=None,
+                   help="graph JSON path; its directory must exist (default: graphs/<slug>.json)")
+    p.add_argument("--node-threshold", type=_threshold, default=0.8, help="cumulative node influence kept (default 0.8)")
+    p.add_argument("--edge-threshold", type=_threshold, default=0.98, help="cumulative edge influence kept (default 0.98)")
+    p.add_argument("--max-feature-nodes", type=_positive_int, default=None, help="cap on feature nodes (default 7500)")
+    p.add_argument("--max-n-logits", type=_positive_int, default=10, help="most logit targets (default 10)")
+    p.add_argument("--desired-logit-prob", type=_threshold, default=0.95,
+                   help="cumulative probability of logit targets (default 0.95)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="targets per backward pass (default: as many as fit in memory, at most 256)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("serve", help="serve a directory of graph JSON files to the local viewer")
+    p.add_argument("directory", nargs="?", default="graphs", help="directory of graph JSON files (default: graphs)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
+    p.add_argument("--open", action="store_true", help="open a browser tab")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .attribution.targets import TargetError
+    from .replacement.model import PromptError
+    from .transcoders import TranscoderError
+
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except (PromptError, TargetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except TranscoderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOAD
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

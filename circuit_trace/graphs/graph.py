@@ -1,0 +1,473 @@
+"""The Graph dataclass (docs/ARCHITECTURE.md, "graphs/"): node table + adjacency + metadata.
+
+Attribution constructs it; everything else (pruning, scores, exporters, save/load) reads it.
+Rows of `adjacency` are targets and columns sources: A[t, s] is the edge weight from s to t.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .ids import node_ids
+from .influence import as_csr, row_of_entries
+
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from .prune import PruneResult
+    from .scores import GraphScores
+
+__all__ = ["Graph", "NODE_COLUMNS", "NODE_KINDS"]
+
+NODE_KINDS = ("feature", "error", "embedding", "logit")
+# Contract columns of `Graph.nodes`, in order.
+NODE_COLUMNS = (
+    "node_id", "kind", "layer", "pos", "feature", "token_id", "token",
+    "activation", "logit_prob", "target_weight", "label",
+)  # fmt: skip
+
+_FORMAT = "circuit_trace.graph"
+_FORMAT_VERSION = "1"
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write via a temp file in the same directory + os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    # settings may hold numpy scalars/arrays or paths; store them as plain JSON values.
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    raise TypeError(f"settings value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+@dataclass(eq=False)
+class Graph:
+    """One prompt's attribution graph. Field names and meanings are fixed by the contract.
+
+    nodes: one row per node in adjacency order (features, errors, embeddings, logits), columns
+    NODE_COLUMNS. adjacency: float32 ndarray [N, N] or scipy CSR, A[t, s] = weight s -> t.
+    bias_terms [N] / target_values [N]: h_t = Σ_s A[t, s] + bias_terms[t] for features and logits.
+    """
+
+    prompt: str
+    input_ids: list[int]  # [P]
+    tokens: list[str]  # [P]
+    nodes: pd.DataFrame  # [N rows]
+    adjacency: np.ndarray | sp.csr_array  # [N, N]
+    n_layers: int
+    model_id: str
+    transcoder_id: str
+    settings: dict = field(default_factory=dict)
+    is_cross_layer: bool = False
+    bias_terms: np.ndarray = None  # type: ignore[assignment]  # [N]; None -> zeros
+    target_values: np.ndarray = None  # type: ignore[assignment]  # [N]; None -> zeros
+
+    def __post_init__(self) -> None:
+        if "node_id" not in self.nodes.columns:
+            # Attribution leaves naming to this layer: Neuronpedia ids, unique by construction.
+            self.nodes = self.nodes.copy()
+            self.nodes.insert(0, "node_id", self._default_node_ids())
+        missing = [c for c in NODE_COLUMNS if c not in self.nodes.columns]
+        if missing:
+            raise ValueError(f"Graph.nodes is missing columns {missing}")
+        if not isinstance(self.nodes.index, pd.RangeIndex) or self.nodes.index.start != 0:
+            # Row i must be node i of the adjacency; a leftover filtered index would break .loc.
+            self.nodes = self.nodes.reset_index(drop=True)
+        n = len(self.nodes)
+        if sp.issparse(self.adjacency):
+            if not isinstance(self.adjacency, sp.csr_array):
+                self.adjacency = sp.csr_array(self.adjacency)
+        else:
+            self.adjacency = np.asarray(self.adjacency)
+        if self.adjacency.shape != (n, n):
+            raise ValueError(
+                f"adjacency shape {self.adjacency.shape} != ({n}, {n}) from the node table"
+            )
+        bad = set(self.nodes["kind"].unique()) - set(NODE_KINDS)
+        if bad:
+            raise ValueError(f"unknown node kinds {sorted(bad)}; expected {NODE_KINDS}")
+        for name in ("bias_terms", "target_values"):
+            value = getattr(self, name)
+            value = np.zeros(n, dtype=np.float32) if value is None else np.asarray(value)
+            if value.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {value.shape}")
+            setattr(self, name, value)
+        self.input_ids = [int(t) for t in self.input_ids]
+        self.tokens = [str(t) for t in self.tokens]
+        if len(self.input_ids) != len(self.tokens):
+            raise ValueError("input_ids and tokens must have the same length")
+
+    def _default_node_ids(self) -> list[str]:
+        nodes = self.nodes
+        return node_ids(
+            nodes["kind"].tolist(),
+            nodes["layer"].tolist(),
+            nodes["feature"].tolist(),
+            nodes["pos"].tolist(),
+            nodes["token_id"].tolist(),
+            int(self.n_layers),
+        )
+
+    @classmethod
+    def from_attribution(cls, result: Any) -> Graph:
+        """Build a Graph from any object with the contract's field names (e.g. attribution's
+        AttributionResult), without importing it. A missing node_id column is filled in."""
+        from dataclasses import fields
+
+        return cls(**{f.name: getattr(result, f.name) for f in fields(cls)})
+
+    # ------------------------------------------------------------------ sizes and indices
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def n_pos(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.adjacency)
+
+    @property
+    def n_edges(self) -> int:
+        """Number of nonzero entries of the adjacency."""
+        if self.is_sparse:
+            return int(np.count_nonzero(self.adjacency.data))
+        return int(np.count_nonzero(self.adjacency))
+
+    @property
+    def kinds(self) -> np.ndarray:
+        """Node kind per row [N] (object array of str)."""
+        return self.nodes["kind"].to_numpy(dtype=object)
+
+    def indices(self, kind: str) -> np.ndarray:
+        """Row indices [k] of the nodes of one kind, ascending."""
+        if kind not in NODE_KINDS:
+            raise ValueError(f"unknown node kind {kind!r}; expected one of {NODE_KINDS}")
+        return np.flatnonzero(self.kinds == kind)
+
+    @property
+    def feature_indices(self) -> np.ndarray:
+        return self.indices("feature")
+
+    @property
+    def error_indices(self) -> np.ndarray:
+        return self.indices("error")
+
+    @property
+    def embedding_indices(self) -> np.ndarray:
+        return self.indices("embedding")
+
+    @property
+    def logit_indices(self) -> np.ndarray:
+        return self.indices("logit")
+
+    def feature_nodes(self) -> pd.DataFrame:
+        """Node-table rows of the features (index = adjacency row)."""
+        return self.nodes[self.nodes["kind"] == "feature"]
+
+    def error_nodes(self) -> pd.DataFrame:
+        return self.nodes[self.nodes["kind"] == "error"]
+
+    def embedding_nodes(self) -> pd.DataFrame:
+        return self.nodes[self.nodes["kind"] == "embedding"]
+
+    def logit_nodes(self) -> pd.DataFrame:
+        return self.nodes[self.nodes["kind"] == "logit"]
+
+    def logit_weights(self) -> np.ndarray:
+        """Influence weight per node [N] float64: target_weight (logit probability by default)."""
+        w = self.nodes["target_weight"].to_numpy(dtype=np.float64).copy()
+        w[self.kinds != "logit"] = 0.0  # only targets seed influence, whatever the column holds
+        return w
+
+    def index_of(self, node_id: str) -> int:
+        """Row index of a node id (linear scan; build a dict yourself for many look-ups)."""
+        hits = np.flatnonzero(self.nodes["node_id"].to_numpy(dtype=object) == node_id)
+        if hits.size == 0:
+            raise KeyError(node_id)
+        return int(hits[0])
+
+    # ------------------------------------------------------------------ analysis
+    def scores(self) -> GraphScores:
+        """Replacement and completeness scores (SPEC §4) of this graph."""
+        from .scores import graph_scores
+
+        kinds = self.kinds
+        return graph_scores(
+            self.adjacency, self.logit_weights(), kinds == "embedding", kinds == "error"
+        )
+
+    def node_influence(self) -> np.ndarray:
+        """Node score [N] = wᵀB + w (logit influence; logits their own weight)."""
+        from .influence import node_scores
+
+        return node_scores(self.adjacency, self.logit_weights())
+
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
+        """`prune.prune(self, ...)`: masks, influences and the pruned, re-indexed Graph."""
+        from .prune import prune
+
+        return prune(self, node_threshold=node_threshold, edge_threshold=edge_threshold)
+
+    def subgraph(
+        self, index: Sequence[int], adjacency: np.ndarray | sp.csr_array | None = None
+    ) -> Graph:
+        """Graph over the rows `index` (kept in the given order) [k].
+
+        adjacency [k, k] replaces the induced submatrix when given (pruning passes its kept edges);
+        the result keeps this graph's storage kind (dense float32 stays dense).
+        """
+        index = np.asarray(index, dtype=np.int64)
+        if adjacency is None:
+            adjacency = (
+                self.adjacency[index][:, index]
+                if self.is_sparse
+                else self.adjacency[np.ix_(index, index)]
+            )
+        if self.is_sparse:
+            adjacency = sp.csr_array(adjacency, dtype=self.adjacency.dtype)
+        elif sp.issparse(adjacency):
+            adjacency = adjacency.toarray().astype(self.adjacency.dtype, copy=False)
+        else:
+            adjacency = np.asarray(adjacency, dtype=self.adjacency.dtype)
+        return Graph(
+            prompt=self.prompt,
+            input_ids=list(self.input_ids),
+            tokens=list(self.tokens),
+            nodes=self.nodes.iloc[index].reset_index(drop=True),
+            adjacency=adjacency,
+            n_layers=self.n_layers,
+            model_id=self.model_id,
+            transcoder_id=self.transcoder_id,
+            settings=dict(self.settings),
+            is_cross_layer=self.is_cross_layer,
+            bias_terms=self.bias_terms[index],
+            target_values=self.target_values[index],
+        )
+
+    # ------------------------------------------------------------------ exporters
+    def _edge_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(target [E], source [E], weight [E] float64) of every nonzero edge, row-major."""
+        csr = as_csr(self.adjacency)
+        return row_of_entries(csr), csr.indices.astype(np.int64), csr.data
+
+    def edges_frame(self) -> pd.DataFrame:
+        """One row per nonzero edge: source, target (node ids), weight = A[t, s], kinds."""
+        tgt, src, weight = self._edge_arrays()
+        ids = self.nodes["node_id"].to_numpy(dtype=object)
+        kinds = self.kinds
+        return pd.DataFrame(
+            {
+                "source": ids[src],
+                "target": ids[tgt],
+                "weight": weight,
+                "source_kind": kinds[src],
+                "target_kind": kinds[tgt],
+            }
+        )
+
+    def to_networkx(self) -> nx.DiGraph:
+        """DiGraph source -> target keyed by node_id; node attrs from the table, edge weight."""
+        import networkx as nx
+
+        g = nx.DiGraph(prompt=self.prompt, model_id=self.model_id, n_layers=self.n_layers)
+        records = self.nodes.to_dict(orient="records")
+        g.add_nodes_from(
+            (rec["node_id"], {**{k: v for k, v in rec.items() if k != "node_id"}, "index": i})
+            for i, rec in enumerate(records)
+        )
+        tgt, src, weight = self._edge_arrays()
+        ids = self.nodes["node_id"].to_numpy(dtype=object)
+        g.add_weighted_edges_from(zip(ids[src], ids[tgt], weight.tolist()))
+        return g
+
+    def to_json(
+        self,
+        path: str | os.PathLike,
+        slug: str | None = None,
+        node_threshold: float = 0.8,
+        edge_threshold: float = 0.98,
+        scan: str | None = None,
+        info: dict | None = None,
+        supernodes: Iterable[Sequence[Any]] | None = None,
+        pinned_ids: Iterable[str] | None = None,
+    ) -> dict:
+        """Prune and write Neuronpedia JSON atomically; returns the written dict.
+
+        slug defaults to the file stem, scan to `model_id`. pinned_ids / supernode members may be
+        Neuronpedia ids or this table's node ids; unknown or pruned ids raise ValueError.
+        """
+        from .neuronpedia import to_neuronpedia, write_json
+
+        path = Path(path)
+        data = to_neuronpedia(
+            self,
+            self.prune(node_threshold, edge_threshold),
+            slug=slug if slug is not None else path.stem,
+            scan=scan,
+            info=info,
+            supernodes=supernodes,
+            pinned_ids=pinned_ids,
+        )
+        write_json(data, path)
+        return data
+
+    # ------------------------------------------------------------------ persistence
+    def _header(self) -> dict:
+        nodes = self.nodes
+        return {
+            "prompt": self.prompt,
+            "input_ids": self.input_ids,
+            "tokens": self.tokens,
+            "n_layers": int(self.n_layers),
+            "model_id": self.model_id,
+            "transcoder_id": self.transcoder_id,
+            "settings": self.settings,
+            "is_cross_layer": bool(self.is_cross_layer),
+            "adjacency_format": "csr" if self.is_sparse else "dense",
+            "n_nodes": self.n_nodes,
+            # dtypes travel with the records so load() restores e.g. float32 columns exactly.
+            "node_dtypes": {c: str(nodes[c].dtype) for c in nodes.columns},
+            "nodes": nodes.to_dict(orient="records"),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """One safetensors file: tensors (adjacency dense or CSR parts, bias_terms, target_values)
+        plus this graph's JSON (node records, metadata) in the safetensors header. No pickle;
+        written to a temp file and renamed, so an interrupted save never leaves a broken file."""
+        from safetensors.numpy import save as st_save
+
+        tensors: dict[str, np.ndarray] = {
+            "bias_terms": np.ascontiguousarray(self.bias_terms),
+            "target_values": np.ascontiguousarray(self.target_values),
+        }
+        if self.is_sparse:
+            a = self.adjacency
+            tensors["adjacency.data"] = np.ascontiguousarray(a.data)
+            tensors["adjacency.indices"] = np.ascontiguousarray(a.indices)
+            tensors["adjacency.indptr"] = np.ascontiguousarray(a.indptr)
+        else:
+            tensors["adjacency"] = np.ascontiguousarray(self.adjacency)
+        header = json.dumps(self._header(), default=_json_default)
+        metadata = {"format": _FORMAT, "version": _FORMAT_VERSION, "graph": header}
+        atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Graph:
+        """Read a file written by `save`."""
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not a circuit_trace graph file")
+            if metadata.get("version") != _FORMAT_VERSION:
+                raise ValueError(
+                    f"{path}: unsupported graph format version {metadata.get('version')}"
+                )
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        h = json.loads(metadata["graph"])
+        n = h["n_nodes"]
+        nodes = pd.DataFrame.from_records(h["nodes"], columns=list(h["node_dtypes"]))
+        nodes = nodes.astype(h["node_dtypes"]) if n else nodes
+        if h["adjacency_format"] == "csr":
+            adjacency = sp.csr_array(
+                (
+                    tensors["adjacency.data"],
+                    tensors["adjacency.indices"],
+                    tensors["adjacency.indptr"],
+                ),
+                shape=(n, n),
+            )
+        else:
+            adjacency = tensors["adjacency"]
+        return cls(
+            prompt=h["prompt"],
+            input_ids=h["input_ids"],
+            tokens=h["tokens"],
+            nodes=nodes,
+            adjacency=adjacency,
+            n_layers=h["n_layers"],
+            model_id=h["model_id"],
+            transcoder_id=h["transcoder_id"],
+            settings=h["settings"],
+            is_cross_layer=h["is_cross_layer"],
+            bias_terms=tensors["bias_terms"],
+            target_values=tensors["target_values"],
+        )
+
+    def equals(self, other: Graph) -> bool:
+        """Exact equality of every field (dataclass == is ill-defined for frames and arrays)."""
+        if not isinstance(other, Graph):
+            return False
+        if self.is_sparse != other.is_sparse:
+            return False
+        if self.is_sparse:
+            a, b = self.adjacency, other.adjacency
+            same_adj = (
+                a.shape == b.shape
+                and a.dtype == b.dtype
+                and np.array_equal(a.indptr, b.indptr)
+                and np.array_equal(a.indices, b.indices)
+                and np.array_equal(a.data, b.data)
+            )
+        else:
+            same_adj = self.adjacency.dtype == other.adjacency.dtype and np.array_equal(
+                self.adjacency, other.adjacency
+            )
+        return (
+            same_adj
+            and self.prompt == other.prompt
+            and self.input_ids == other.input_ids
+            and self.tokens == other.tokens
+            and self.n_layers == other.n_layers
+            and self.model_id == other.model_id
+            and self.transcoder_id == other.transcoder_id
+            and self.settings == other.settings
+            and self.is_cross_layer == other.is_cross_layer
+            and self.bias_terms.dtype == other.bias_terms.dtype
+            and np.array_equal(self.bias_terms, other.bias_terms)
+            and self.target_values.dtype == other.target_values.dtype
+            and np.array_equal(self.target_values, other.target_values)
+            and self.nodes.equals(other.nodes)
+            and list(self.nodes.dtypes.astype(str)) == list(other.nodes.dtypes.astype(str))
+        )
+
+    def __repr__(self) -> str:
+        counts = self.nodes["kind"].value_counts().to_dict()
+        parts = ", ".join(f"{counts.get(k, 0)} {k}" for k in NODE_KINDS)
+        store = "csr" if self.is_sparse else "dense"
+        return (
+            f"Graph({self.prompt!r}, {self.n_nodes} nodes [{parts}], "
+            f"{self.n_edges} edges ({store}), model={self.model_id!r}, transcoders={self.transcoder_id!r})"
+        )

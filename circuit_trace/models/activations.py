@@ -1,0 +1,45 @@
+"""Reading MLP inputs and outputs of every layer through nnsight (used by training and recording)."""
+
+from __future__ import annotations
+
+import torch
+from nnsight import NNsight
+
+from .adapters import ModelAdapter
+
+
+def _envoy(root, path: str):
+    env = root
+    for part in path.split("."):
+        env = env[int(part)] if part.isdigit() else getattr(env, part)
+    return env
+
+
+def nnsight_wrapper(adapter: ModelAdapter) -> NNsight:
+    """A cached plain NNsight wrapper over the adapter's model (no tokenizer needed)."""
+    wrapped = getattr(adapter, "_nnsight_plain", None)
+    if wrapped is None:
+        wrapped = adapter._nnsight_plain = NNsight(adapter.model)
+    return wrapped
+
+
+@torch.no_grad()
+def mlp_io(
+    adapter: ModelAdapter,
+    input_ids: torch.Tensor,
+    input_hook: str,
+    output_hook: str,
+    layers: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (x, y), each [n_layers_read, B, P, d]: the transcoder input and target of each layer."""
+    layers = list(range(adapter.n_layers)) if layers is None else list(layers)
+    wrapped = nnsight_wrapper(adapter)
+    xs, ys = [], []
+    with wrapped.trace(input_ids):
+        for layer in layers:
+            _, in_io, in_path = adapter.hook_module(input_hook, layer)
+            _, out_io, out_path = adapter.hook_module(output_hook, layer)
+            env_in, env_out = _envoy(wrapped, in_path), _envoy(wrapped, out_path)
+            xs.append((env_in.input if in_io == "input" else env_in.output).save())
+            ys.append((env_out.input if out_io == "input" else env_out.output).save())
+    return torch.stack([x for x in xs]), torch.stack([y for y in ys])

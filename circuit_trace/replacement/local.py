@@ -1,0 +1,170 @@
+"""The local replacement model of one prompt (SPEC §2).
+
+One recorded forward pass gives, per layer l and position p: the transcoder input x_l, the true MLP
+output y_l, the feature activations and the error e_l = y_l - ŷ_l. The *frozen* forward then holds
+attention patterns and norm denominators at their recorded values and every MLP output at the
+constant C_l (= y_l unless the caller edits it) plus the live skip term W_skip (x_l - x_l_clean).
+That makes logits, feature pre-activations and every other residual quantity affine functions of
+the embeddings and the C_l, so gradients with respect to those leaves give exact edge weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.freeze import FrozenState, freeze_mode, patched_forward
+
+
+@dataclass
+class ActiveFeatures:
+    """Active features at positions >= 1 (BOS features are constants, not nodes), canonical order."""
+
+    layer: torch.Tensor  # [n] long
+    pos: torch.Tensor  # [n] long
+    index: torch.Tensor  # [n] long
+    activation: torch.Tensor  # [n]
+    pre_activation: torch.Tensor  # [n]
+
+    def __len__(self) -> int:
+        return int(self.layer.numel())
+
+
+@dataclass
+class FrozenOutputs:
+    """What one frozen forward pass exposes (batch B)."""
+
+    embeds: torch.Tensor  # [B, P, d] leaf
+    mlp_out: list[torch.Tensor]  # n_layers leaves [B, P, d] (the constants C_l)
+    x: list[torch.Tensor]  # n_layers transcoder inputs [B, P, d] (graph nodes)
+    z: torch.Tensor  # [B, 1, d] final-normed hidden state at the last position (lm_head input)
+    logits: torch.Tensor  # [B, 1, vocab] model logits at the last position (after any softcap)
+
+
+@dataclass
+class LocalReplacement:
+    rm: "object"  # ReplacementModel
+    input_ids: torch.Tensor  # [P]
+    state: FrozenState
+    embeds: torch.Tensor  # [P, d] token embeddings as added to the residual stream
+    x: torch.Tensor  # [L, P, d] transcoder inputs
+    y: torch.Tensor  # [L, P, d] true MLP outputs
+    skip_clean: torch.Tensor  # [L, P, d] skip term at the clean inputs (zeros without skip)
+    errors: torch.Tensor  # [L, P, d] y - ŷ
+    logits: torch.Tensor  # [P, vocab] model logits
+    features: ActiveFeatures
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.input_ids.numel())
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    @torch.no_grad()
+    def record(cls, rm, input_ids: torch.Tensor) -> "LocalReplacement":
+        ad, tc = rm.adapter, rm.transcoders
+        L, dev = ad.n_layers, rm.device
+        ids = input_ids.to(dev)[None]  # [1, P]
+        xs, ys = [None] * L, [None] * L
+        hooks = []
+        for layer in range(L):
+            in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
+            out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
+            hooks.append(in_mod.register_forward_pre_hook(_store_input(xs, layer), with_kwargs=True))
+            hooks.append(out_mod.register_forward_hook(_store_output(ys, layer)))
+        state = FrozenState()
+        embeds = ad.embed_tokens(ids)  # [1, P, d]
+        try:
+            with freeze_mode(ad, "record", state):
+                logits = rm.model(inputs_embeds=embeds).logits[0]  # [P, V]
+        finally:
+            for h in hooks:
+                h.remove()
+        tdt = tc.dtype
+        x = torch.stack([t[0] for t in xs]).to(tdt)  # [L, P, d]
+        y = torch.stack([t[0] for t in ys]).to(tdt)
+        pre = [tc.pre_activations(x[l], l) for l in range(L)]  # L x [P, F]
+        acts = [tc.activations(pre[l], l) for l in range(L)]
+        skip_clean = torch.stack([tc.skip(x[l], l) for l in range(L)])
+        errors = y - tc.decode(acts) - skip_clean
+        for name, t in (("MLP inputs", x), ("MLP outputs", y), ("errors", errors)):
+            if not torch.isfinite(t).all():
+                raise FloatingPointError(f"non-finite values in the recorded {name}: check the model and transcoder weights")
+        act = torch.stack(acts)  # [L, P, F]
+        act[:, 0] = 0  # BOS position: constants, not nodes
+        layer, pos, index = act.nonzero(as_tuple=True)  # row-major: sorted by layer, pos, feature
+        feats = ActiveFeatures(
+            layer=layer, pos=pos, index=index,
+            activation=act[layer, pos, index],
+            pre_activation=torch.stack(pre)[layer, pos, index],
+        )
+        return cls(rm=rm, input_ids=input_ids.to(dev), state=state, embeds=embeds[0].to(tdt), x=x, y=y,
+                   skip_clean=skip_clean, errors=errors, logits=logits, features=feats)
+
+    # ------------------------------------------------------------------------------------------
+    def frozen_forward(
+        self,
+        batch: int = 1,
+        *,
+        embeds: torch.Tensor | None = None,  # [P, d] or [B, P, d]; default: the clean embeddings
+        mlp_out: torch.Tensor | None = None,  # [L, P, d] or [L, B, P, d]; default: y
+        requires_grad: bool = True,
+    ) -> FrozenOutputs:
+        """Run the frozen local replacement model. Leaves are expanded views (no copies); with
+        `requires_grad`, gradients with respect to them are the rows of the attribution matrix."""
+        rm, ad, tc = self.rm, self.rm.adapter, self.rm.transcoders
+        L, P, mdt = ad.n_layers, self.n_pos, rm.dtype
+        emb = self.embeds if embeds is None else embeds
+        emb_leaf = emb.to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad)
+        consts = self.y if mlp_out is None else mlp_out
+        c_leaves = [consts[l].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad) for l in range(L)]
+        xs: list[torch.Tensor | None] = [None] * L
+        zs: list[torch.Tensor] = []
+        hooks, patches = [], []
+        for layer in range(L):
+            in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
+            out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
+            hooks.append(in_mod.register_forward_pre_hook(_store_input(xs, layer), with_kwargs=True))
+            patches.append((out_mod, self._constant_output(layer, c_leaves[layer], xs)))
+        hooks.append(ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0])))
+        try:
+            with torch.enable_grad(), freeze_mode(ad, "frozen", self.state), patched_forward(patches):
+                logits = rm.model(inputs_embeds=emb_leaf, logits_to_keep=1).logits
+        finally:
+            for h in hooks:
+                h.remove()
+        return FrozenOutputs(embeds=emb_leaf, mlp_out=c_leaves, x=xs, z=zs[-1], logits=logits)
+
+    def _constant_output(self, layer: int, const: torch.Tensor, xs: list):
+        tc = self.rm.transcoders
+        if not tc.has_skip:
+            return lambda *args, **kwargs: const
+        skip_clean = self.skip_clean[layer]
+
+        def forward(*args, **kwargs):
+            # Only the skip path is live: its gradient flows back into the MLP input.
+            return const + (tc.skip(xs[layer], layer) - skip_clean).to(const.dtype)
+
+        return forward
+
+    def source_free_constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeds, mlp_out) with every graph source removed: embeddings zero, and at positions
+        >= 1 MLP outputs reduced to b_dec (features and errors gone); BOS keeps its recorded output.
+        The frozen forward on these gives each target's constant (bias) term."""
+        tc = self.rm.transcoders
+        mlp = self.y.clone()
+        mlp[:, 1:] = tc.b_dec[:, None, :].to(mlp.dtype) + self.skip_clean[:, 1:]
+        return torch.zeros_like(self.embeds), mlp
+
+
+def _store_input(store: list, layer: int):
+    def pre(_module, args, kwargs):
+        store[layer] = args[0] if args else next(iter(kwargs.values()))
+    return pre
+
+
+def _store_output(store: list, layer: int):
+    def hook(_module, _args, output):
+        store[layer] = output[0] if isinstance(output, tuple) else output
+    return hook

@@ -1,0 +1,520 @@
+"""Reading and writing transcoder checkpoints in the circuit-tracer layout.
+
+Cross-layer transcoder (config `model_kind: cross_layer_transcoder`), one pair of files per layer l:
+    W_enc_{l}.safetensors   W_enc_{l} [F, d], b_enc_{l} [F], b_dec_{l} [d],
+                            optional threshold_{l} [F] (or log_threshold_{l}), W_skip_{l} [d, d]
+    W_dec_{l}.safetensors   W_dec_{l} [F, L − l, d]
+Per-layer transcoders (config `model_kind: transcoder_set`), one file per layer:
+    layer_{l}.safetensors   W_enc [F, d], W_dec [F, d], b_enc [F], b_dec [d],
+                            optional activation_function.threshold [F], W_skip [d, d]
+    or a `transcoders:` list in config.yaml of paths / hf:// URIs (GemmaScope .npz accepted).
+config.yaml: model_kind, feature_input_hook, feature_output_hook (circuit-tracer's keys), plus ours:
+activation, k, n_layers, d_model, d_features, skip_connection, model_name, threshold_param.
+W_skip is stored in nn.Linear orientation [d_out, d_in] (skip = x @ W_skip.T), as circuit-tracer's
+per-layer transcoders do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import CheckpointError
+from .hooks import normalize_hook_name
+from .lazy import SafetensorsDecoderSource
+from .transcoder import Transcoder
+
+__all__ = ["load_transcoders", "save_transcoder", "CONFIG_NAME"]
+
+CONFIG_NAME = "config.yaml"
+_HUB_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(/[^@]*)?(?:@([\w./-]+))?$")
+# Row block for scanning lazy decoders for NaN/inf without holding a layer in memory.
+_SCAN_ROWS = 4096
+
+
+# ====================================================================== writing
+def _tensor(t: torch.Tensor) -> torch.Tensor:
+    # safetensors refuses views that share storage; a contiguous CPU copy per tensor avoids that.
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def _layer_files(tc: Transcoder, l: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The files (name -> tensors) that hold layer l."""
+    thr: dict[str, torch.Tensor] = {}
+    if tc.activation == "jumprelu":
+        # Write the parameter we train (threshold or log-threshold) so a round trip is bit-exact.
+        src = tc.threshold if tc.threshold_param == "threshold" else tc.log_threshold
+        thr = {tc.threshold_param: src[l]}
+    dec = tc.decoder(l)  # [F, n_out, d]; reads a lazy layer once
+    if tc.is_cross_layer:
+        enc = {f"W_enc_{l}": tc.W_enc[l], f"b_enc_{l}": tc.b_enc[l], f"b_dec_{l}": tc.b_dec[l]}
+        enc.update({f"{k}_{l}": v for k, v in thr.items()})
+        if tc.W_skip is not None:
+            enc[f"W_skip_{l}"] = tc.W_skip[l]
+        return {
+            f"W_enc_{l}.safetensors": {k: _tensor(v) for k, v in enc.items()},
+            f"W_dec_{l}.safetensors": {f"W_dec_{l}": _tensor(dec)},
+        }
+    one = {"W_enc": tc.W_enc[l], "W_dec": dec[:, 0, :], "b_enc": tc.b_enc[l], "b_dec": tc.b_dec[l]}
+    if thr:
+        key = "activation_function.threshold" if tc.threshold_param == "threshold" else "log_threshold"
+        one[key] = next(iter(thr.values()))
+    if tc.W_skip is not None:
+        one["W_skip"] = tc.W_skip[l]
+    return {f"layer_{l}.safetensors": {k: _tensor(v) for k, v in one.items()}}
+
+
+def save_transcoder(tc: Transcoder, path: str | os.PathLike) -> None:
+    """Write `tc` to directory `path` in the circuit-tracer layout.
+
+    Atomic in the sense that matters: everything is written into a temporary sibling directory
+    which is then renamed into place, so a crash or error never leaves a half-written or mixed
+    checkpoint at `path` (an old one stays intact until the new one is complete; a concurrent
+    reader may briefly find no directory, never a partial one). An existing `path` is replaced only if it is
+    empty or already a checkpoint (has config.yaml), so a typo cannot wipe an unrelated folder.
+    Lazy decoder layers are read one at a time, so saving never holds the whole decoder.
+    """
+    path = Path(path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"{path} exists and is not a directory")
+        if any(path.iterdir()) and not (path / CONFIG_NAME).exists():
+            raise FileExistsError(f"{path} is a non-empty directory without {CONFIG_NAME}; refusing to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        for l in range(tc.n_layers):
+            for fname, tensors in _layer_files(tc, l).items():
+                save_file(tensors, str(tmp / fname), metadata={"format": "pt"})
+        cfg = tc.config_dict()
+        if tc.activation == "jumprelu":
+            cfg["threshold_param"] = tc.threshold_param
+        with open(tmp / CONFIG_NAME, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ====================================================================== reading helpers
+class _File:
+    """An opened safetensors file whose errors name the file and tensor."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if not path.is_file():
+            raise CheckpointError(f"missing checkpoint file {path}", path=str(path))
+        try:
+            self._cm = safe_open(str(path), framework="pt", device="cpu")
+            self.f = self._cm.__enter__()
+        except Exception as e:
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file (truncated or corrupt?): {e}", path=str(path)
+            ) from e
+        self.keys = set(self.f.keys())
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+
+    def __enter__(self) -> "_File":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def has(self, key: str) -> bool:
+        return key in self.keys
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        self._need(key)
+        return tuple(self.f.get_slice(key).get_shape())
+
+    def _need(self, key: str) -> None:
+        if key not in self.keys:
+            raise CheckpointError(
+                f"{self.path}: missing tensor {key!r} (found: {', '.join(sorted(self.keys)) or 'none'})",
+                path=str(self.path), tensor=key,
+            )
+
+    def get(self, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Read a tensor, checking its shape (if given) and that it is finite."""
+        if shape is not None:
+            _check_shape(self.path, key, self.shape(key), shape)
+        self._need(key)
+        try:
+            t = self.f.get_tensor(key)
+        except Exception as e:
+            raise CheckpointError(f"{self.path}: cannot read tensor {key!r}: {e}", path=str(self.path), tensor=key) from e
+        _check_finite(t, self.path, key)
+        return t
+
+
+def _check_shape(path: Path | str, key: str, actual: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    if tuple(actual) != tuple(expected):
+        raise CheckpointError(
+            f"{path}: tensor {key!r} has shape {list(actual)}, expected {list(expected)}",
+            path=str(path), tensor=key,
+        )
+
+
+def _check_finite(t: torch.Tensor, path: Path | str, key: str) -> None:
+    if not t.is_floating_point():
+        raise CheckpointError(f"{path}: tensor {key!r} has non-float dtype {t.dtype}", path=str(path), tensor=key)
+    if not torch.isfinite(t).all():
+        n_bad = int((~torch.isfinite(t)).sum())
+        raise CheckpointError(
+            f"{path}: tensor {key!r} contains {n_bad} NaN/inf value(s)", path=str(path), tensor=key
+        )
+
+
+def _scan_lazy(src: SafetensorsDecoderSource, n_rows: int) -> None:
+    """Read a lazy decoder block by block so NaN/inf surface at load time (verify=True)."""
+    for start in range(0, n_rows, _SCAN_ROWS):
+        src.read(torch.arange(start, min(n_rows, start + _SCAN_ROWS)), torch.device("cpu"), torch.float32)
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    cfg_path = folder / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"missing {CONFIG_NAME} in {folder} (needs model_kind, feature_input_hook, feature_output_hook)", path=str(cfg_path))
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{cfg_path}: invalid YAML: {e}", path=str(cfg_path)) from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{cfg_path}: expected a mapping, got {type(cfg).__name__}", path=str(cfg_path))
+    for key in ("model_kind", "feature_input_hook", "feature_output_hook"):
+        if key not in cfg:
+            raise CheckpointError(f"{cfg_path}: missing key {key!r}", path=str(cfg_path))
+        try:
+            if key != "model_kind":
+                cfg[key] = normalize_hook_name(cfg[key])
+        except ValueError as e:
+            raise CheckpointError(f"{cfg_path}: {key}: {e}", path=str(cfg_path)) from e
+    if cfg["model_kind"] not in ("cross_layer_transcoder", "transcoder_set"):
+        raise CheckpointError(
+            f"{cfg_path}: unknown model_kind {cfg['model_kind']!r} (expected 'cross_layer_transcoder' or 'transcoder_set')",
+            path=str(cfg_path),
+        )
+    cfg["_path"] = str(cfg_path)
+    return cfg
+
+
+def _numbered(folder: Path, pattern: str) -> list[Path]:
+    """Files `pattern.format(i)` for i = 0..n-1; raises naming the first missing index."""
+    regex = re.compile("^" + re.escape(pattern).replace(r"\{\}", r"(\d+)") + "$")
+    found = {int(m.group(1)): p for p in folder.iterdir() if (m := regex.match(p.name))}
+    if not found:
+        raise CheckpointError(f"no {pattern.format('*')} files in {folder}", path=str(folder))
+    n = max(found) + 1
+    missing = [i for i in range(n) if i not in found]
+    if missing:
+        raise CheckpointError(f"missing checkpoint file {folder / pattern.format(missing[0])}", path=str(folder / pattern.format(missing[0])))
+    return [found[i] for i in range(n)]
+
+
+def _activation_from(cfg: dict[str, Any], has_threshold: bool) -> tuple[str, int | None]:
+    act = cfg.get("activation")
+    if act in ("jump_relu", "JumpReLU"):  # circuit-tracer's spelling
+        act = "jumprelu"
+    if act is None:
+        act = "jumprelu" if has_threshold else "relu"
+    if act == "jumprelu" and not has_threshold:
+        raise CheckpointError(f"{cfg['_path']}: activation is jumprelu but the checkpoint has no thresholds", path=cfg["_path"])
+    k = cfg.get("k")
+    if act == "topk" and k is None:
+        raise CheckpointError(f"{cfg['_path']}: activation is topk but no 'k' is given", path=cfg["_path"])
+    return act, (int(k) if act == "topk" else None)
+
+
+def _new(cfg: dict[str, Any], L: int, F: int, d: int, *, cross_layer: bool, act: str, k: int | None,
+         skip: bool, threshold_param: str, name: str, device: Any, dtype: torch.dtype) -> Transcoder:
+    if cfg.get("n_layers") is not None and int(cfg["n_layers"]) != L:
+        raise CheckpointError(f"{cfg['_path']}: n_layers = {cfg['n_layers']} but {L} layers of files were found", path=cfg["_path"])
+    for key, val in (("d_model", d), ("d_features", F)):
+        if cfg.get(key) is not None and int(cfg[key]) != val:
+            raise CheckpointError(f"{cfg['_path']}: {key} = {cfg[key]} but the tensors say {val}", path=cfg["_path"])
+    try:
+        return Transcoder(
+            L, d, F, cross_layer=cross_layer, activation=act, skip=skip, k=k,
+            feature_input_hook=cfg["feature_input_hook"], feature_output_hook=cfg["feature_output_hook"],
+            name=name, model_name=cfg.get("model_name"), threshold_param=threshold_param,
+            bandwidth=float(cfg.get("jumprelu_bandwidth", 0.1)), device=device, dtype=dtype,
+            materialize_decoders=False,
+        )
+    except ValueError as e:
+        raise CheckpointError(f"{cfg['_path']}: {e}", path=cfg["_path"]) from e
+
+
+# ====================================================================== CLT layout
+def _load_clt(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None,
+              lazy: bool, verify: bool) -> Transcoder:
+    enc_paths = _numbered(folder, "W_enc_{}.safetensors")
+    L = len(enc_paths)
+    with _File(enc_paths[0]) as f0:
+        F, d = _shape2(f0, "W_enc_0")
+        has_thr = f0.has("threshold_0") or f0.has("log_threshold_0")
+        thr_param = "log_threshold" if (f0.has("log_threshold_0") and not f0.has("threshold_0")) else "threshold"
+        if thr_param == "threshold" and cfg.get("threshold_param") == "log_threshold" and f0.has("log_threshold_0"):
+            thr_param = "log_threshold"
+        skip = f0.has("W_skip_0")
+        file_dtype = f0.f.get_slice("b_enc_0").get_dtype() if f0.has("b_enc_0") else None
+    act, k = _activation_from(cfg, has_thr)
+    dtype = dtype or _torch_dtype(file_dtype) or torch.float32
+    tc = _new(cfg, L, F, d, cross_layer=True, act=act, k=k, skip=skip,
+              threshold_param=thr_param, name=name, device=device, dtype=dtype)
+    with torch.no_grad():
+        for l, p in enumerate(enc_paths):
+            with _File(p) as f:
+                tc.W_enc[l].copy_(f.get(f"W_enc_{l}", (F, d)))
+                tc.b_enc[l].copy_(f.get(f"b_enc_{l}", (F,)))
+                tc.b_dec[l].copy_(f.get(f"b_dec_{l}", (d,)))
+                if act == "jumprelu":
+                    getattr(tc, thr_param)[l].copy_(f.get(f"{thr_param}_{l}", (F,)))
+                if skip:
+                    tc.W_skip[l].copy_(f.get(f"W_skip_{l}", (d, d)))  # type: ignore[index]
+                elif f.has(f"W_skip_{l}"):
+                    raise CheckpointError(f"{p}: has W_skip_{l} but layer 0 has no skip", path=str(p), tensor=f"W_skip_{l}")
+            dec_path = folder / f"W_dec_{l}.safetensors"
+            key, shape = f"W_dec_{l}", (F, L - l, d)
+            with _File(dec_path) as f:
+                _check_shape(dec_path, key, f.shape(key), shape)
+                if not lazy:
+                    tc.W_dec[l] = torch.nn.Parameter(f.get(key).to(device=tc.device, dtype=dtype))
+            if lazy:
+                src = SafetensorsDecoderSource(str(dec_path), key, shape)
+                if verify:
+                    _scan_lazy(src, F)
+                tc.set_lazy_decoder(l, src)
+    return tc
+
+
+def _shape2(f: _File, key: str) -> tuple[int, int]:
+    s = f.shape(key)
+    if len(s) != 2:
+        raise CheckpointError(f"{f.path}: tensor {key!r} has shape {list(s)}, expected [F, d_model]", path=str(f.path), tensor=key)
+    return int(s[0]), int(s[1])
+
+
+def _torch_dtype(st_dtype: str | None) -> torch.dtype | None:
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(st_dtype or "")
+
+
+# ====================================================================== transcoder_set layout
+_PLT_THRESHOLD_KEYS = ("activation_function.threshold", "threshold")
+_PLT_LOG_THRESHOLD_KEYS = ("log_threshold", "log_thresholds")
+
+
+def _plt_paths(folder: Path, cfg: dict[str, Any]) -> list[Path]:
+    entries = cfg.get("transcoders")
+    if not entries:
+        return _numbered(folder, "layer_{}.safetensors")
+    out = []
+    for entry in entries:
+        entry = str(entry)
+        if entry.startswith("hf://"):
+            out.append(Path(_download_hf_uri(entry)))
+        else:
+            p = Path(entry).expanduser()
+            out.append(p if p.is_absolute() else folder / p)
+    return out
+
+
+def _read_plt_layer(p: Path, l: int) -> tuple[dict[str, torch.Tensor], _File | None]:
+    """Eagerly read one per-layer file, mapping GemmaScope (npz) and GemmaScope-2 key names to
+    circuit-tracer's. Returns tensors (without W_dec for a safetensors file, which may stay lazy)
+    and the open file (None for npz)."""
+    if p.suffix == ".npz":
+        import numpy as np
+
+        if not p.is_file():
+            raise CheckpointError(f"missing checkpoint file {p}", path=str(p))
+        try:
+            raw = {k: torch.from_numpy(np.asarray(v)) for k, v in np.load(p).items()}
+        except Exception as e:
+            raise CheckpointError(f"{p}: not a readable npz file: {e}", path=str(p)) from e
+        for key in ("W_enc", "W_dec", "b_enc", "b_dec"):
+            if key not in raw:
+                raise CheckpointError(f"{p}: missing tensor {key!r}", path=str(p), tensor=key)
+        out = dict(raw)
+        out["W_enc"] = raw["W_enc"].T.contiguous()  # GemmaScope stores W_enc as [d, F]
+        for key, t in out.items():
+            _check_finite(t.float() if not t.is_floating_point() else t, p, key)
+        return out, None
+    f = _File(p)
+    if f.has("w_enc"):  # GemmaScope-2 naming: w_enc [d, F], w_dec [F, d], affine_skip_connection [d_in, d_out]
+        out = {"W_enc": f.get("w_enc").T.contiguous(), "W_dec": f.get("w_dec"), "b_enc": f.get("b_enc"), "b_dec": f.get("b_dec")}
+        if f.has("threshold"):
+            out["threshold"] = f.get("threshold")
+        if f.has("affine_skip_connection"):
+            out["W_skip"] = f.get("affine_skip_connection").T.contiguous()
+        f.close()
+        return out, None
+    out = {"W_enc": f.get("W_enc"), "b_enc": f.get("b_enc"), "b_dec": f.get("b_dec")}
+    for key in _PLT_THRESHOLD_KEYS:
+        if f.has(key):
+            out["threshold"] = f.get(key)
+            break
+    for key in _PLT_LOG_THRESHOLD_KEYS:
+        if f.has(key):
+            out["log_threshold"] = f.get(key)
+            break
+    if f.has("W_skip"):
+        out["W_skip"] = f.get("W_skip")
+    return out, f
+
+
+def _load_plt_set(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None,
+                  lazy: bool, verify: bool) -> Transcoder:
+    paths = _plt_paths(folder, cfg)
+    L = len(paths)
+    tc: Transcoder | None = None
+    ref: dict[str, Any] = {}
+    with torch.no_grad():
+        for l, p in enumerate(paths):
+            t, f = _read_plt_layer(p, l)
+            try:
+                if tc is None:
+                    if t["W_enc"].ndim != 2:
+                        raise CheckpointError(f"{p}: tensor 'W_enc' has shape {list(t['W_enc'].shape)}, expected [F, d_model]", path=str(p), tensor="W_enc")
+                    F, d = t["W_enc"].shape
+                    has_log = "log_threshold" in t and not ("threshold" in t and cfg.get("threshold_param") != "log_threshold")
+                    thr_param = "log_threshold" if has_log else "threshold"
+                    act, k = _activation_from(cfg, "threshold" in t or "log_threshold" in t)
+                    ref = dict(F=F, d=d, thr=thr_param, skip="W_skip" in t)
+                    tc = _new(cfg, L, F, d, cross_layer=False, act=act, k=k, skip=ref["skip"], threshold_param=thr_param,
+                              name=name, device=device, dtype=dtype or t["b_enc"].dtype)
+                F, d = ref["F"], ref["d"]
+                expect = {"W_enc": (F, d), "b_enc": (F,), "b_dec": (d,)}
+                if tc.activation == "jumprelu":
+                    expect[ref["thr"]] = (F,)
+                if ref["skip"]:
+                    expect["W_skip"] = (d, d)
+                elif "W_skip" in t:
+                    raise CheckpointError(f"{p}: has W_skip but layer 0 has no skip", path=str(p), tensor="W_skip")
+                for key, shape in expect.items():
+                    if key not in t:
+                        raise CheckpointError(f"{p}: missing tensor {key!r}", path=str(p), tensor=key)
+                    _check_shape(p, key, tuple(t[key].shape), shape)
+                tc.W_enc[l].copy_(t["W_enc"])
+                tc.b_enc[l].copy_(t["b_enc"])
+                tc.b_dec[l].copy_(t["b_dec"])
+                if tc.activation == "jumprelu":
+                    getattr(tc, ref["thr"])[l].copy_(t[ref["thr"]])
+                if ref["skip"]:
+                    tc.W_skip[l].copy_(t["W_skip"])  # type: ignore[index]
+                if f is None:  # npz / GemmaScope-2: decoder already in memory
+                    _check_shape(p, "W_dec", tuple(t["W_dec"].shape), (F, d))
+                    tc.W_dec[l] = torch.nn.Parameter(t["W_dec"].unsqueeze(1).to(device=tc.device, dtype=tc.dtype))
+                else:
+                    _check_shape(p, "W_dec", f.shape("W_dec"), (F, d))
+                    if lazy:
+                        src = SafetensorsDecoderSource(str(p), "W_dec", (F, d), unsqueeze=True)
+                        if verify:
+                            _scan_lazy(src, F)
+                        tc.set_lazy_decoder(l, src)
+                    else:
+                        tc.W_dec[l] = torch.nn.Parameter(f.get("W_dec").unsqueeze(1).to(device=tc.device, dtype=tc.dtype))
+            finally:
+                if f is not None:
+                    f.close()
+    assert tc is not None
+    return tc
+
+
+# ====================================================================== hub
+def _hub_error(ref: str, e: Exception) -> CheckpointError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    hint = (
+        "HF_HUB_OFFLINE is set, so only repos already in the local HF cache can be used"
+        if offline
+        else "check the repo id, your network and (for gated repos) your HF token"
+    )
+    return CheckpointError(
+        f"{ref!r} is not a local directory and could not be fetched from the Hugging Face hub "
+        f"({type(e).__name__}: {e}); {hint}. Pass a local directory to load offline.",
+        path=ref,
+    )
+
+
+def _download_hf_uri(uri: str) -> str:
+    m = re.match(r"^hf://([^/]+/[^/]+)/([^?]+)(?:\?revision=(.+))?$", uri)
+    if not m:
+        raise CheckpointError(f"invalid hf:// URI {uri!r} (expected hf://owner/repo/path/to/file)", path=uri)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(repo_id=m.group(1), filename=m.group(2), revision=m.group(3))
+    except Exception as e:
+        raise _hub_error(uri, e) from e
+
+
+def _snapshot(ref: str) -> Path:
+    m = _HUB_ID.match(ref)
+    if not m:
+        raise CheckpointError(f"no such transcoder directory: {ref!r} (and it is not a hub id 'owner/repo[/subfolder][@revision]')", path=ref)
+    repo_id, sub, revision = m.group(1), (m.group(2) or "").strip("/"), m.group(3)
+    prefix = f"{sub}/" if sub else ""
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(
+            repo_id, revision=revision,
+            allow_patterns=[f"{prefix}{CONFIG_NAME}", f"{prefix}*.safetensors", f"{prefix}*.npz"],
+        )
+    except Exception as e:
+        raise _hub_error(ref, e) from e
+    return Path(local) / sub if sub else Path(local)
+
+
+# ====================================================================== entry point
+def load_transcoders(
+    path_or_hub_id: str | os.PathLike,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    lazy: bool = True,
+    *,
+    verify: bool = False,
+) -> Transcoder:
+    """Load a PLT set or CLT from a local directory or a Hugging Face hub repo.
+
+    `path_or_hub_id`: a directory with config.yaml (or the config.yaml itself), or
+    `owner/repo[/subfolder][@revision]` / `hf://owner/repo/...` (downloaded with snapshot_download).
+    `dtype`: None keeps the checkpoint's dtype. `lazy`: decoders stay on disk (memory-mapped) and
+    are read per layer / per feature when used. Encoders, biases and thresholds are always loaded
+    and checked for shape and NaN/inf; lazy decoders have their shapes checked at load and their
+    values on every read, or fully at load with `verify=True`.
+    Raises `CheckpointError` naming the file and tensor on any problem.
+    """
+    ref = os.fspath(path_or_hub_id)
+    local = Path(ref).expanduser()
+    if local.is_file() and local.name == CONFIG_NAME:
+        local = local.parent
+    if local.is_dir():
+        folder, name = local, str(local)
+    elif local.exists():
+        raise CheckpointError(f"{local} is a file; pass the checkpoint directory (containing {CONFIG_NAME})", path=str(local))
+    else:
+        folder, name = _snapshot(ref), ref
+    cfg = _read_config(folder)
+    name = str(cfg.get("name") or name)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    load = _load_clt if cfg["model_kind"] == "cross_layer_transcoder" else _load_plt_set
+    return load(folder, cfg, name, device, dtype, lazy, verify)

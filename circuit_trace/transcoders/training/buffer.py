@@ -1,0 +1,226 @@
+"""Activation buffer: corpus -> fixed-length token windows -> MLP (input, output) pairs per layer ->
+token-level shuffled batches ``x [B, n_layers, d]``, ``y [B, n_layers, d]``.
+
+Determinism: the order of windows in epoch ``e`` and the token permutation of chunk ``c`` come from
+generators seeded with ``(seed, e)`` and ``(seed, e, c)`` (counter-based), so the position
+``(epoch, chunk, batch)`` *is* the full RNG state: ``state_dict()`` / ``load_state_dict()`` resume a
+stream exactly, with no saved activations.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+ReadFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
+
+
+class CorpusError(ValueError):
+    """The corpus is missing, empty, or too short for the requested training."""
+
+
+def read_corpus(corpus: str | os.PathLike | Iterable[str]) -> list[str]:
+    """Documents from a directory (``*.txt``, ``*.md``, ``*.jsonl``, recursive, sorted), a file, or an
+    iterable of strings. ``.txt``/``.md`` files split into documents at blank lines; ``.jsonl`` files
+    give one document per line (its ``"text"`` field)."""
+    if isinstance(corpus, (str, os.PathLike)):
+        path = Path(corpus)
+        if not path.exists():
+            raise CorpusError(f"corpus path {str(path)!r} does not exist")
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES) \
+            if path.is_dir() else [path]
+        if not files:
+            raise CorpusError(f"corpus directory {str(path)!r} has no {'/'.join(TEXT_SUFFIXES)} files")
+        docs = []
+        for f in files:
+            text = f.read_text(encoding="utf-8")
+            if f.suffix == ".jsonl":
+                docs += [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+            else:
+                docs += text.split("\n\n")
+    else:
+        if isinstance(corpus, bytes):
+            raise CorpusError("corpus must be a path or an iterable of strings, not bytes")
+        docs = list(corpus)
+        if any(not isinstance(d, str) for d in docs):
+            raise CorpusError("an iterable corpus must yield strings")
+    docs = [d.strip() for d in docs if d.strip()]
+    if not docs:
+        raise CorpusError(f"corpus {corpus if isinstance(corpus, (str, os.PathLike)) else '(iterable)'} "
+                          "contains no text")
+    return docs
+
+
+def tokenize_windows(tokenizer, docs: list[str], context_size: int) -> torch.Tensor:
+    """Concatenate the documents (separated by EOS, or BOS when there is no EOS) and cut the stream
+    into windows ``[n_windows, context_size]``, each starting with BOS when the tokenizer has one.
+    A stream shorter than one window gives a single shorter window; the tail remainder is dropped."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    sep = eos if eos is not None else bos
+    stream: list[int] = []
+    for doc in docs:
+        stream += tokenizer(doc, add_special_tokens=False)["input_ids"]
+        if sep is not None:
+            stream.append(sep)
+    if not stream:
+        raise CorpusError("corpus tokenised to zero tokens")
+    body = context_size - 1 if bos is not None else context_size
+    if body < 1:
+        raise ValueError(f"context_size must be at least 2, got {context_size}")
+    n = len(stream) // body
+    if n == 0:
+        n, body = 1, len(stream)
+    rows = torch.tensor(stream[: n * body], dtype=torch.long).view(n, body)
+    if bos is not None:
+        rows = torch.cat([torch.full((n, 1), bos, dtype=torch.long), rows], dim=1)
+    return rows
+
+
+def _generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from integers (counter-based, so positions are the state)."""
+    s = 0x2545F4914F6CDD1D
+    for k in key:
+        s = (s * 0x9E3779B97F4A7C15 + int(k) + 1) % (1 << 63)
+    return torch.Generator().manual_seed(s)
+
+
+class ActivationBuffer:
+    """Infinite, deterministic stream of shuffled token batches of MLP (input, output) pairs.
+
+    ``windows``: token windows ``[N, P]``. ``read_fn(ids [b, P]) -> (x, y)`` with shape
+    ``[n_layers, b, P, d]`` (e.g. ``models.activations.mlp_io``). Per chunk of ``windows_per_chunk``
+    windows it drops position 0 (BOS) and tokens whose MLP input or output norm, at any layer,
+    exceeds ``outlier_ratio`` × that layer's median in the chunk, then shuffles the tokens.
+    Tokens left over after the last full batch of a chunk are dropped.
+    """
+
+    def __init__(self, windows: torch.Tensor, read_fn: ReadFn, *, batch_size: int, seed: int = 0,
+                 windows_per_chunk: int = 64, forward_batch_size: int = 8,
+                 outlier_ratio: float | None = 10.0, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        if windows.ndim != 2 or windows.shape[0] == 0:
+            raise CorpusError("no token windows to read")
+        usable = windows.shape[0] * (windows.shape[1] - 1)
+        if usable < batch_size:
+            raise CorpusError(f"corpus too short: {usable} tokens after dropping the first position of "
+                              f"each window, fewer than one batch ({batch_size} tokens)")
+        self.windows, self.read_fn, self.batch_size, self.seed = windows, read_fn, batch_size, seed
+        self.windows_per_chunk = max(1, min(windows_per_chunk, windows.shape[0]))
+        self.forward_batch_size, self.outlier_ratio = forward_batch_size, outlier_ratio
+        self.device, self.dtype = torch.device(device), dtype
+        self.epoch = self.chunk = self.batch = 0
+        self.n_dropped = 0
+        self._cache: tuple | None = None
+
+    @property
+    def chunks_per_epoch(self) -> int:
+        return -(-self.windows.shape[0] // self.windows_per_chunk)
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "chunk": self.chunk, "batch": self.batch, "seed": self.seed,
+                "n_dropped": self.n_dropped}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["seed"]) != self.seed:
+            raise ValueError(f"buffer state was saved with seed {state['seed']}, buffer has {self.seed}")
+        self.epoch, self.chunk, self.batch = int(state["epoch"]), int(state["chunk"]), int(state["batch"])
+        self.n_dropped = int(state.get("n_dropped", 0))
+        self._cache = None
+
+    # -- reading ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def read_tokens(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-major activations ``[n_tokens, n_layers, d]`` of windows ``ids`` with position 0
+        dropped, before outlier filtering and shuffling."""
+        xs, ys = [], []
+        for i in range(0, ids.shape[0], self.forward_batch_size):
+            x, y = self.read_fn(ids[i: i + self.forward_batch_size])
+            xs.append(x[:, :, 1:].flatten(1, 2).transpose(0, 1).to("cpu", self.dtype))
+            ys.append(y[:, :, 1:].flatten(1, 2).transpose(0, 1).to("cpu", self.dtype))
+        return torch.cat(xs), torch.cat(ys)
+
+    def _load_chunk(self, epoch: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Shuffled, filtered tokens of one chunk and the number of outlier tokens dropped."""
+        if self._cache is not None and self._cache[0] == (epoch, chunk):
+            return self._cache[1]
+        order = torch.randperm(self.windows.shape[0], generator=_generator(self.seed, epoch))
+        idx = order[chunk * self.windows_per_chunk:(chunk + 1) * self.windows_per_chunk]
+        x, y = self.read_tokens(self.windows[idx])
+        dropped = 0
+        if self.outlier_ratio is not None:
+            nx, ny = x.float().norm(dim=-1), y.float().norm(dim=-1)              # [n, L]
+            keep = (nx <= self.outlier_ratio * nx.median(0).values).all(1) \
+                & (ny <= self.outlier_ratio * ny.median(0).values).all(1)
+            dropped = int((~keep).sum())
+            x, y = x[keep], y[keep]
+        perm = torch.randperm(x.shape[0], generator=_generator(self.seed, epoch, chunk))
+        self._cache = ((epoch, chunk), (x[perm], y[perm], dropped))
+        return self._cache[1]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        empty_chunks = 0
+        while True:
+            x, y, dropped = self._load_chunk(self.epoch, self.chunk)
+            lo = self.batch * self.batch_size
+            if lo == 0:
+                self.n_dropped += dropped
+            if lo + self.batch_size <= x.shape[0]:
+                self.batch += 1
+                return (x[lo: lo + self.batch_size].to(self.device),
+                        y[lo: lo + self.batch_size].to(self.device))
+            empty_chunks = empty_chunks + 1 if self.batch == 0 else 0
+            if empty_chunks > self.chunks_per_epoch:
+                raise CorpusError("no chunk of the corpus yields a full batch after outlier filtering; "
+                                  "lower batch_size or raise windows_per_chunk")
+            self.batch, self.chunk = 0, self.chunk + 1
+            if self.chunk == self.chunks_per_epoch:
+                self.chunk, self.epoch = 0, self.epoch + 1
+
+    def first_tokens(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``n_tokens`` tokens from the first chunk of epoch 0 (for estimating normalisation),
+        without moving the stream."""
+        x, y, _ = self._load_chunk(0, 0)
+        return x[:n_tokens], y[:n_tokens]
+
+
+class TensorBuffer:
+    """The same stream interface over activations already in memory (``x, y [N, n_layers, d]``):
+    reshuffled every epoch with a generator seeded by ``(seed, epoch)``; state is the position."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, seed: int = 0,
+                 device: str | torch.device = "cpu"):
+        if x.shape[0] < batch_size:
+            raise CorpusError(f"only {x.shape[0]} tokens, fewer than one batch ({batch_size})")
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.device = torch.device(device)
+        self.epoch = self.batch = 0
+        self.n_dropped = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+
+    def first_tokens(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[:n_tokens], self.y[:n_tokens]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if (self.batch + 1) * self.batch_size > self.x.shape[0]:
+            self.epoch, self.batch = self.epoch + 1, 0
+        if getattr(self, "_perm", (None,))[0] != self.epoch:
+            self._perm = (self.epoch, torch.randperm(self.x.shape[0], generator=_generator(self.seed, self.epoch)))
+        idx = self._perm[1][self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
+        self.batch += 1
+        return self.x[idx].to(self.device), self.y[idx].to(self.device)

@@ -1,0 +1,149 @@
+"""Transcoder quality metrics, named as in SPEC §1: FVU, NMSE, L0 (per layer and total), dead fraction
+over a stated token window, and replacement KL / top-1 agreement with every MLP replaced."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ReconstructionStats:
+    """Streaming sums for FVU = Σ‖y−ŷ‖² / Σ‖y−ȳ‖², NMSE = Σ‖y−ŷ‖² / Σ‖y‖² and L0, per layer
+    (float64; ȳ is the per-layer mean over all tokens seen)."""
+
+    n_layers: int
+    n_tokens: int = 0
+    sse: torch.Tensor = field(init=False)       # [L] Σ‖y−ŷ‖²
+    ssy: torch.Tensor = field(init=False)       # [L] Σ‖y‖²
+    sum_y: torch.Tensor | None = None           # [L, d] Σy
+    active: torch.Tensor = field(init=False)    # [L] Σ (active features per token)
+
+    def __post_init__(self):
+        self.sse, self.ssy, self.active = (torch.zeros(self.n_layers, dtype=torch.float64) for _ in range(3))
+
+    @torch.no_grad()
+    def update(self, y: torch.Tensor, y_hat: torch.Tensor, acts: list[torch.Tensor] | None = None):
+        """y, y_hat [N, L, d]; acts: per layer [N, F]."""
+        y, y_hat = y.double().cpu(), y_hat.double().cpu()
+        self.n_tokens += y.shape[0]
+        self.sse += (y - y_hat).pow(2).sum((0, 2))
+        self.ssy += y.pow(2).sum((0, 2))
+        self.sum_y = y.sum(0) if self.sum_y is None else self.sum_y + y.sum(0)
+        if acts is not None:
+            self.active += torch.stack([(a != 0).sum().double().cpu() for a in acts])
+
+    def fvu(self) -> list[float]:
+        var = self.ssy - self.sum_y.pow(2).sum(-1) / self.n_tokens
+        return (self.sse / var).tolist()
+
+    def nmse(self) -> list[float]:
+        return (self.sse / self.ssy).tolist()
+
+    def l0(self) -> list[float]:
+        return (self.active / max(self.n_tokens, 1)).tolist()
+
+    def summary(self) -> dict:
+        var = self.ssy - self.sum_y.pow(2).sum(-1) / self.n_tokens
+        return {"fvu": self.fvu(), "nmse": self.nmse(), "l0": self.l0(), "l0_total": sum(self.l0()),
+                "fvu_total": float(self.sse.sum() / var.sum()),
+                "nmse_total": float(self.sse.sum() / self.ssy.sum()), "tokens": self.n_tokens}
+
+
+def fvu(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    """Per-layer FVU of ``[N, L, d]`` tensors (ȳ = mean over N)."""
+    y, y_hat = y.double(), y_hat.double()
+    return (y - y_hat).pow(2).sum((0, 2)) / (y - y.mean(0)).pow(2).sum((0, 2))
+
+
+def nmse(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+    """Per-layer NMSE of ``[N, L, d]`` tensors."""
+    y, y_hat = y.double(), y_hat.double()
+    return (y - y_hat).pow(2).sum((0, 2)) / y.pow(2).sum((0, 2))
+
+
+def l0(acts: list[torch.Tensor]) -> torch.Tensor:
+    """Mean number of active features per token, per layer (acts: per layer ``[N, F]``)."""
+    return torch.stack([(a != 0).float().sum(-1).mean() for a in acts])
+
+
+def dead_fraction(tokens_since_fired: torch.Tensor, window: int) -> float:
+    """Fraction of features that did not fire in the last ``window`` tokens."""
+    return float((tokens_since_fired >= window).float().mean())
+
+
+@torch.no_grad()
+def reconstruct_tokens(transcoder, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``x [N, L, d]`` -> (ŷ ``[N, L, d]`` incl. b_dec and skip, per-layer activations ``[N, F]``)."""
+    acts = [transcoder.encode(x[:, l], l) for l in range(transcoder.n_layers)]
+    y_hat = transcoder.decode(acts).transpose(0, 1)
+    skips = torch.stack([transcoder.skip(x[:, l], l) for l in range(transcoder.n_layers)], 1)
+    return y_hat + skips, acts
+
+
+@contextlib.contextmanager
+def replace_mlps(adapter, transcoder):
+    """Run the model with every MLP output replaced by the transcoder's reconstruction, using plain
+    torch hooks on the adapter's modules (a CLT's layer-l output sums the decoders of layers ≤ l)."""
+    L, handles, acts, xs = transcoder.n_layers, [], {}, {}
+
+    def read(l, io):
+        def hook(mod, args, kwargs=None, output=None):
+            x = args[0] if io == "input" else (output[0] if isinstance(output, tuple) else output)
+            xs[l] = x
+            acts[l] = transcoder.encode(x.to(_dtype(transcoder)), l)
+        return hook
+
+    def write(l):
+        def hook(mod, args, output):
+            ref = output[0] if isinstance(output, tuple) else output
+            full = [acts[j] if j <= l else torch.zeros_like(acts[l]) for j in range(L)]
+            y_hat = transcoder.decode(full)[l] + transcoder.skip(xs[l].to(_dtype(transcoder)), l)
+            y_hat = y_hat.to(ref.dtype)
+            return (y_hat, *output[1:]) if isinstance(output, tuple) else y_hat
+        return hook
+
+    try:
+        for l in range(L):
+            mod, io, _ = adapter.hook_module(transcoder.feature_input_hook, l)
+            if io == "input":
+                handles.append(mod.register_forward_pre_hook(lambda m, a, _h=read(l, io): _h(m, a)))
+            else:
+                handles.append(mod.register_forward_hook(lambda m, a, o, _h=read(l, io): _h(m, a, output=o)))
+            mod, io, _ = adapter.hook_module(transcoder.feature_output_hook, l)
+            if io != "output":
+                raise ValueError(f"output hook {transcoder.feature_output_hook!r} is not a module output")
+            handles.append(mod.register_forward_hook(write(l)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _dtype(transcoder) -> torch.dtype:
+    return next(transcoder.parameters()).dtype
+
+
+@torch.no_grad()
+def replacement_metrics(adapter, transcoder, input_ids: torch.Tensor, *, batch_size: int = 8,
+                        skip_first: bool = True) -> dict:
+    """KL(P_model ‖ P_replacement) per token (nats, mean) and top-1 agreement of the model with every
+    MLP replaced by the transcoder vs the original, over windows ``input_ids [N, P]`` (position 0
+    skipped by default, matching training)."""
+    model = adapter.model
+    device = next(model.parameters()).device
+    kl_sum, agree, n = 0.0, 0, 0
+    for i in range(0, input_ids.shape[0], batch_size):
+        ids = input_ids[i: i + batch_size].to(device)
+        ref = model(ids).logits.float()
+        with replace_mlps(adapter, transcoder):
+            rep = model(ids).logits.float()
+        if skip_first:
+            ref, rep = ref[:, 1:], rep[:, 1:]
+        lp, lq = F.log_softmax(ref, -1), F.log_softmax(rep, -1)
+        kl_sum += float((lp.exp() * (lp - lq)).sum())
+        agree += int((ref.argmax(-1) == rep.argmax(-1)).sum())
+        n += ref.shape[0] * ref.shape[1]
+    return {"kl": kl_sum / n, "top1_agreement": agree / n, "tokens": n}

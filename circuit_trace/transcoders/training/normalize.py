@@ -1,0 +1,71 @@
+"""Normalise MLP inputs and outputs to mean norm √d per layer for training, and fold the scales into
+the weights so the saved transcoder runs on raw activations.
+
+Training sees x' = s_x·x and y' = s_y·y (per layer l). The trained transcoder T' gives ŷ' = T'(x');
+the folded one is T(x) = T'(s_x·x) / s_y:
+    W_enc_l ← s_x,l · W_enc_l        (pre-activations h, hence b_enc, θ and activations, unchanged)
+    W_dec^{l'→l} ← W_dec^{l'→l} / s_y,l,  b_dec_l ← b_dec_l / s_y,l,  W_skip_l ← W_skip_l · s_x,l / s_y,l
+Features keep their training-scale activations, which is exact for JumpReLU, ReLU and TopK alike.
+A log-threshold is written out as a plain threshold (circuit-tracer's ``threshold_{l}``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..transcoder import Transcoder
+
+
+@dataclass
+class Normalizer:
+    x_scale: torch.Tensor   # [L]
+    y_scale: torch.Tensor   # [L]
+
+    @classmethod
+    def identity(cls, n_layers: int) -> "Normalizer":
+        return cls(torch.ones(n_layers), torch.ones(n_layers))
+
+    @classmethod
+    def estimate(cls, x: torch.Tensor, y: torch.Tensor) -> "Normalizer":
+        """Scales from tokens ``x, y [N, L, d]`` so that the mean norm per layer becomes √d."""
+        d = x.shape[-1]
+        return cls(math.sqrt(d) / x.double().norm(dim=-1).mean(0).float().clamp_min(1e-12),
+                   math.sqrt(d) / y.double().norm(dim=-1).mean(0).float().clamp_min(1e-12))
+
+    def apply(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise ``[B, L, d]`` batches."""
+        return (x * self.x_scale.to(x.device, x.dtype)[:, None],
+                y * self.y_scale.to(y.device, y.dtype)[:, None])
+
+    def state_dict(self) -> dict:
+        return {"x_scale": self.x_scale.clone(), "y_scale": self.y_scale.clone()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Normalizer":
+        return cls(state["x_scale"].clone(), state["y_scale"].clone())
+
+
+@torch.no_grad()
+def fold_normalization(tc: Transcoder, norm: Normalizer) -> Transcoder:
+    """A new transcoder (θ as a plain threshold) computing ``tc(s_x·x) / s_y`` on raw inputs."""
+    out = Transcoder(tc.n_layers, tc.d_model, tc.d_features, cross_layer=tc.is_cross_layer,
+                     activation=tc.activation, skip=tc.has_skip, k=tc.k,
+                     feature_input_hook=tc.feature_input_hook, feature_output_hook=tc.feature_output_hook,
+                     name=tc.name, model_name=tc.model_name, threshold_param="threshold", bandwidth=tc.bandwidth,
+                     device=tc.device, dtype=tc.dtype)
+    sx = norm.x_scale.to(tc.device, torch.float64)
+    sy = norm.y_scale.to(tc.device, torch.float64)
+    dt = tc.dtype
+    out.W_enc.copy_((tc.W_enc.double() * sx[:, None, None]).to(dt))
+    out.b_enc.copy_(tc.b_enc)
+    if tc.activation == "jumprelu":
+        out.threshold.copy_(tc.thresholds())
+    out.b_dec.copy_((tc.b_dec.double() / sy[:, None]).to(dt))
+    for l in range(tc.n_layers):
+        targets = torch.tensor(list(tc.output_layers(l)), device=tc.device)
+        out.W_dec[l].copy_((tc.decoder(l).double() / sy[targets][None, :, None]).to(dt))
+    if tc.has_skip:
+        out.W_skip.copy_((tc.W_skip.double() * (sx / sy)[:, None, None]).to(dt))
+    return out

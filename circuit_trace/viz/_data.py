@@ -1,0 +1,187 @@
+"""Normalise what the viewers draw: a Neuronpedia graph JSON dict (SPEC §4), a path to one, or a
+`circuit_trace.graphs.Graph` (pruned and exported through the graphs package first)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+KINDS = ("feature", "error", "embedding", "logit")
+
+
+@dataclass
+class VNode:
+    """One node as the viewers see it."""
+
+    index: int
+    node_id: str
+    kind: str  # "feature" | "error" | "embedding" | "logit"
+    layer: str  # as in the JSON ("E", "0", ..., str(L+1))
+    row: int  # vertical slot: 0 = embeddings, l + 1 = layer l, n_layers + 1 = logits
+    pos: int
+    label: str
+    activation: float | None
+    influence: float | None
+    feature: int | None
+    token: str = ""
+    always: bool = False  # embeddings and logits are never pruned
+
+
+@dataclass
+class VGraph:
+    """Nodes and links of one graph plus the bits of metadata the viewers show."""
+
+    prompt: str
+    tokens: list[str]
+    slug: str
+    scan: str
+    nodes: list[VNode]
+    links: list[tuple[int, int, float]]  # (source index, target index, weight)
+    n_layers: int
+    supernodes: list[list[str]] = field(default_factory=list)
+    node_threshold: float | None = None
+
+
+def kind_of(feature_type: str) -> str:
+    ft = (feature_type or "").lower()
+    if "error" in ft:
+        return "error"
+    if "embed" in ft:
+        return "embedding"
+    if "logit" in ft:
+        return "logit"
+    return "feature"
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def as_json_dict(graph: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
+    """Return the Neuronpedia JSON dict for `graph`.
+
+    - a mapping is returned as is (it is already a graph JSON: nodes and links as exported);
+    - a str / PathLike is read as a JSON file;
+    - anything else is taken to be a `circuit_trace.graphs.Graph`: it is pruned with the given
+      thresholds and exported with the graphs package's Neuronpedia exporter.
+    """
+    if isinstance(graph, Mapping):
+        return dict(graph)
+    if isinstance(graph, (str, os.PathLike)):
+        with open(graph, encoding="utf-8") as fh:
+            return json.load(fh)
+    return _graph_to_json(graph, node_threshold=node_threshold, edge_threshold=edge_threshold)
+
+
+def _graph_to_json(graph: Any, *, node_threshold: float, edge_threshold: float) -> dict:
+    """Prune a `circuit_trace.graphs.Graph` and export it with the graphs package (viz only reads it)."""
+    from circuit_trace.graphs import Graph, to_neuronpedia
+
+    if not isinstance(graph, Graph):
+        raise TypeError(
+            f"cannot draw a {type(graph).__name__}: pass a Graph, a Neuronpedia graph JSON dict, "
+            "or the path of a graph JSON file"
+        )
+    slug = "".join(c if c.isalnum() else "-" for c in graph.prompt.strip().lower())[:48].strip("-") or "graph"
+    return to_neuronpedia(graph, slug=slug, node_threshold=node_threshold, edge_threshold=edge_threshold)
+
+
+def load(graph: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
+         supernodes: Iterable | Mapping | None = None) -> VGraph:
+    """Parse a graph (see `as_json_dict`) into a `VGraph` (all nodes and links of the JSON)."""
+    data = as_json_dict(graph, node_threshold=node_threshold, edge_threshold=edge_threshold)
+    meta = data.get("metadata") or {}
+    qp = data.get("qParams") or {}
+    tokens = [str(t) for t in (meta.get("prompt_tokens") or [])]
+    raw_nodes = data.get("nodes") or []
+
+    numeric_layers = []
+    logit_layers = []
+    for n in raw_nodes:
+        k = kind_of(str(n.get("feature_type", "")))
+        try:
+            li = int(str(n.get("layer")))
+        except ValueError:
+            continue
+        (logit_layers if k == "logit" else numeric_layers).append(li)
+    if logit_layers:
+        n_layers = max(logit_layers) - 1  # SPEC: logits sit at layer str(L + 1)
+    elif numeric_layers:
+        n_layers = max(numeric_layers) + 1
+    else:
+        n_layers = 0
+    n_layers = max(n_layers, (max(numeric_layers) + 1) if numeric_layers else 0)
+
+    nodes: list[VNode] = []
+    by_id: dict[str, int] = {}
+    for n in raw_nodes:
+        nid = str(n.get("node_id"))
+        if nid in by_id:
+            continue
+        kind = kind_of(str(n.get("feature_type", "")))
+        layer = str(n.get("layer"))
+        if kind == "embedding":
+            row = 0
+        elif kind == "logit":
+            row = n_layers + 1
+        else:
+            try:
+                row = int(layer) + 1
+            except ValueError:
+                row = 0
+        pos = int(n.get("ctx_idx") or 0)
+        tok = tokens[pos] if 0 <= pos < len(tokens) else ""
+        feat = n.get("feature")
+        node = VNode(
+            index=len(nodes), node_id=nid, kind=kind, layer=layer, row=row, pos=pos,
+            label=str(n.get("clerp") or ""), activation=_num(n.get("activation")),
+            influence=_num(n.get("influence")),
+            feature=int(feat) if isinstance(feat, (int, float)) and not isinstance(feat, bool) else None,
+            token=tok, always=kind in ("embedding", "logit"),
+        )
+        by_id[nid] = node.index
+        nodes.append(node)
+
+    links = []
+    for ln in data.get("links") or []:
+        s, t = by_id.get(str(ln.get("source"))), by_id.get(str(ln.get("target")))
+        w = _num(ln.get("weight"))
+        if s is None or t is None or w is None:
+            continue
+        links.append((s, t, w))
+
+    if supernodes is None:
+        sn = qp.get("supernodes") or []
+    elif isinstance(supernodes, Mapping):
+        sn = [[str(k), *map(str, v)] for k, v in supernodes.items()]
+    else:
+        sn = list(supernodes)
+    sn = [[str(x) for x in group] for group in sn if isinstance(group, (list, tuple)) and len(group) >= 2]
+
+    return VGraph(
+        prompt=str(meta.get("prompt") or ""), tokens=tokens, slug=str(meta.get("slug") or ""),
+        scan=str(meta.get("scan") or ""), nodes=nodes, links=links, n_layers=n_layers,
+        supernodes=sn, node_threshold=_num(meta.get("node_threshold")),
+    )
+
+
+def kept(node: VNode, threshold: float, graph_threshold: float | None = None) -> bool:
+    """Dynamic pruning on the exported cumulative-influence rank: a node stays while its `influence`
+    is within `threshold`; embeddings, logits and nodes without an influence always stay. At or above
+    the threshold the graph was exported with (`metadata.node_threshold`) every exported node stays:
+    the exporter already pruned it, keeping the node whose share crosses the threshold too."""
+    if node.always or node.influence is None:
+        return True
+    if graph_threshold is not None and threshold >= graph_threshold - 1e-9:
+        return True
+    return node.influence <= threshold + 1e-12

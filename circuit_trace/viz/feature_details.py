@@ -1,0 +1,144 @@
+"""Feature-details files in the Neuronpedia / Anthropic feature format: one `<index>.json` per feature
+with `index`, `examples_quantiles` (named groups of top-activating examples: tokens and per-token
+activations) and optional `top_logits` / `bottom_logits`.
+
+`index` is the graph node's `feature` field (SPEC §4: the Cantor pairing of layer and feature index
+for transcoder features), so a viewer finds a node's details at `<base>/<node.feature>.json`; the
+static viewer's base is `/features` (DIR/features/ on the server) or a relative
+`metadata.feature_details.feature_json_base_url` under `features/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from circuit_trace.graphs.ids import cantor_pair as cantor_index  # the node's `feature` id
+
+__all__ = ["write_feature_details", "validate_feature_details", "feature_details_from_examples", "cantor_index",
+           "FeatureDetailsError"]
+
+
+class FeatureDetailsError(ValueError):
+    """A feature-details dict does not follow the Neuronpedia feature-details schema."""
+
+
+def _plain(x: Any) -> Any:
+    """numpy / torch scalars and arrays to plain Python (json-able) values."""
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return x.tolist()
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        return x.item()
+    return x
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def validate_feature_details(d: Mapping[str, Any]) -> dict:
+    """Check `d` against the feature-details schema (plus: finite numbers, and each example's
+    `tokens` and `tokens_acts_list` of equal length). Returns a normalised plain-Python copy."""
+    where = f"feature {d.get('index')!r}" if isinstance(d, Mapping) else "feature"
+    if not isinstance(d, Mapping):
+        raise FeatureDetailsError(f"{where}: expected a dict, got {type(d).__name__}")
+    d = {k: _plain(v) for k, v in d.items()}
+    if "index" not in d or not _is_num(d["index"]):
+        raise FeatureDetailsError(f"{where}: 'index' must be a number")
+    if float(d["index"]) == int(d["index"]):
+        d["index"] = int(d["index"])
+    if "examples_quantiles" not in d or not isinstance(d["examples_quantiles"], list):
+        raise FeatureDetailsError(f"{where}: 'examples_quantiles' must be a list")
+    quantiles = []
+    for qi, q in enumerate(d["examples_quantiles"]):
+        if not isinstance(q, Mapping):
+            raise FeatureDetailsError(f"{where}: examples_quantiles[{qi}] must be an object")
+        q = dict(q)
+        if not isinstance(q.get("quantile_name"), str):
+            raise FeatureDetailsError(f"{where}: examples_quantiles[{qi}].quantile_name must be a string")
+        exs = _plain(q.get("examples"))
+        if not isinstance(exs, list):
+            raise FeatureDetailsError(f"{where}: examples_quantiles[{qi}].examples must be a list")
+        out_exs = []
+        for ei, ex in enumerate(exs):
+            at = f"{where}: examples_quantiles[{qi}].examples[{ei}]"
+            if not isinstance(ex, Mapping):
+                raise FeatureDetailsError(f"{at} must be an object")
+            ex = {k: _plain(v) for k, v in ex.items()}
+            toks, acts = ex.get("tokens"), ex.get("tokens_acts_list")
+            if not isinstance(toks, list) or not all(isinstance(t, str) for t in toks):
+                raise FeatureDetailsError(f"{at}.tokens must be a list of strings")
+            if not isinstance(acts, list) or not all(_is_num(a) for a in acts):
+                raise FeatureDetailsError(f"{at}.tokens_acts_list must be a list of finite numbers")
+            if len(toks) != len(acts):
+                raise FeatureDetailsError(f"{at}: {len(toks)} tokens but {len(acts)} activations")
+            ex["tokens_acts_list"] = [float(a) for a in acts]
+            out_exs.append(ex)
+        q["examples"] = out_exs
+        quantiles.append(q)
+    d["examples_quantiles"] = quantiles
+    for key in ("top_logits", "bottom_logits"):
+        if key in d:
+            if not isinstance(d[key], list) or not all(isinstance(t, str) for t in d[key]):
+                raise FeatureDetailsError(f"{where}: {key!r} must be a list of strings")
+    return d
+
+
+def feature_details_from_examples(index: int, examples: Sequence[tuple[Sequence[str], Sequence[float]]], *,
+                    quantile_name: str = "Top activations", top_logits: Sequence[str] | None = None,
+                    bottom_logits: Sequence[str] | None = None) -> dict:
+    """Convenience builder: one quantile group from `(tokens, activations)` pairs."""
+    d: dict[str, Any] = {
+        "index": index,
+        "examples_quantiles": [{
+            "quantile_name": quantile_name,
+            "examples": [{"tokens": list(t), "tokens_acts_list": [float(a) for a in _plain(a_)]}
+                         for t, a_ in examples],
+        }],
+    }
+    if top_logits is not None:
+        d["top_logits"] = list(top_logits)
+    if bottom_logits is not None:
+        d["bottom_logits"] = list(bottom_logits)
+    return validate_feature_details(d)
+
+
+def _write_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_feature_details(directory: str | os.PathLike, features: Iterable[Mapping[str, Any]]) -> list[Path]:
+    """Validate each feature-details dict and write it to `directory/<index>.json` (atomically;
+    the directory is created). All features are validated before anything is written. Returns the
+    written paths in input order. Duplicate indices are an error."""
+    directory = Path(directory)
+    docs = [validate_feature_details(f) for f in features]
+    seen: set = set()
+    for d in docs:
+        if d["index"] in seen:
+            raise FeatureDetailsError(f"duplicate feature index {d['index']!r}")
+        seen.add(d["index"])
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for d in docs:
+        p = directory / f"{d['index']}.json"
+        _write_atomic(p, d)
+        paths.append(p)
+    return paths

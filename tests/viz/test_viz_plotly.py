@@ -1,0 +1,157 @@
+"""plotly_view: figure structure (one marker per kept node, hover text), slider, supernodes, HTML."""
+
+from __future__ import annotations
+
+import re
+
+import plotly.graph_objects as go
+import pytest
+
+from circuit_trace.viz import plot, to_html
+from circuit_trace.viz.plotly_view import KIND_SYMBOLS
+
+
+def node_traces(fig):
+    return [t for t in fig.data if t.meta and t.meta.get("role") == "nodes"]
+
+
+def edge_traces(fig):
+    return [t for t in fig.data if t.meta and t.meta.get("role") == "edges"]
+
+
+def n_segments(fig):
+    return sum(sum(1 for v in t.x if v is None) for t in edge_traces(fig))
+
+
+def test_one_marker_per_kept_node_with_hover(graph_json, kept_node_ids):
+    fig = plot(graph_json)
+    assert isinstance(fig, go.Figure)
+    ids = [i for t in node_traces(fig) for i in t.ids]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == kept_node_ids(graph_json, 0.8)
+    for t in node_traces(fig):
+        n = len(t.x)
+        assert len(t.y) == len(t.ids) == len(t.customdata) == len(t.hovertext) == n
+        assert len(t.marker.symbol) == len(t.marker.size) == len(t.marker.color) == n
+        assert t.hoverinfo == "text"
+        assert all(isinstance(h, str) and "activation" in h and "influence" in h for h in t.hovertext)
+    # hover text names the node and its strongest inputs / outputs
+    by_id = {i: h for t in node_traces(fig) for i, h in zip(t.ids, t.hovertext)}
+    some_link = max((l for l in graph_json["links"] if {l["source"], l["target"]} <= set(by_id)),
+                    key=lambda l: abs(l["weight"]))
+    assert "strongest inputs" in by_id[some_link["target"]]
+    assert "strongest outputs" in by_id[some_link["source"]]
+
+
+def test_shapes_and_rows_by_kind(graph_json):
+    fig = plot(graph_json, color_by="kind")
+    kinds = {n["node_id"]: n["feature_type"] for n in graph_json["nodes"]}
+    want = {"cross layer transcoder": "circle", "mlp reconstruction error": "diamond",
+            "embedding": "square", "logit": "square"}
+    ys = {}
+    for t in node_traces(fig):
+        for i, sym, y in zip(t.ids, t.marker.symbol, t.y):
+            assert sym == want[kinds[i]]
+            ys.setdefault(kinds[i], []).append(y)
+    assert max(ys["embedding"]) == 0 < min(ys["cross layer transcoder"])
+    assert min(ys["logit"]) > max(ys["cross layer transcoder"])
+    assert set(KIND_SYMBOLS) == {"feature", "error", "embedding", "logit"}
+
+
+def test_x_ticks_are_tokens_escaped(evil_graph_json):
+    fig = plot(evil_graph_json)
+    ticks = list(fig.layout.xaxis.ticktext)
+    assert len(ticks) == len(evil_graph_json["metadata"]["prompt_tokens"])
+    for t in ticks + [h for tr in node_traces(fig) for h in tr.hovertext] + [fig.layout.title.text]:
+        assert "<script" not in t and "<img" not in t
+
+
+def test_edges_capped_signed_and_binned(make_graph):
+    g = make_graph(per_cell=3, n_links=200, seed=3)
+    full = plot(g, max_edges=10_000)
+    capped = plot(g, max_edges=25)
+    meta = capped.layout.meta["circuit_trace"]
+    assert n_segments(capped) == meta["n_edges_drawn"] == 25
+    assert n_segments(full) == full.layout.meta["circuit_trace"]["n_edges_kept"]
+    # the capped figure keeps the largest |weight| edges
+    drawn = sorted(abs(e[2]) for e in meta["edges"])
+    assert drawn[0] >= sorted((abs(e[2]) for e in full.layout.meta["circuit_trace"]["edges"]), reverse=True)[24] - 1e-12
+    colors = {t.meta["sign"]: t.line.color for t in edge_traces(full)}
+    assert len(colors) == 2 and colors[1] != colors[-1]
+    assert len({t.line.width for t in edge_traces(full)}) > 1
+    # still exactly one marker per kept node
+    assert sum(len(t.x) for t in node_traces(capped)) == capped.layout.meta["circuit_trace"]["n_kept_nodes"]
+
+
+def test_threshold_slider_steps(graph_json, kept_node_ids):
+    fig = plot(graph_json, node_threshold=0.8)
+    (slider,) = fig.layout.sliders
+    labels = [s.label for s in slider.steps]
+    assert labels[-1] == "0.8" and slider.active == len(labels) - 1
+    roles = [(t.meta or {}).get("role") for t in fig.data]
+    for k, step in enumerate(slider.steps):
+        thr = float(step.label)
+        vis = step.args[0]["visible"]
+        assert len(vis) == len(fig.data)
+        shown = {i for t, v in zip(fig.data, vis) if v and t.meta.get("role") == "nodes" for i in t.ids}
+        assert shown == kept_node_ids(graph_json, thr)
+        assert all(v for v, r in zip(vis, roles) if r not in ("nodes", "edges"))
+    # a lower node threshold keeps fewer nodes
+    lo = plot(graph_json, node_threshold=0.4)
+    assert {i for t in node_traces(lo) for i in t.ids} == kept_node_ids(graph_json, 0.4)
+
+
+def test_supernodes_drawn_as_boxes(graph_json):
+    ids = [n["node_id"] for n in graph_json["nodes"][:2]]
+    fig = plot(graph_json, supernodes=[["my group", *ids], ["gone", "no-such-node"]])
+    boxes = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert len(boxes) == 1
+    assert any(a.text == "my group" for a in fig.layout.annotations)
+    fig2 = plot(graph_json, supernodes={"dict form": ids})
+    assert len(fig2.layout.shapes) == 1
+    graph_json["qParams"]["supernodes"] = [["from qParams", *ids]]
+    assert plot(graph_json).layout.annotations[0].text == "from qParams"
+
+
+def test_bad_color_by(graph_json):
+    with pytest.raises(ValueError):
+        plot(graph_json, color_by="rainbow")
+
+
+def test_plot_real_graph_object():
+    graphs = pytest.importorskip("circuit_trace.graphs")
+    g = graphs.random_graph(3, 5, 60, seed=2)
+    data = graphs.to_neuronpedia(g, slug="x")
+    fig = plot(g)
+    ids = [i for t in node_traces(fig) for i in t.ids]
+    assert sorted(ids) == sorted(n["node_id"] for n in data["nodes"])
+    assert n_segments(fig) == min(2000, len(data["links"]))
+
+
+def test_to_html_self_contained(tmp_path, graph_json):
+    out = to_html(graph_json, tmp_path / "sub" / "g.html")
+    text = out.read_text(encoding="utf-8")
+    assert out == tmp_path / "sub" / "g.html"
+    assert len(text) > 1_000_000  # plotly.js is inlined
+    assert not re.search(r"<script[^>]+src\s*=", text, re.I)
+    assert not re.search(r"""src\s*=\s*["']?(https?:)?//""", text, re.I)
+    assert "plotly_click" in text  # click-highlight script embedded
+    assert [p.name for p in out.parent.iterdir()] == ["g.html"]  # no temp file left behind
+
+
+def test_to_html_escapes_graph_strings(tmp_path, evil_graph_json):
+    text = to_html(evil_graph_json, tmp_path / "evil.html").read_text(encoding="utf-8")
+    assert "<script>window.__pwned" not in text
+    assert "</script><b>" not in text
+    assert '<img src=x' not in text
+
+
+def test_show_and_widget_fall_back(graph_json, monkeypatch):
+    from circuit_trace.viz import plotly_view
+
+    calls = []
+    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: calls.append(k))
+    fig = plotly_view.show(graph_json, renderer="json")
+    assert isinstance(fig, go.Figure) and calls == [{"renderer": "json"}]
+    w = plotly_view.widget(graph_json)
+    assert isinstance(w, (go.Figure, go.FigureWidget))
