@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -18,6 +19,20 @@ def _organism_paths() -> tuple[Path, Path]:
     from .organisms import ORGANISM_DIR
 
     return ORGANISM_DIR, ORGANISM_DIR.parent / "clt"
+
+
+LABELS_FILE = "feature_labels.json"
+
+
+def read_feature_labels(directory: Path) -> dict[str, str]:
+    """Labels shipped beside a transcoder set: {"<layer>_<index>": "label"} (empty if none)."""
+    path = directory / LABELS_FILE
+    if not path.is_file():
+        return {}
+    labels = json.loads(path.read_text())
+    if not isinstance(labels, dict):
+        raise ValueError(f"{path}: expected a JSON object mapping '<layer>_<index>' to a label")
+    return {str(k): str(v) for k, v in labels.items()}
 
 
 def load(
@@ -56,6 +71,7 @@ def load(
                          "(a hub id, a circuit-tracer layout directory, or a Transcoder)")
     if isinstance(transcoders, (str, Path)):
         tc = load_transcoders(str(transcoders), device=dev, dtype=dt or torch.float32)
+        tc.feature_labels = read_feature_labels(Path(transcoders))
     elif isinstance(transcoders, Transcoder):
         tc = transcoders.to(device=dev, dtype=dt) if dt else transcoders.to(dev)
     else:
@@ -87,6 +103,11 @@ def attribute(
         model, prompt, max_n_logits=max_n_logits, desired_logit_prob=desired_logit_prob, targets=targets,
         max_feature_nodes=max_feature_nodes, batch_size=batch_size, progress=progress,
     )
+    labels = getattr(model.transcoders, "feature_labels", None)
+    if labels:
+        feats = result.nodes["kind"] == "feature"
+        keys = result.nodes.loc[feats, "layer"].astype(str) + "_" + result.nodes.loc[feats, "feature"].astype(str)
+        result.nodes.loc[feats, "label"] = keys.map(labels).fillna("")
     graph = Graph.from_attribution(result)
     graph.settings.setdefault("stats", result.stats)
     return graph

@@ -98,6 +98,13 @@ def cmd_trace(args) -> int:
     return EXIT_OK
 
 
+def cmd_train(args) -> int:
+    from .transcoders.training.trainer import train_from_args
+
+    train_from_args(args)
+    return EXIT_OK
+
+
 def cmd_serve(args) -> int:
     from .viz.server import serve
 
@@ -105,6 +112,58 @@ def cmd_serve(args) -> int:
     if not directory.is_dir():
         raise CLIError(f"{str(directory)!r} is not a directory of graph JSON files")
     serve(str(directory), host=args.host, port=args.port, open_browser=args.open)
+    return EXIT_OK
+
+
+DEMO_PROMPT = "Fact: the capital of the state containing Dallas is"
+DEMO_OUTPUT = "graphs/dallas-austin.json"
+
+
+def _node_name(graph, i: int) -> str:
+    row = graph.nodes.iloc[i]
+    kind = row["kind"]
+    if kind == "embedding":
+        return f"token {row['token']!r} (pos {row['pos']})"
+    if kind == "logit":
+        return f"logit {row['token']!r} (p={row['logit_prob']:.3f})"
+    if kind == "error":
+        return f"error L{row['layer']} pos {row['pos']}"
+    label = f" \"{row['label']}\"" if row["label"] else ""
+    return f"feature L{row['layer']}#{row['feature']} at {row['token']!r}{label}"
+
+
+def cmd_demo(args) -> int:
+    from .api import attribute, load
+    from .graphs import prune
+    from .graphs.paths import strongest_path
+
+    if args.output == DEMO_OUTPUT:
+        Path(DEMO_OUTPUT).parent.mkdir(parents=True, exist_ok=True)
+    out = _output_path(args.output, DEMO_PROMPT)
+    t0 = time.perf_counter()
+    rm = load(device=args.device)
+    graph = attribute(rm, DEMO_PROMPT, progress=not args.quiet)
+    pruned = prune(graph)
+    graph.to_json(out, slug="dallas-austin")
+    _print_trace(graph, pruned, time.perf_counter() - t0, out)
+    try:
+        from .viz import to_html
+
+        html = out.with_suffix(".html")
+        to_html(graph, html)
+        print(f"wrote {html} (interactive view)")
+    except ImportError:
+        pass
+    g = pruned.graph
+    tokens = g.embedding_nodes()
+    dallas = tokens.index[tokens["token"].str.strip() == "Dallas"]
+    logits = g.logit_nodes()
+    austin = logits.index[logits["token"].str.strip() == "Austin"]
+    if len(dallas) and len(austin):
+        path = strongest_path(g, int(dallas[0]), int(austin[0]))
+        print("strongest path Dallas -> Austin:" if path else "no excitatory path from Dallas to Austin in the pruned graph")
+        for k, i in enumerate(path):
+            print(f"  {'  ' * k}{_node_name(g, i)}")
     return EXIT_OK
 
 
@@ -131,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="targets per backward pass (default: as many as fit in memory, at most 256)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("demo", help=f"trace {DEMO_PROMPT!r} on the embedded organism")
+    p.add_argument("-o", "--output", default=DEMO_OUTPUT,
+                   help="graph JSON path (default graphs/dallas-austin.json; an .html view is written beside it)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    from .transcoders.training.trainer import add_train_arguments
+
+    p = sub.add_parser("train", help="train a PLT or CLT on a model's MLPs from a text corpus")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="serve a directory of graph JSON files to the local viewer")
     p.add_argument("directory", nargs="?", default="graphs", help="directory of graph JSON files (default: graphs)")

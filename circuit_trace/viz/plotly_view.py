@@ -38,7 +38,9 @@ N_TOP = 3  # strongest inputs / outputs in the hover text
 
 
 def _esc(s: Any) -> str:
-    return html.escape(str(s), quote=True)
+    # plotly renders a small pseudo-HTML subset in text; &, <, > are the characters that matter
+    # (it does not decode &quot;, so quotes stay as they are: they are harmless in text nodes).
+    return html.escape(str(s), quote=False)
 
 
 def _short(s: str, n: int = 48) -> str:

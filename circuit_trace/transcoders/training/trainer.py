@@ -51,7 +51,7 @@ class TrainConfig:
     steps: int | None = None             # optimiser steps (default: n_tokens / batch_size, else 2000)
     n_tokens: int | None = None          # alternative to steps
     batch_size: int = 1024               # tokens per step
-    lr: float | None = None              # default 2e-4 / sqrt(n_features / 16384), capped at 1e-3
+    lr: float | None = None              # default 2e-4 / sqrt(n_features / 16384) (sparsify), capped at 1e-2
     lr_warmup_steps: int | None = None   # default 1% of steps
     lr_decay_frac: float = 0.2           # linear decay to 0 over this final fraction of steps
     lambda_s: float | None = None        # final sparsity coefficient; default 0.5 / d_model-independent
@@ -104,7 +104,7 @@ class TrainConfig:
         return 2000
 
     def resolved_lr(self) -> float:
-        return self.lr if self.lr is not None else min(1e-3, 2e-4 / math.sqrt(self.n_features / 16384))
+        return self.lr if self.lr is not None else min(1e-2, 2e-4 / math.sqrt(self.n_features / 16384))
 
     def resolved_lambda_s(self) -> float:
         return self.lambda_s if self.lambda_s is not None else 0.5

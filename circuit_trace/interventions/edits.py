@@ -1,0 +1,304 @@
+"""Edit specifications: what to change, not how (SPEC §5).
+
+An `Edit` names one transcoder feature (layer, index), an operation and the positions it applies
+at. `ErrorAblation` removes the transcoder's error term at some layers/positions. A `Supernode` is a
+labelled group of graph nodes (Neuronpedia `qParams.supernodes` format); `swap` turns one supernode
+down and another up. Everything here is plain data plus validation, so `intervene`, `generate` and
+the CLI can check a whole edit list before touching the model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Mapping, Sequence, Union
+
+Op = Literal["set", "scale", "add"]
+OPS: tuple[str, ...] = ("set", "scale", "add")
+
+__all__ = [
+    "Edit", "ErrorAblation", "Supernode", "EditLike", "set_feature", "scale_feature", "add_feature",
+    "ablate_errors", "swap", "flatten_edits", "check_edits", "parse_feature_id", "parse_cli_edits",
+]
+
+
+class EditError(ValueError):
+    """An edit cannot be applied (unknown feature, bad position, non-finite value, ...)."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Change feature `feature` = (layer, index) at `positions` (None: every position after BOS).
+
+    op "set": the activation becomes `value`; "scale": it becomes `value` × its current activation
+    (e.g. -2 flips and doubles, 0 ablates); "add": `value` is added to it."""
+
+    feature: tuple[int, int]
+    op: Op = "set"
+    value: float = 0.0
+    positions: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise early so that later validation only has to check ranges.
+        if self.op not in OPS:
+            raise EditError(f"unknown edit op {self.op!r}; expected one of {OPS}")
+        try:
+            layer, index = (int(v) for v in self.feature)
+        except (TypeError, ValueError):
+            raise EditError(f"feature must be a (layer, index) pair of integers, got {self.feature!r}") from None
+        object.__setattr__(self, "feature", (layer, index))
+        try:
+            value = float(self.value)
+        except (TypeError, ValueError):
+            raise EditError(f"edit value must be a number, got {self.value!r}") from None
+        if not math.isfinite(value):
+            raise EditError(f"edit of feature {layer}_{index} has a non-finite value {value!r}")
+        object.__setattr__(self, "value", value)
+        if self.positions is not None:
+            if isinstance(self.positions, int):
+                pos: tuple[int, ...] = (int(self.positions),)
+            else:
+                pos = tuple(int(p) for p in self.positions)
+            if not pos:
+                raise EditError(f"edit of feature {layer}_{index} has an empty position list")
+            object.__setattr__(self, "positions", tuple(sorted(set(pos))))
+
+    @property
+    def layer(self) -> int:
+        return self.feature[0]
+
+    @property
+    def index(self) -> int:
+        return self.feature[1]
+
+    def new_value(self, old):
+        """The activation after the edit, given the activation before it (float or tensor)."""
+        if self.op == "set":
+            return old * 0 + self.value
+        if self.op == "scale":
+            return old * self.value
+        return old + self.value
+
+
+@dataclass(frozen=True)
+class ErrorAblation:
+    """Remove the MLP reconstruction error (y - ŷ) at `layers` × `positions` (None: all)."""
+
+    layers: tuple[int, ...] | None = None
+    positions: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "positions"):
+            v = getattr(self, name)
+            if v is not None:
+                v = (int(v),) if isinstance(v, int) else tuple(sorted({int(x) for x in v}))
+                if not v:
+                    raise EditError(f"ablate_errors got an empty {name} list")
+                object.__setattr__(self, name, v)
+
+
+EditLike = Union[Edit, ErrorAblation]
+
+
+def set_feature(layer: int, index: int, value: float, positions: Sequence[int] | int | None = None) -> Edit:
+    return Edit((layer, index), "set", value, positions)
+
+
+def scale_feature(layer: int, index: int, factor: float, positions: Sequence[int] | int | None = None) -> Edit:
+    return Edit((layer, index), "scale", factor, positions)
+
+
+def add_feature(layer: int, index: int, amount: float, positions: Sequence[int] | int | None = None) -> Edit:
+    return Edit((layer, index), "add", amount, positions)
+
+
+def ablate_errors(layers: Sequence[int] | int | None = None, positions: Sequence[int] | int | None = None) -> ErrorAblation:
+    return ErrorAblation(layers, positions)
+
+
+# ---------------------------------------------------------------------------------- node ids
+def parse_feature_id(node_id: str) -> tuple[int, int, int | None]:
+    """`layer_index` or Neuronpedia `layer_index_pos` -> (layer, index, pos or None)."""
+    parts = str(node_id).strip().split("_")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (2, 3) or nums[0] < 0 or nums[1] < 0 or (len(nums) == 3 and nums[2] < 0):
+        raise EditError(
+            f"bad feature id {node_id!r}: expected 'layer_index' or 'layer_index_pos' with non-negative integers"
+        )
+    return nums[0], nums[1], (nums[2] if len(nums) == 3 else None)
+
+
+@dataclass(frozen=True)
+class Supernode:
+    """A labelled group of graph nodes, e.g. ("Texas", ["3_812_5", "4_101_5"])."""
+
+    label: str
+    node_ids: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        ids = (self.node_ids,) if isinstance(self.node_ids, str) else tuple(str(i) for i in self.node_ids)
+        if not ids:
+            raise EditError(f"supernode {self.label!r} has no nodes")
+        object.__setattr__(self, "node_ids", ids)
+
+    @classmethod
+    def from_qparams(cls, supernodes: Iterable[Sequence[str]], graph=None) -> list["Supernode"]:
+        """Parse Neuronpedia `qParams.supernodes` ([[label, id, ...], ...]); with `graph`, check
+        every id is one of its nodes."""
+        out = []
+        for entry in supernodes:
+            if isinstance(entry, str) or len(entry) < 2:
+                raise EditError(f"a supernode entry must be [label, node_id, ...], got {entry!r}")
+            sn = cls(str(entry[0]), tuple(entry[1:]))
+            if graph is not None:
+                sn.validate(graph)
+            out.append(sn)
+        return out
+
+    def validate(self, graph) -> "Supernode":
+        """Raise EditError naming the ids that are not nodes of `graph`."""
+        known = set(graph.nodes["node_id"].tolist())
+        missing = [i for i in self.node_ids if i not in known]
+        if missing:
+            raise EditError(
+                f"supernode {self.label!r} references node ids not in the graph of {graph.prompt!r}: {missing}"
+            )
+        return self
+
+    def features(self, graph=None) -> list[tuple[int, int, int]]:
+        """(layer, index, pos) of its feature nodes. Errors/embeddings/logits cannot be edited as
+        features and raise, naming them. With `graph`, kinds come from its node table."""
+        if graph is not None:
+            self.validate(graph)
+            table = graph.nodes.set_index("node_id")
+            out, bad = [], []
+            for nid in self.node_ids:
+                row = table.loc[nid]
+                if row["kind"] != "feature":
+                    bad.append(f"{nid} ({row['kind']})")
+                else:
+                    out.append((int(row["layer"]), int(row["feature"]), int(row["pos"])))
+        else:
+            out, bad = [], []
+            for nid in self.node_ids:
+                try:
+                    layer, index, pos = parse_feature_id(nid)
+                except EditError:
+                    bad.append(nid)
+                    continue
+                if pos is None:
+                    bad.append(f"{nid} (no position)")
+                else:
+                    out.append((layer, index, pos))
+        if bad:
+            raise EditError(f"supernode {self.label!r} holds nodes that are not features: {bad}")
+        return out
+
+    def edits(self, op: Op, value: float, graph=None) -> list[Edit]:
+        """One edit per feature node, at that node's position."""
+        return [Edit((l, i), op, value, (p,)) for l, i, p in self.features(graph)]
+
+
+def swap(
+    down: Supernode,
+    up: Supernode,
+    up_activations: Mapping[tuple[int, int], float],
+    *,
+    down_op: Op = "set",
+    down_value: float = 0.0,
+    up_scale: float = 1.0,
+    positions: Sequence[int] | None = None,
+    graph=None,
+) -> list[Edit]:
+    """Turn `down` off (set to `down_value`, or `down_op="scale"`) and `up` on.
+
+    `up`'s ids usually come from another prompt's graph (e.g. California features of an Oakland
+    prompt), so their positions mean nothing here: the up features are set, at `positions` (default:
+    the positions of `down`'s nodes), to `up_scale` × their activation in that other prompt's clean
+    run, `up_activations[(layer, index)]` (see `intervene.activations_from`)."""
+    down_feats = down.features(graph)
+    edits = [Edit((l, i), down_op, down_value, (p,)) for l, i, p in down_feats]
+    pos = tuple(positions) if positions is not None else tuple(sorted({p for _, _, p in down_feats}))
+    seen: set[tuple[int, int]] = set()
+    for l, i, _ in up.features():
+        if (l, i) in seen:
+            continue
+        seen.add((l, i))
+        if (l, i) not in up_activations:
+            raise EditError(f"swap: no activation given for up feature {l}_{i} of supernode {up.label!r}")
+        edits.append(Edit((l, i), "set", float(up_activations[(l, i)]) * float(up_scale), pos))
+    return edits
+
+
+# ---------------------------------------------------------------------------------- checks
+def flatten_edits(edits) -> list[EditLike]:
+    """Accept one edit, a list, or nested lists (e.g. the output of `swap`)."""
+    if isinstance(edits, (Edit, ErrorAblation)):
+        return [edits]
+    out: list[EditLike] = []
+    for e in edits or []:
+        if isinstance(e, (Edit, ErrorAblation)):
+            out.append(e)
+        elif isinstance(e, (list, tuple)):
+            out.extend(flatten_edits(e))
+        else:
+            raise EditError(f"not an edit: {e!r} (use set_feature, scale_feature, add_feature, ablate_errors, swap)")
+    return out
+
+
+def check_edits(edits: Sequence[EditLike], *, n_layers: int, d_features: int, n_pos: int | None) -> None:
+    """Raise EditError before anything is applied. `n_pos` None skips the position check."""
+    for e in edits:
+        if isinstance(e, Edit):
+            layer, index = e.feature
+            if not 0 <= layer < n_layers:
+                raise EditError(f"feature {layer}_{index}: layer {layer} out of range (the transcoder has {n_layers} layers)")
+            if not 0 <= index < d_features:
+                raise EditError(
+                    f"feature {layer}_{index}: index {index} out of range (layer {layer} has {d_features} features)"
+                )
+            positions, what = e.positions, f"feature {layer}_{index}"
+        else:
+            for layer in e.layers or ():
+                if not 0 <= layer < n_layers:
+                    raise EditError(f"ablate_errors: layer {layer} out of range (the model has {n_layers} layers)")
+            positions, what = e.positions, "ablate_errors"
+        if positions is not None and n_pos is not None:
+            bad = [p for p in positions if not 0 <= p < n_pos]
+            if bad:
+                raise EditError(f"{what}: positions {bad} out of range for a prompt of {n_pos} tokens (with BOS)")
+
+
+# ---------------------------------------------------------------------------------- CLI
+def parse_cli_edits(scale: list[str] | None, set_: list[str] | None, supernode: list[str] | None) -> list[Edit]:
+    """CLI edit flags -> edits. `--supernode NAME=id,id,...` (or space separated) defines a group;
+    `--scale ID=F` / `--set ID=V` take a feature id (`layer_index`: every position;
+    `layer_index_pos`: that position) or a supernode NAME."""
+    groups: dict[str, Supernode] = {}
+    for spec in supernode or []:
+        name, ids = _split_assignment(spec, "--supernode")
+        node_ids = [i for i in ids.replace(",", " ").split() if i]
+        groups[name] = Supernode(name, tuple(node_ids))
+    edits: list[Edit] = []
+    for op, specs in (("scale", scale), ("set", set_)):
+        for spec in specs or []:
+            target, raw = _split_assignment(spec, f"--{op}")
+            try:
+                value = float(raw)
+            except ValueError:
+                raise EditError(f"--{op} {spec!r}: {raw!r} is not a number") from None
+            if target in groups:
+                edits.extend(groups[target].edits(op, value))  # type: ignore[arg-type]
+            else:
+                layer, index, pos = parse_feature_id(target)
+                edits.append(Edit((layer, index), op, value, None if pos is None else (pos,)))  # type: ignore[arg-type]
+    return edits
+
+
+def _split_assignment(spec: str, flag: str) -> tuple[str, str]:
+    name, sep, rest = str(spec).partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise EditError(f"{flag} expects NAME=VALUE, got {spec!r}")
+    return name.strip(), rest.strip()
