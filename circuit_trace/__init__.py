@@ -15,7 +15,14 @@ from .transcoders import Transcoder, load_transcoders
 
 __version__ = "0.1.0"
 
+
+def plot(graph, **kwargs):
+    """Interactive plotly figure of a graph (see `circuit_trace.viz.plot`)."""
+    from .viz import plot as _plot
+
+    return _plot(graph, **kwargs)
+
 __all__ = [
-    "load", "attribute", "prune", "Graph", "GraphScores", "PruneResult", "ReplacementModel", "PromptError",
+    "load", "attribute", "prune", "plot", "Graph", "GraphScores", "PruneResult", "ReplacementModel", "PromptError",
     "Transcoder", "load_transcoders", "Target", "custom_target", "logit_difference", "__version__",
 ]

@@ -311,6 +311,19 @@ class Graph:
         g.add_weighted_edges_from(zip(ids[src], ids[tgt], weight.tolist()))
         return g
 
+    def show(self, **kwargs):
+        """Interactive plotly view (notebooks). A convenience delegate: the view lives in `viz`,
+        which sits on top of this package, so it is imported only when called."""
+        from ..viz import show
+
+        return show(self, **kwargs)
+
+    def to_html(self, path: str | os.PathLike, **kwargs):
+        """Self-contained interactive HTML view (see `circuit_trace.viz.to_html`)."""
+        from ..viz import to_html
+
+        return to_html(self, path, **kwargs)
+
     def to_json(
         self,
         path: str | os.PathLike,

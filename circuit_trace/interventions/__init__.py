@@ -1,2 +1,49 @@
 """Ablate, steer, clamp and swap features and supernodes in the real model (constrained and free
 modes), generation under edits, and validation of a graph's predictions against interventions."""
+
+from .edits import (
+    Edit,
+    EditError,
+    ErrorAblation,
+    Supernode,
+    ablate_errors,
+    add_feature,
+    parse_cli_edits,
+    parse_feature_id,
+    scale_feature,
+    set_feature,
+    swap,
+)
+from .generate import GenerationResult, generate
+from .intervene import (
+    InterventionResult,
+    TokenProb,
+    activations_from,
+    format_result,
+    intervene,
+)
+from .validate import FEATURE_GOAL, ValidationReport, validate
+
+__all__ = [
+    "FEATURE_GOAL",
+    "Edit",
+    "EditError",
+    "ErrorAblation",
+    "GenerationResult",
+    "InterventionResult",
+    "Supernode",
+    "TokenProb",
+    "ValidationReport",
+    "ablate_errors",
+    "activations_from",
+    "add_feature",
+    "format_result",
+    "generate",
+    "intervene",
+    "parse_cli_edits",
+    "parse_feature_id",
+    "scale_feature",
+    "set_feature",
+    "swap",
+    "validate",
+]

@@ -9,15 +9,27 @@ the CLI can check a whole edit list before touching the model."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Literal, Mapping, Sequence, Union
+from typing import Literal
 
 Op = Literal["set", "scale", "add"]
 OPS: tuple[str, ...] = ("set", "scale", "add")
 
 __all__ = [
-    "Edit", "ErrorAblation", "Supernode", "EditLike", "set_feature", "scale_feature", "add_feature",
-    "ablate_errors", "swap", "flatten_edits", "check_edits", "parse_feature_id", "parse_cli_edits",
+    "Edit",
+    "EditLike",
+    "ErrorAblation",
+    "Supernode",
+    "ablate_errors",
+    "add_feature",
+    "check_edits",
+    "flatten_edits",
+    "parse_cli_edits",
+    "parse_feature_id",
+    "scale_feature",
+    "set_feature",
+    "swap",
 ]
 
 
@@ -96,7 +108,7 @@ class ErrorAblation:
                 object.__setattr__(self, name, v)
 
 
-EditLike = Union[Edit, ErrorAblation]
+EditLike = Edit | ErrorAblation
 
 
 def set_feature(layer: int, index: int, value: float, positions: Sequence[int] | int | None = None) -> Edit:
@@ -144,7 +156,7 @@ class Supernode:
         object.__setattr__(self, "node_ids", ids)
 
     @classmethod
-    def from_qparams(cls, supernodes: Iterable[Sequence[str]], graph=None) -> list["Supernode"]:
+    def from_qparams(cls, supernodes: Iterable[Sequence[str]], graph=None) -> list[Supernode]:
         """Parse Neuronpedia `qParams.supernodes` ([[label, id, ...], ...]); with `graph`, check
         every id is one of its nodes."""
         out = []
@@ -157,7 +169,7 @@ class Supernode:
             out.append(sn)
         return out
 
-    def validate(self, graph) -> "Supernode":
+    def validate(self, graph) -> Supernode:
         """Raise EditError naming the ids that are not nodes of `graph`."""
         known = set(graph.nodes["node_id"].tolist())
         missing = [i for i in self.node_ids if i not in known]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -11,7 +12,7 @@ from ..replacement.model import ReplacementModel
 from .edits import EditLike
 from .intervene import _FreeEdits, _layer_set, _validated
 
-__all__ = ["generate", "GenerationResult"]
+__all__ = ["GenerationResult", "generate"]
 
 
 @dataclass

@@ -18,21 +18,30 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from ..replacement.model import ReplacementModel, decode_layer
-from .edits import Edit, EditError, EditLike, ErrorAblation, Supernode, check_edits, flatten_edits
+from .edits import (
+    Edit,
+    EditError,
+    EditLike,
+    ErrorAblation,
+    Supernode,
+    check_edits,
+    flatten_edits,
+)
 
 Mode = Literal["free", "constrained"]
 
-__all__ = ["intervene", "InterventionResult", "TokenProb", "activations_from", "format_result"]
+__all__ = ["InterventionResult", "TokenProb", "activations_from", "format_result", "intervene"]
 
 
 @dataclass
@@ -87,7 +96,7 @@ class InterventionResult:
                    "logits_after": self.logits_after.contiguous().float().cpu()}, str(p.with_suffix(".safetensors")))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "InterventionResult":
+    def load(cls, path: str | os.PathLike) -> InterventionResult:
         from safetensors.torch import load_file
 
         p = Path(path)
@@ -188,7 +197,7 @@ class _FreeEdits:
             if layer == 0:
                 self._reset()  # a new forward pass starts
             if layer not in self.need:
-                return None
+                return
             x = _input_of(args, kwargs)
             tdt = self.tc.dtype
             self.xs[layer] = x
@@ -196,7 +205,7 @@ class _FreeEdits:
             self.acts[layer] = acts
             mine = [(k, e) for k, e in enumerate(self.feature_edits) if e.layer == layer]
             if not mine:
-                return None
+                return
             eff = acts.clone()  # edits of one feature compose in order
             seq = x.shape[1]
             new_vals = self.applied_now
@@ -217,7 +226,7 @@ class _FreeEdits:
                     if buf is None:
                         buf = self.deltas[target] = torch.zeros(x.shape[0], seq, dec.shape[-1], dtype=tdt, device=x.device)
                     buf[:, pos] += delta * dec[j]
-            return None
+            return
 
         return hook
 
@@ -245,7 +254,7 @@ class _FreeEdits:
         return hook
 
     @contextmanager
-    def installed(self) -> Iterator["_FreeEdits"]:
+    def installed(self) -> Iterator[_FreeEdits]:
         ad, tc = self.rm.adapter, self.tc
         handles = []
         self.applied_now: dict[int, list[float]] = {}

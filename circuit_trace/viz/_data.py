@@ -7,7 +7,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 KINDS = ("feature", "error", "embedding", "logit")

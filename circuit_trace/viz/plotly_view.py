@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
 from . import _data
-from ._data import VGraph, VNode
+from ._data import VNode
 
 __all__ = ["plot", "to_html", "show", "widget", "DEFAULT_THRESHOLD_STEPS"]
 
@@ -99,7 +99,7 @@ def _colors(nodes: list[VNode], color_by: str, n_layers: int) -> list[str]:
     return sample_colorscale("Viridis", [n.row / top for n in nodes]) if nodes else []
 
 
-def _hover(n: VNode, tokens_by_idx, ins, outs, names) -> str:
+def _hover(n: VNode, ins, outs, names) -> str:
     lines = [f"<b>{_esc(_short(_display_label(n), 80))}</b>"]
     lines.append(f"{_esc(n.node_id)} · {n.kind}")
     layer = "embeddings" if n.kind == "embedding" else ("logits" if n.kind == "logit" else f"layer {_esc(n.layer)}")
@@ -113,7 +113,7 @@ def _hover(n: VNode, tokens_by_idx, ins, outs, names) -> str:
     return "<br>".join(lines)
 
 
-def _prepare(graph, node_threshold, edge_threshold, max_edges, supernodes):
+def _prepare(graph, node_threshold, edge_threshold, supernodes):
     vg = _data.load(graph, node_threshold=node_threshold, edge_threshold=edge_threshold, supernodes=supernodes)
     keep = [n for n in vg.nodes if _data.kept(n, node_threshold, vg.node_threshold)]
     keep_idx = {n.index for n in keep}
@@ -137,16 +137,19 @@ def plot(
 ) -> go.Figure:
     """Plotly figure of `graph` (a Graph, a Neuronpedia graph JSON dict, or a path to one).
 
-    A Graph is pruned with `node_threshold` / `edge_threshold` first (through the graphs package).
-    For JSON input the links are drawn as exported and nodes are dynamically pruned on their
-    `influence` (cumulative rank) with `node_threshold`; embeddings and logits always stay. At most
-    `max_edges` edges are drawn, the largest |weight| first. `supernodes` (``[[label, id, ...]]`` or
+    A Graph is pruned with `node_threshold` / `edge_threshold` and exported first (through
+    `circuit_trace.graphs.to_neuronpedia`). JSON input is taken as exported (its links are already
+    edge-pruned, so `edge_threshold` does not apply) and its nodes are dynamically pruned on their
+    `influence` (cumulative rank): a node stays when influence <= node_threshold, or when
+    node_threshold reaches the graph's own metadata.node_threshold (the exporter already pruned at
+    it); embeddings and logits always stay. At most `max_edges` edges (between kept nodes) are
+    drawn, the largest |weight| first. `supernodes` (``[[label, id, ...]]`` or
     ``{label: [ids]}``; default: the graph's qParams.supernodes) are drawn as labelled boxes.
     The slider steps are `threshold_steps` below `node_threshold`, plus `node_threshold` itself.
     """
     if color_by not in ("layer", "kind"):
         raise ValueError(f"color_by must be 'layer' or 'kind', not {color_by!r}")
-    vg, keep, links = _prepare(graph, node_threshold, edge_threshold, max_edges, supernodes)
+    vg, keep, links = _prepare(graph, node_threshold, edge_threshold, supernodes)
     drawn = links[: max(0, int(max_edges))]
     steps = _threshold_steps(node_threshold, threshold_steps)
 
@@ -200,7 +203,6 @@ def plot(
         roles.append(("edges", b))
 
     # nodes: one trace per threshold bin; per-point symbols, sizes and colours
-    tokens_by_idx = vg.tokens
     for b in range(len(steps)):
         members = [n for n in keep if nbin[n.index] == b]
         if not members:
@@ -210,7 +212,7 @@ def plot(
             mode="markers", showlegend=False, name=f"nodes (influence ≤ {steps[b]:g})",
             customdata=[n.index for n in members],
             ids=[n.node_id for n in members],
-            hovertext=[_hover(n, tokens_by_idx, ins[n.index], outs[n.index], names) for n in members],
+            hovertext=[_hover(n, ins[n.index], outs[n.index], names) for n in members],
             hoverinfo="text",
             marker=dict(
                 symbol=[KIND_SYMBOLS[n.kind] for n in members],
@@ -237,7 +239,7 @@ def plot(
     roles.append(("highlight", 0))
 
     # legend entries (one empty point each, drawn nowhere)
-    for kind in KINDS_SHOWN(keep):
+    for kind in _kinds_shown(keep):
         traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=kind, hoverinfo="skip",
                                  marker=dict(symbol=KIND_SYMBOLS[kind], size=10,
                                              color=KIND_COLORS[kind] if color_by == "kind" else "#777"),
@@ -310,7 +312,7 @@ def plot(
     return fig
 
 
-def KINDS_SHOWN(nodes: list[VNode]) -> list[str]:  # noqa: N802 - tiny helper
+def _kinds_shown(nodes: list[VNode]) -> list[str]:
     present = {n.kind for n in nodes}
     return [k for k in _data.KINDS if k in present]
 

@@ -175,7 +175,7 @@ def page(browser):
     """A fresh page that records console errors and uncaught exceptions in `page.errors`."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 820})
     pg = ctx.new_page()
-    pg.set_default_timeout(10_000)
+    pg.set_default_timeout(20_000)
     pg.errors = []
     pg.on("pageerror", lambda e: pg.errors.append(f"pageerror: {e}"))
     pg.on("console", lambda m: pg.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)

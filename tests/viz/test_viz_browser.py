@@ -128,3 +128,17 @@ def test_plotly_html_in_browser(page, tmp_path, evil_graph_json, artifacts_dir):
         " const h = gd.layout.meta.circuit_trace.highlight; return gd.data[h[2]].x.length === 1; }")
     page.screenshot(path=str(artifacts_dir / "plotly-html.png"))
     assert errors(page) == []
+
+
+def test_viewer_draws_exported_graph(page, tmp_path):
+    graphs = pytest.importorskip("circuit_trace.graphs")
+    g = graphs.random_graph(4, 6, 120, seed=5)
+    data = graphs.to_neuronpedia(g, slug="random")
+    root = tmp_path / "real"
+    root.mkdir()
+    (root / "random.json").write_text(json.dumps(data))
+    with start_server(root) as s:
+        open_graph(page, s.url, "random")
+        assert page.locator("#graph g.node").count() == len(data["nodes"])
+        assert page.locator("#graph path.edge").count() == min(3000, len(data["links"]))
+        assert errors(page) == []

@@ -155,3 +155,31 @@ def test_show_and_widget_fall_back(graph_json, monkeypatch):
     assert isinstance(fig, go.Figure) and calls == [{"renderer": "json"}]
     w = plotly_view.widget(graph_json)
     assert isinstance(w, (go.Figure, go.FigureWidget))
+
+
+def test_widget_click_highlights_edges(graph_json):
+    pytest.importorskip("anywidget", reason="FigureWidget needs anywidget (optional, notebooks only)")
+    from circuit_trace.viz import widget
+
+    w = widget(graph_json)
+    assert isinstance(w, go.FigureWidget)
+    m = w.layout.meta["circuit_trace"]
+    hp, hn, hs = m["highlight"]
+    # the node with the most drawn edges
+    counts = {}
+    for s, t, _, _ in m["edges"]:
+        counts[s] = counts.get(s, 0) + 1
+        counts[t] = counts.get(t, 0) + 1
+    idx = max(counts, key=counts.get)
+    tr = next(t for t in w.data if t.meta and t.meta.get("role") == "nodes" and idx in t.customdata)
+
+    class Points:
+        point_inds = [list(tr.customdata).index(idx)]
+
+    for cb in tr._click_callbacks:
+        cb(tr, Points(), None)
+    n_lines = sum(1 for v in list(w.data[hp].x or []) + list(w.data[hn].x or []) if v is None)
+    assert n_lines == counts[idx] and len(w.data[hs].x) == 1
+    for cb in tr._click_callbacks:  # clicking again clears
+        cb(tr, Points(), None)
+    assert len(w.data[hs].x or ()) == 0

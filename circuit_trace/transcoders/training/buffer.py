@@ -80,6 +80,40 @@ def tokenize_windows(tokenizer, docs: list[str], context_size: int) -> torch.Ten
     return rows
 
 
+def document_windows(tokenizer, docs: list[str], context_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One window per document: ``[BOS] + doc + [EOS]`` (truncated to ``context_size``), right-padded
+    to the longest; returns (ids ``[n_docs, P]``, lengths ``[n_docs]``). With causal attention the
+    padding never affects real tokens, and the buffer drops padded positions."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = next((t for t in (tokenizer.pad_token_id, eos, bos, 0) if t is not None))
+    rows = []
+    for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
+        row = ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])
+        rows.append(row[:context_size])
+    if not any(len(r) > 1 for r in rows):
+        raise CorpusError("corpus tokenised to zero tokens")
+    width = max(map(len, rows))
+    out = torch.full((len(rows), width), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out, torch.tensor([len(r) for r in rows], dtype=torch.long)
+
+
+def make_windows(tokenizer, docs: list[str], context_size: int, pack: bool | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids ``[N, P]``, lengths ``[N]``). ``pack=None`` (auto): one window per document when every
+    document fits in one window (how short-text models see text: BOS + document), else packed."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    if pack is None:
+        extra = len(bos) + (tokenizer.eos_token_id is not None)
+        pack = any(len(ids) + extra > context_size
+                   for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
+    if pack:
+        w = tokenize_windows(tokenizer, docs, context_size)
+        return w, torch.full((w.shape[0],), w.shape[1], dtype=torch.long)
+    return document_windows(tokenizer, docs, context_size)
+
+
 def _generator(*key: int) -> torch.Generator:
     """A CPU generator seeded from integers (counter-based, so positions are the state)."""
     s = 0x2545F4914F6CDD1D
@@ -99,12 +133,15 @@ class ActivationBuffer:
     """
 
     def __init__(self, windows: torch.Tensor, read_fn: ReadFn, *, batch_size: int, seed: int = 0,
-                 windows_per_chunk: int = 64, forward_batch_size: int = 8,
-                 outlier_ratio: float | None = 10.0, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 lengths: torch.Tensor | None = None, windows_per_chunk: int = 64,
+                 forward_batch_size: int = 8, outlier_ratio: float | None = 10.0,
+                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         if windows.ndim != 2 or windows.shape[0] == 0:
             raise CorpusError("no token windows to read")
-        usable = windows.shape[0] * (windows.shape[1] - 1)
+        if lengths is None:
+            lengths = torch.full((windows.shape[0],), windows.shape[1], dtype=torch.long)
+        self.lengths = lengths
+        usable = int((lengths - 1).clamp_min(0).sum())
         if usable < batch_size:
             raise CorpusError(f"corpus too short: {usable} tokens after dropping the first position of "
                               f"each window, fewer than one batch ({batch_size} tokens)")
@@ -134,14 +171,21 @@ class ActivationBuffer:
 
     # -- reading ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def read_tokens(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token-major activations ``[n_tokens, n_layers, d]`` of windows ``ids`` with position 0
-        dropped, before outlier filtering and shuffling."""
+    def read_tokens(self, ids: torch.Tensor, lengths: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-major activations ``[n_tokens, n_layers, d]`` of windows ``ids`` with position 0 and
+        padding (positions >= length) dropped, before outlier filtering and shuffling."""
         xs, ys = [], []
         for i in range(0, ids.shape[0], self.forward_batch_size):
-            x, y = self.read_fn(ids[i: i + self.forward_batch_size])
-            xs.append(x[:, :, 1:].flatten(1, 2).transpose(0, 1).to("cpu", self.dtype))
-            ys.append(y[:, :, 1:].flatten(1, 2).transpose(0, 1).to("cpu", self.dtype))
+            batch = ids[i: i + self.forward_batch_size]
+            x, y = self.read_fn(batch)
+            keep = torch.ones(batch.shape, dtype=torch.bool)
+            keep[:, 0] = False
+            if lengths is not None:
+                keep &= torch.arange(batch.shape[1]) < lengths[i: i + self.forward_batch_size, None]
+            keep = keep.to(x.device)
+            xs.append(x[:, keep].transpose(0, 1).to("cpu", self.dtype))
+            ys.append(y[:, keep].transpose(0, 1).to("cpu", self.dtype))
         return torch.cat(xs), torch.cat(ys)
 
     def _load_chunk(self, epoch: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -150,7 +194,7 @@ class ActivationBuffer:
             return self._cache[1]
         order = torch.randperm(self.windows.shape[0], generator=_generator(self.seed, epoch))
         idx = order[chunk * self.windows_per_chunk:(chunk + 1) * self.windows_per_chunk]
-        x, y = self.read_tokens(self.windows[idx])
+        x, y = self.read_tokens(self.windows[idx], self.lengths[idx])
         dropped = 0
         if self.outlier_ratio is not None:
             nx, ny = x.float().norm(dim=-1), y.float().norm(dim=-1)              # [n, L]

@@ -128,10 +128,10 @@ def _dtype(transcoder) -> torch.dtype:
 
 @torch.no_grad()
 def replacement_metrics(adapter, transcoder, input_ids: torch.Tensor, *, batch_size: int = 8,
-                        skip_first: bool = True) -> dict:
+                        skip_first: bool = True, lengths: torch.Tensor | None = None) -> dict:
     """KL(P_model ‖ P_replacement) per token (nats, mean) and top-1 agreement of the model with every
     MLP replaced by the transcoder vs the original, over windows ``input_ids [N, P]`` (position 0
-    skipped by default, matching training)."""
+    skipped by default, matching training; positions >= ``lengths`` (right padding) skipped)."""
     model = adapter.model
     device = next(model.parameters()).device
     kl_sum, agree, n = 0.0, 0, 0
@@ -140,10 +140,13 @@ def replacement_metrics(adapter, transcoder, input_ids: torch.Tensor, *, batch_s
         ref = model(ids).logits.float()
         with replace_mlps(adapter, transcoder):
             rep = model(ids).logits.float()
-        if skip_first:
-            ref, rep = ref[:, 1:], rep[:, 1:]
+        keep = torch.ones(ids.shape, dtype=torch.bool, device=device)
+        keep[:, 0] = not skip_first
+        if lengths is not None:
+            keep &= torch.arange(ids.shape[1], device=device) < lengths[i: i + batch_size, None].to(device)
+        ref, rep = ref[keep], rep[keep]
         lp, lq = F.log_softmax(ref, -1), F.log_softmax(rep, -1)
         kl_sum += float((lp.exp() * (lp - lq)).sum())
         agree += int((ref.argmax(-1) == rep.argmax(-1)).sum())
-        n += ref.shape[0] * ref.shape[1]
+        n += ref.shape[0]
     return {"kl": kl_sum / n, "top1_agreement": agree / n, "tokens": n}

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
-from .buffer import ActivationBuffer, CorpusError, read_corpus, tokenize_windows
+from .buffer import ActivationBuffer, CorpusError, make_windows, read_corpus
 from .losses import decoder_norms, jumprelu_loss, topk_loss
 from .metrics import ReconstructionStats, dead_fraction, reconstruct_tokens, replacement_metrics
 from .normalize import Normalizer, fold_normalization
@@ -33,7 +33,7 @@ from .normalize import Normalizer, fold_normalization
 KINDS = ("clt", "plt")
 TRAINABLE_ACTIVATIONS = ("jumprelu", "topk")
 # Fields a resumed run must share with the checkpoint (others, e.g. out_dir or device, may differ).
-_RESUME_FIELDS = ("kind", "n_features", "activation", "k", "skip", "batch_size", "seed", "context_size",
+_RESUME_FIELDS = ("kind", "n_features", "activation", "k", "skip", "batch_size", "seed", "context_size", "pack",
                   "input_hook", "output_hook", "normalize", "lr", "lambda_s", "lambda_p")
 
 
@@ -67,6 +67,7 @@ class TrainConfig:
     normalize: bool = True
     norm_tokens: int = 8192              # tokens used to estimate the normalisation
     context_size: int = 128
+    pack: bool | None = None             # pack documents into windows; None: only if one doesn't fit
     input_hook: str = "mlp.hook_in"      # what the MLP reads (after its norm)
     output_hook: str = "hook_mlp_out"
     outlier_ratio: float | None = 10.0   # drop tokens with norm > ratio × median
@@ -316,7 +317,7 @@ class Trainer:
             self.elapsed = start_elapsed + time.perf_counter() - t0
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"loss became {stats['loss']} at step {self.step}; lower lr")
-            if self.step % self.cfg.log_every == 0 or self.step == end:
+            if self.step % self.cfg.log_every == 0 or self.step == self.total:
                 self.history.append({k: round(v, 6) if isinstance(v, float) else v for k, v in stats.items()})
                 tps = (self.tokens - tok0) / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(tok_s=f"{tps:.0f}", loss=f"{stats['loss']:.3g}", L0=f"{stats['l0']:.1f}",
@@ -359,30 +360,33 @@ def _writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def _split_windows(windows: torch.Tensor, n_eval: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def _split_windows(n: int, n_eval: int) -> tuple[slice, slice, bool]:
     """Hold out the last min(n_eval, 10%) windows; with fewer than 10 windows evaluate on training."""
-    n_hold = min(n_eval, windows.shape[0] // 10)
+    n_hold = min(n_eval, n // 10)
     if n_hold < 1:
-        return windows, windows[: max(1, n_eval)], False
-    return windows[:-n_hold], windows[-n_hold:], True
+        return slice(None), slice(0, max(1, n_eval)), False
+    return slice(0, n - n_hold), slice(n - n_hold, n), True
 
 
 @torch.no_grad()
-def evaluate(adapter, tc: Transcoder, windows: torch.Tensor, config: TrainConfig) -> dict:
-    """Held-out FVU / NMSE / L0 per layer on raw activations, and replacement KL / top-1 agreement."""
+def evaluate(adapter, tc: Transcoder, windows: torch.Tensor, config: TrainConfig,
+             lengths: torch.Tensor | None = None) -> dict:
+    """FVU / NMSE / L0 per layer on raw activations of ``windows`` (position 0 and padding beyond
+    ``lengths`` skipped), and replacement KL / top-1 agreement on the same tokens."""
     from ...models.activations import mlp_io
 
     model_device = next(adapter.model.parameters()).device
+    reader = ActivationBuffer(windows, lambda ids: mlp_io(adapter, ids.to(model_device), config.input_hook,
+                                                          config.output_hook),
+                              batch_size=1, lengths=lengths, forward_batch_size=config.forward_batch_size)
     stats = ReconstructionStats(tc.n_layers)
     for i in range(0, windows.shape[0], config.forward_batch_size):
-        x, y = mlp_io(adapter, windows[i: i + config.forward_batch_size].to(model_device),
-                      config.input_hook, config.output_hook)
-        x = x[:, :, 1:].flatten(1, 2).transpose(0, 1).to(tc.device, tc.dtype)
-        y = y[:, :, 1:].flatten(1, 2).transpose(0, 1).to(tc.device, tc.dtype)
-        y_hat, acts = reconstruct_tokens(tc, x)
-        stats.update(y, y_hat, acts)
+        sl = slice(i, i + config.forward_batch_size)
+        x, y = reader.read_tokens(windows[sl], None if lengths is None else lengths[sl])
+        y_hat, acts = reconstruct_tokens(tc, x.to(tc.device, tc.dtype))
+        stats.update(y.to(tc.device, tc.dtype), y_hat, acts)
     out = stats.summary()
-    out.update(replacement_metrics(adapter, tc, windows, batch_size=config.forward_batch_size))
+    out.update(replacement_metrics(adapter, tc, windows, batch_size=config.forward_batch_size, lengths=lengths))
     return out
 
 
@@ -408,10 +412,10 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     device = torch.device(cfg.device) if cfg.device else model_device
     n_ctx = min(cfg.context_size, adapter.n_ctx or cfg.context_size)
 
-    windows = tokenize_windows(tokenizer, read_corpus(corpus), n_ctx)
-    train_w, eval_w, heldout = _split_windows(windows, cfg.eval_windows)
+    windows, lengths = make_windows(tokenizer, read_corpus(corpus), n_ctx, cfg.pack)
+    tr, ev, heldout = _split_windows(windows.shape[0], cfg.eval_windows)
     read_fn = lambda ids: mlp_io(adapter, ids.to(model_device), cfg.input_hook, cfg.output_hook)  # noqa: E731
-    buffer = ActivationBuffer(train_w, read_fn, batch_size=cfg.batch_size, seed=cfg.seed,
+    buffer = ActivationBuffer(windows[tr], read_fn, batch_size=cfg.batch_size, seed=cfg.seed, lengths=lengths[tr],
                               windows_per_chunk=cfg.windows_per_chunk,
                               forward_batch_size=cfg.forward_batch_size, outlier_ratio=cfg.outlier_ratio,
                               device=device)
@@ -453,7 +457,7 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     report.transcoder_path = str(out_dir / "transcoder")
     window = min(cfg.dead_tokens(), trainer.tokens)
     report.dead_fraction, report.dead_window_tokens = dead_fraction(trainer.since_fired, window), window
-    ev = evaluate(adapter, final, eval_w, cfg)
+    ev = evaluate(adapter, final, windows[ev], cfg, lengths[ev])
     report.fvu, report.nmse, report.l0 = ev["fvu"], ev["nmse"], ev["l0"]
     report.fvu_total, report.nmse_total, report.l0_total = ev["fvu_total"], ev["nmse_total"], ev["l0_total"]
     report.replacement_kl, report.top1_agreement, report.eval_tokens = ev["kl"], ev["top1_agreement"], ev["tokens"]

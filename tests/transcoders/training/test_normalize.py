@@ -15,8 +15,10 @@ def test_fold_is_exact(cross_layer, activation, skip):
     x = torch.randn(200, L, d) * torch.tensor([0.1, 3.0, 40.0])[:, None]   # very different layer scales
     y = torch.randn(200, L, d) * torch.tensor([5.0, 0.2, 1.0])[:, None]
     norm = Normalizer.estimate(x, y)
+    torch.testing.assert_close(norm.apply(x, y)[1].norm(dim=-1).mean(0), torch.full((L,), d ** 0.5))
+    norm = Normalizer(norm.x_scale.double(), norm.y_scale.double())
+    x, y = x.double(), y.double()
     xn, yn = norm.apply(x, y)
-    torch.testing.assert_close(yn.norm(dim=-1).mean(0), torch.full((L,), d ** 0.5))
     tc = Transcoder.random(L, d, 32, cross_layer=cross_layer, activation=activation, skip=skip, seed=3,
                            dtype=torch.float64)
     if activation == "jumprelu":   # train with a log-threshold, as the trainer does
@@ -25,13 +27,13 @@ def test_fold_is_exact(cross_layer, activation, skip):
         log_tc.load_state_dict({**{k: v for k, v in tc.state_dict().items() if k != "threshold"},
                                 "log_threshold": tc.threshold.log()})
         tc = log_tc
-    folded = fold_normalization(tc, Normalizer(norm.x_scale.double(), norm.y_scale.double()))
+    folded = fold_normalization(tc, norm)
     with torch.no_grad():
-        want = tc.reconstruct(xn.double().transpose(0, 1)) / norm.y_scale.double()[:, None, None]
-        got = folded.reconstruct(x.double().transpose(0, 1))
+        want = tc.reconstruct(xn.transpose(0, 1)) / norm.y_scale[:, None, None]
+        got = folded.reconstruct(x.transpose(0, 1))
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         for l in range(L):   # features keep their activations
-            torch.testing.assert_close(folded.encode(x[:, l].double(), l), tc.encode(xn[:, l].double(), l))
+            torch.testing.assert_close(folded.encode(x[:, l], l), tc.encode(xn[:, l], l))
     if activation == "jumprelu":
         assert folded.threshold_param == "threshold"
 

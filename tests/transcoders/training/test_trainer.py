@@ -1,0 +1,120 @@
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from circuit_trace.transcoders import TranscoderMismatchError, load_transcoders
+from circuit_trace.transcoders.training import (CorpusError, Normalizer, OutputDirError, TrainConfig, TrainingReport,
+                                                fold_normalization, new_transcoder, train, train_from_args)
+from circuit_trace.transcoders.training.trainer import evaluate
+from conftest import make_corpus, make_model
+
+
+def cfg(tmp_path, name="run", **kw):
+    base = dict(kind="clt", n_features=24, steps=8, batch_size=32, context_size=16, windows_per_chunk=8,
+                checkpoint_every=3, eval_windows=4, lr=3e-3, lambda_s=0.5, out_dir=str(tmp_path / name))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_smoke_clt_on_tiny_llama(tiny, tmp_path):
+    model, tok, corpus = tiny
+    c = cfg(tmp_path, steps=12)
+    report = train(model, tok, corpus, c, progress=False)
+    assert report.completed and report.steps == 12 and report.tokens == 12 * 32
+    assert len(report.fvu) == len(report.l0) == 2 and report.eval_heldout and report.eval_tokens > 0
+    assert all(0 < f < 2 for f in report.fvu) and report.l0_total > 0
+    assert 0 <= report.top1_agreement <= 1 and report.replacement_kl >= 0
+    assert report.dead_window_tokens > 0 and 0 <= report.dead_fraction <= 1
+    assert report.history[-1]["step"] == 12
+    out = tmp_path / "run"
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_000000009", "step_000000012"]
+    assert TrainingReport.load(out / "report.json") == report
+    # save -> load -> identical outputs: the checkpoint's weights, folded in memory, match the saved
+    # circuit-tracer directory exactly, and the loaded transcoder reproduces the reported metrics.
+    loaded = load_transcoders(str(out / "transcoder"))
+    assert loaded.is_cross_layer and loaded.feature_input_hook == "mlp.hook_in"
+    state = torch.load(out / "checkpoints" / "step_000000012" / "state.pt", weights_only=True)
+    tc = new_transcoder(2, 32, c)
+    tc.load_state_dict(load_file(str(out / "checkpoints" / "step_000000012" / "transcoder.safetensors")))
+    folded = fold_normalization(tc, Normalizer.from_state_dict(state["normalizer"]))
+    xs = torch.randn(2, 10, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.reconstruct(xs), folded.reconstruct(xs))
+    from circuit_trace.models import get_adapter
+    from circuit_trace.transcoders.training import read_corpus, tokenize_windows
+    windows = tokenize_windows(tok, read_corpus(corpus), 16)
+    ev = evaluate(get_adapter(model), loaded, windows[-4:], c)
+    assert ev["fvu"] == report.fvu and ev["top1_agreement"] == report.top1_agreement
+
+
+@pytest.mark.parametrize("kind,activation", [("clt", "jumprelu"), ("plt", "topk")])
+def test_resume_is_bit_identical(tiny, tmp_path, kind, activation):
+    model, tok, corpus = tiny
+    kw = dict(kind=kind, activation=activation, k=4, dead_window=64)
+    full = train(model, tok, corpus, cfg(tmp_path, "full", **kw), progress=False)
+    part = train(model, tok, corpus, cfg(tmp_path, "split", **kw), progress=False, stop_after=4)
+    assert not part.completed and part.steps == 4 and part.transcoder_path is None
+    resumed = train(model, tok, corpus, cfg(tmp_path, "split", **kw), progress=False, resume=True)
+    assert resumed.history == full.history
+    files = sorted(p.name for p in (tmp_path / "full" / "transcoder").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "split" / "transcoder").iterdir())
+    for f in files:   # byte-identical saved transcoders
+        assert (tmp_path / "full" / "transcoder" / f).read_bytes() == (tmp_path / "split" / "transcoder" / f).read_bytes()
+    ta, tb = (load_transcoders(str(tmp_path / n / "transcoder")) for n in ("full", "split"))
+    assert all(torch.equal(p, q) for p, q in zip(ta.state_dict().values(), tb.state_dict().values()))
+    assert resumed.fvu == full.fvu and resumed.top1_agreement == full.top1_agreement
+
+
+def test_bad_inputs(tiny, tmp_path):
+    model, tok, corpus = tiny
+    with pytest.raises(CorpusError, match="no text"):
+        train(model, tok, [], cfg(tmp_path), progress=False)
+    with pytest.raises(CorpusError, match="no text"):
+        train(model, tok, ["  ", "\n"], cfg(tmp_path), progress=False)
+    with pytest.raises(CorpusError, match="fewer than one batch"):
+        train(model, tok, ["texas ohio maine"], cfg(tmp_path), progress=False)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OutputDirError, match="not writable"):
+        train(model, tok, corpus, cfg(tmp_path, "afile/sub"), progress=False)
+    with pytest.raises(ValueError, match="kind"):
+        train(model, tok, corpus, cfg(tmp_path, kind="sae"), progress=False)
+    # a checkpoint written for a d=32 model cannot be resumed on a d=16 model
+    train(model, tok, corpus, cfg(tmp_path, "ck", steps=2), progress=False)
+    other = make_model(len(tok), n_layers=2, d=16)
+    with pytest.raises(TranscoderMismatchError, match="d_model=16"):
+        train(other, tok, corpus, cfg(tmp_path, "ck", steps=2), progress=False, resume=True)
+    # a changed recipe cannot be resumed either
+    with pytest.raises(ValueError, match="n_features"):
+        train(model, tok, corpus, cfg(tmp_path, "ck", steps=2, n_features=12), progress=False, resume=True)
+    # an init transcoder of the wrong shape
+    from circuit_trace.transcoders import Transcoder
+    with pytest.raises(TranscoderMismatchError):
+        train(model, tok, corpus, cfg(tmp_path, "init"), progress=False,
+              init=Transcoder.random(2, 16, 24, input_hook="mlp.hook_in"))
+
+
+def test_init_from_transcoder_and_defaults(tiny, tmp_path):
+    model, tok, corpus = tiny
+    from circuit_trace.transcoders import Transcoder
+    init = Transcoder.random(2, 32, 24, cross_layer=True, seed=2, input_hook="mlp.hook_in")
+    report = train(model, tok, corpus, cfg(tmp_path, steps=1, lr=1e-12), progress=False, init=init)
+    loaded = load_transcoders(report.transcoder_path)
+    xs = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.reconstruct(xs), init.reconstruct(xs), rtol=1e-4, atol=1e-4)
+    d = TrainConfig(kind="clt", n_features=4096)
+    assert d.total_steps() == 2000 and 1e-4 < d.resolved_lr() < 1e-2 and d.activation == "jumprelu"
+    assert TrainConfig(n_tokens=5000, batch_size=1000).total_steps() == 5
+
+
+def test_train_from_args(tiny, tmp_path, capsys):
+    model, tok, corpus = tiny
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "corpus.txt").write_text("\n\n".join(corpus))
+    report = train_from_args(["--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.txt"),
+                              "--kind", "plt", "--features", "16", "--steps", "3", "--batch-size", "32",
+                              "--context-size", "16", "--out", str(tmp_path / "cli"), "--no-progress"])
+    assert report.completed and report.kind == "plt" and (tmp_path / "cli" / "transcoder" / "config.yaml").exists()
+    assert "PLT jumprelu F=16" in capsys.readouterr().out
