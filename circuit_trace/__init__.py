@@ -10,6 +10,10 @@
 from .api import attribute, load
 from .attribution.targets import Target, custom_target, logit_difference
 from .graphs import Graph, GraphScores, PruneResult, prune
+from .interventions import (
+    Edit, InterventionResult, Supernode, ValidationReport, ablate_errors, add_feature, generate, intervene,
+    scale_feature, set_feature, swap, validate,
+)
 from .replacement.model import PromptError, ReplacementModel
 from .transcoders import Transcoder, load_transcoders
 
@@ -24,5 +28,6 @@ def plot(graph, **kwargs):
 
 __all__ = [
     "load", "attribute", "prune", "plot", "Graph", "GraphScores", "PruneResult", "ReplacementModel", "PromptError",
-    "Transcoder", "load_transcoders", "Target", "custom_target", "logit_difference", "__version__",
+    "Transcoder", "load_transcoders", "intervene", "generate", "validate", "Edit", "Supernode",
+    "InterventionResult", "ValidationReport", "set_feature", "scale_feature", "add_feature", "ablate_errors", "swap", "Target", "custom_target", "logit_difference", "__version__",
 ]

@@ -98,6 +98,24 @@ def cmd_trace(args) -> int:
     return EXIT_OK
 
 
+def cmd_intervene(args) -> int:
+    from .interventions import EditError, format_result, intervene, parse_cli_edits
+
+    try:
+        edits = parse_cli_edits(args.scale, args.set, args.supernode)
+    except EditError as exc:
+        raise CLIError(str(exc)) from exc
+    if not edits:
+        raise CLIError("no edits given: use --scale ID=F, --set ID=V (ID = layer_index[_pos] or a --supernode NAME)")
+    rm = _load_model(args)
+    try:
+        result = intervene(rm, args.prompt, edits, mode=args.mode, top_k=args.top_k)
+    except EditError as exc:
+        raise CLIError(str(exc)) from exc
+    print(format_result(result))
+    return EXIT_OK
+
+
 def cmd_train(args) -> int:
     from .transcoders.training.trainer import train_from_args
 
@@ -197,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("intervene", help="edit features in the real model and print top tokens before/after")
+    p.add_argument("prompt", help="the text to run (BOS is prepended)")
+    _add_model_args(p)
+    p.add_argument("--scale", action="append", default=[], metavar="ID=F",
+                   help="multiply a feature's activation by F (e.g. 3_117=-2); ID is layer_index (all positions), "
+                        "layer_index_pos, or a supernode NAME; repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="ID=V", help="set a feature's activation to V; repeatable")
+    p.add_argument("--supernode", action="append", default=[], metavar="NAME=IDS",
+                   help="name a group of feature ids (comma separated) for --scale/--set; repeatable")
+    p.add_argument("--mode", choices=["free", "constrained"], default="free",
+                   help="free: everything downstream recomputed (default); constrained: attention, norms and "
+                        "MLP outputs frozen (the local replacement model)")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="top tokens shown (default 5)")
+    p.set_defaults(func=cmd_intervene)
 
     from .transcoders.training.trainer import add_train_arguments
 

@@ -1,5 +1,7 @@
-"""Shared builders for intervention tests (a plain module, not conftest.py, so that `from iv_fixtures
-import ...` never collides with the other folders' conftest modules): tiny random models + transcoders and their attribution graphs.
+"""Shared builders for intervention tests: tiny random models + transcoders and their graphs.
+
+A plain module rather than conftest.py, so `from iv_fixtures import ...` never collides with the
+other test folders' conftest modules.
 
 Built from the shared factories in tests/helpers.py, but wrapped in `ReplacementModel` directly so
 these tests do not depend on the top-level re-exports."""

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from circuit_trace.transcoders.training import ActivationBuffer, CorpusError, read_corpus, tokenize_windows
+from circuit_trace.transcoders.training import ActivationBuffer, CorpusError, make_windows, read_corpus, tokenize_windows
 from conftest import make_tokenizer
 
 
@@ -87,3 +87,18 @@ def test_tokenize_windows_and_short_corpus():
     assert short.tolist() == [[tok.bos_token_id, tok.convert_tokens_to_ids("ohio"), tok.eos_token_id]]
     with pytest.raises(CorpusError, match="fewer than one batch"):
         ActivationBuffer(short, fake_read, batch_size=4)
+
+
+def test_document_windows_drop_padding():
+    tok = make_tokenizer()
+    docs = ["the capital of texas is austin", "ohio", "maine is small"]
+    ids, lengths = make_windows(tok, docs, context_size=16)         # auto: every doc fits -> one per doc
+    assert lengths.tolist() == [8, 3, 5] and ids.shape == (3, 8)
+    assert ids[1].tolist()[:3] == [tok.bos_token_id, tok.convert_tokens_to_ids("ohio"), tok.eos_token_id]
+    packed, plen = make_windows(tok, docs, context_size=6)          # a doc is too long -> packed
+    assert packed.shape[1] == 6 and (plen == 6).all()
+    pad = 999
+    ids[1, 3:], ids[2, 5:] = pad, pad
+    buf = ActivationBuffer(ids, fake_read, batch_size=4, lengths=lengths, windows_per_chunk=3)
+    x = torch.cat([next(buf)[0] for _ in range(3)])                # 7 + 2 + 4 = 13 real tokens -> 3 batches
+    assert x.shape[0] == 12 and not (x[:, 0, 0] == pad).any() and not (x[:, 0, 1] == 0).any()

@@ -42,9 +42,10 @@ def test_smoke_clt_on_tiny_llama(tiny, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.reconstruct(xs), folded.reconstruct(xs))
     from circuit_trace.models import get_adapter
-    from circuit_trace.transcoders.training import read_corpus, tokenize_windows
-    windows = tokenize_windows(tok, read_corpus(corpus), 16)
-    ev = evaluate(get_adapter(model), loaded, windows[-4:], c)
+    from circuit_trace.transcoders.training import make_windows, read_corpus
+    windows, lengths = make_windows(tok, read_corpus(corpus), 16)
+    assert (lengths == 16).all()                                # some documents are longer: packed
+    ev = evaluate(get_adapter(model), loaded, windows[-4:], c, lengths[-4:])
     assert ev["fvu"] == report.fvu and ev["top1_agreement"] == report.top1_agreement
 
 
@@ -118,3 +119,10 @@ def test_train_from_args(tiny, tmp_path, capsys):
                               "--context-size", "16", "--out", str(tmp_path / "cli"), "--no-progress"])
     assert report.completed and report.kind == "plt" and (tmp_path / "cli" / "transcoder" / "config.yaml").exists()
     assert "PLT jumprelu F=16" in capsys.readouterr().out
+
+
+def test_short_documents_one_window_each(tiny, tmp_path):
+    model, tok, _ = tiny
+    docs = ["the capital of texas is austin", "ohio has columbus", "maine is small", "utah is big"] * 10
+    report = train(model, tok, docs, cfg(tmp_path, steps=3, eval_windows=2), progress=False)
+    assert report.completed and report.eval_tokens == 2 * 4     # eval docs "maine is small", "utah is big" + EOS

@@ -1,0 +1,99 @@
+"""The `circuit-trace` command line: outputs, exit codes and messages a script can rely on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import helpers
+from circuit_trace.cli import EXIT_INPUT, EXIT_LOAD, EXIT_OK, main
+from circuit_trace.transcoders import Transcoder
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny Llama + tokenizer and a CLT, saved to disk as a user would have them."""
+    root = tmp_path_factory.mktemp("cli")
+    model = helpers.make_hf_model("llama", seed=3)
+    model.save_pretrained(root / "model")
+    helpers.tokenizer().save_pretrained(root / "model")
+    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized",
+                      name="tiny-clt").save(str(root / "clt"))
+    return root
+
+
+def run(saved, *args):
+    return main(["trace", *args, "--model", str(saved / "model"), "--transcoders", str(saved / "clt"), "-q"])
+
+
+def test_trace_writes_valid_json_and_prints_summary(saved, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert run(saved, "w1 w5 w7 w9", "-o", str(out)) == EXIT_OK
+    text = capsys.readouterr().out
+    for needle in ("top logits:", "after pruning", "replacement score:", "completeness score:", "time:"):
+        assert needle in text
+    doc = json.loads(out.read_text())
+    assert doc["metadata"]["prompt"] == "w1 w5 w7 w9"
+    assert {n["feature_type"] for n in doc["nodes"]} >= {"embedding", "logit"}
+    assert not list(tmp_path.glob("*.tmp*")), "temporary files left behind"
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["   "], EXIT_INPUT, "empty prompt"),
+        ([" ".join(["w3"] * 30)], EXIT_INPUT, "context"),
+        (["w1", "-o", "/no/such/dir/g.json"], EXIT_INPUT, "does not exist"),
+    ],
+)
+def test_bad_input_exit_codes(saved, capsys, args, code, message):
+    assert run(saved, *args) == code
+    assert message in capsys.readouterr().err
+
+
+def test_bad_numbers_are_usage_errors(saved):
+    for bad in (["--max-feature-nodes", "0"], ["--node-threshold", "1.5"], ["--batch-size", "-3"]):
+        with pytest.raises(SystemExit) as exc:
+            run(saved, "w1 w2", *bad)
+        assert exc.value.code == 2
+
+
+def test_mismatched_transcoders_fail_to_load(saved, tmp_path, capsys):
+    Transcoder.random(2, 32, 16, cross_layer=False, seed=0, input_hook="ln2.hook_normalized").save(str(tmp_path / "plt"))
+    code = main(["trace", "w1 w2", "--model", str(saved / "model"), "--transcoders", str(tmp_path / "plt"),
+                 "-q", "-o", str(tmp_path / "g.json")])
+    assert code == EXIT_LOAD
+    err = capsys.readouterr().err
+    assert "layer" in err and not (tmp_path / "g.json").exists()
+
+
+def test_missing_checkpoint_fails_to_load(saved, tmp_path, capsys):
+    code = main(["trace", "w1", "--model", str(saved / "model"), "--transcoders", str(tmp_path / "nope"),
+                 "-q", "-o", str(tmp_path / "g.json")])
+    assert code == EXIT_LOAD
+    assert "nope" in capsys.readouterr().err
+
+
+def test_help_documents_every_trace_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["trace", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--model", "--transcoders", "--output", "--node-threshold", "--edge-threshold",
+                "--max-feature-nodes", "--batch-size", "--device", "--dtype"):
+        assert opt in text
+
+
+def test_intervene_prints_before_and_after(saved, capsys):
+    code = main(["intervene", "w1 w5 w7 w9", "--model", str(saved / "model"), "--transcoders", str(saved / "clt"),
+                 "--scale", "1_3=-2", "--set", "0_5=4"])
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "before" in out and "after" in out and "KL" in out
+
+
+@pytest.mark.parametrize("edit", [["--scale", "9_3=-2"], ["--set", "0_99999=1"], ["--scale", "1_3=nan"], []])
+def test_intervene_bad_edits(saved, capsys, edit):
+    code = main(["intervene", "w1 w5", "--model", str(saved / "model"), "--transcoders", str(saved / "clt"), *edit])
+    assert code == EXIT_INPUT
+    assert "error:" in capsys.readouterr().err
