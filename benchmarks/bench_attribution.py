@@ -45,20 +45,27 @@ class Preset:
     cross_layer: bool
     vocab: int = 4096
     gpu_only: bool = False
+    # HF initializer_range: the random residual stream must be large enough at hook_resid_mid for
+    # Transcoder.random (tuned for inputs ~N(0, I)) to fire on ~5-15% of (layer, pos, feature) slots.
+    init_range: float = 0.09
+    max_feature_nodes: int = 1_000_000  # default: every active feature
 
 
 PRESETS: dict[str, Preset] = {
+    # max_feature_nodes: L8 attributes every active feature (exact comparison); L12 uses the
+    # default cap of 7500 (set by --max-feature-nodes; None = our default / circuit-tracer's all).
     "l8-d128-f1024-t32-plt": Preset("gpt2", 8, 128, 4, 1024, 32, False),
     "l8-d128-f1024-t32-clt": Preset("gpt2", 8, 128, 4, 1024, 32, True),
-    "l12-d256-f4096-t64-plt": Preset("gpt2", 12, 256, 8, 4096, 64, False),
-    "l12-d256-f4096-t64-clt": Preset("gpt2", 12, 256, 8, 4096, 64, True),
+    "l12-d256-f4096-t64-plt": Preset("gpt2", 12, 256, 8, 4096, 64, False, init_range=0.06, max_feature_nodes=7500),
+    "l12-d256-f4096-t64-clt": Preset("gpt2", 12, 256, 8, 4096, 64, True, init_range=0.06, max_feature_nodes=7500),
     # Gemma-2-2B shapes (26 layers, d 2304, 16k features per layer); GPU only.
-    "gemma2-2b": Preset("gemma2", 26, 2304, 8, 16384, 32, False, vocab=256000, gpu_only=True),
-    "gemma2-2b-clt": Preset("gemma2", 26, 2304, 8, 16384, 32, True, vocab=256000, gpu_only=True),
+    # (Gemma-2 reads mlp.hook_in, after pre_feedforward_layernorm: unit-scale inputs whatever the init.)
+    "gemma2-2b": Preset("gemma2", 26, 2304, 8, 16384, 32, False, vocab=256000, init_range=0.02, max_feature_nodes=7500, gpu_only=True),
+    "gemma2-2b-clt": Preset("gemma2", 26, 2304, 8, 16384, 32, True, vocab=256000, init_range=0.02, max_feature_nodes=7500, gpu_only=True),
     # Long prompts (GPU only): L12 shapes at 512 / 2048 / 4096 tokens.
-    "long-512": Preset("gpt2", 12, 256, 8, 4096, 512, False, gpu_only=True),
-    "long-2048": Preset("gpt2", 12, 256, 8, 4096, 2048, False, gpu_only=True),
-    "long-4096": Preset("gpt2", 12, 256, 8, 4096, 4096, False, gpu_only=True),
+    "long-512": Preset("gpt2", 12, 256, 8, 4096, 512, False, init_range=0.06, max_feature_nodes=7500, gpu_only=True),
+    "long-2048": Preset("gpt2", 12, 256, 8, 4096, 2048, False, init_range=0.06, max_feature_nodes=7500, gpu_only=True),
+    "long-4096": Preset("gpt2", 12, 256, 8, 4096, 4096, False, init_range=0.06, max_feature_nodes=7500, gpu_only=True),
 }
 
 BOS, EOS, UNK = 0, 1, 2
@@ -163,7 +170,8 @@ def run_preset(name: str, p: Preset, args) -> dict:
     dev = torch.device(args.device)
     in_hook, out_hook = default_hooks(p.family)
     in_hook = args.input_hook or in_hook
-    model = make_model(p, args.init_range, args.seed)
+    init_range = args.init_range or p.init_range
+    model = make_model(p, init_range, args.seed)
     tok = make_tokenizer(p.vocab)
     tc = make_transcoder(p, args.seed + 1, in_hook, out_hook, args.skip)
     rm = ct.load(model, tc, tokenizer=tok, device=dev)
@@ -171,7 +179,7 @@ def run_preset(name: str, p: Preset, args) -> dict:
     n_active, frac = active_fraction(rm, ids)
 
     kw = dict(max_n_logits=args.max_n_logits, desired_logit_prob=args.desired_logit_prob,
-              max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size, progress=False)
+              max_feature_nodes=args.max_feature_nodes or p.max_feature_nodes, batch_size=args.batch_size, progress=False)
     times, prune_times, rss, cuda_peak = [], [], [], []
     graph = pruned = None
     for r in range(args.warmup + args.runs):
@@ -197,7 +205,7 @@ def run_preset(name: str, p: Preset, args) -> dict:
     pg = getattr(pruned, "graph", pruned)
     res = {
         "preset": name, "shape": asdict(p), "device": str(dev), "input_hook": in_hook, "skip": args.skip,
-        "init_range": args.init_range, "seed": args.seed, "runs": args.runs, "warmup": args.warmup,
+        "init_range": init_range, "seed": args.seed, "runs": args.runs, "warmup": args.warmup,
         "attribute_s": times, "attribute_median_s": statistics.median(times),
         "prune_median_s": statistics.median(prune_times),
         "peak_rss_mib": max(rss) / 2**20, "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -255,8 +263,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init-range", type=float, default=0.2,
-                    help="HF initializer_range; 0.2 gives ~10%% active features at hook_resid_mid (see README)")
+    ap.add_argument("--init-range", type=float, help="override the preset's HF initializer_range")
     ap.add_argument("--input-hook", help="transcoder input hook (default: per family)")
     ap.add_argument("--skip", action="store_true", help="transcoders with a skip connection")
     ap.add_argument("--batch-size", type=int, default=256)

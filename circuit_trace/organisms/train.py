@@ -70,7 +70,7 @@ def _brief(res: dict) -> dict:
     return {k: {m: round(v[m], 4) for m in ("n", "first_token", "exact")} for k, v in res.items()}
 
 
-def train(cfg: TrainConfig, out: Path, log=print) -> dict:
+def train(cfg: TrainConfig, out: Path, log=print, command: str = "") -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -149,7 +149,7 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         "distinct_sentences": len(uniq),
         "train_seconds": round(train_s, 1),
         "bytes_on_disk": size,
-        "command": "python -m circuit_trace.organisms.train",
+        "command": command or "python -m circuit_trace.organisms.train",
         "torch": torch.__version__,
         "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
     }
@@ -166,7 +166,11 @@ def main(argv=None) -> None:
     out = a.pop("out")
     cfg = TrainConfig(**{k: (bool(v) if isinstance(TrainConfig.__dataclass_fields__[k].default, bool) else v)
                          for k, v in a.items()})
-    train(cfg, out)
+    import shlex
+    import sys
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    train(cfg, out, command=" ".join(["python -m circuit_trace.organisms.train", *map(shlex.quote, args)]))
 
 
 if __name__ == "__main__":

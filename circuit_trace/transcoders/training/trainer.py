@@ -71,9 +71,9 @@ class TrainConfig:
     input_hook: str = "mlp.hook_in"      # what the MLP reads (after its norm)
     output_hook: str = "hook_mlp_out"
     outlier_ratio: float | None = 10.0   # drop tokens with norm > ratio × median
-    windows_per_chunk: int = 64          # windows read and shuffled together
+    buffer_tokens: int | None = None     # tokens read and shuffled together (default 16 batches)
     forward_batch_size: int = 8          # windows per model forward
-    eval_windows: int = 32               # held-out windows (at most 10% of the corpus)
+    eval_tokens: int = 4096              # held-out tokens for the final metrics (<= 10% of windows)
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -360,11 +360,15 @@ def _writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def _split_windows(n: int, n_eval: int) -> tuple[slice, slice, bool]:
-    """Hold out the last min(n_eval, 10%) windows; with fewer than 10 windows evaluate on training."""
-    n_hold = min(n_eval, n // 10)
+def _split_windows(lengths: torch.Tensor, eval_tokens: int) -> tuple[slice, slice, bool]:
+    """Hold out the last windows holding ``eval_tokens`` tokens, at most 10% of the windows; with
+    fewer than 10 windows, evaluate on the first training windows instead."""
+    n = lengths.shape[0]
+    tokens_from_end = (lengths - 1).flip(0).cumsum(0)
+    n_hold = min(int((tokens_from_end < eval_tokens).sum()) + 1, n // 10)
     if n_hold < 1:
-        return slice(None), slice(0, max(1, n_eval)), False
+        n_eval = int((lengths - 1).cumsum(0).lt(eval_tokens).sum()) + 1
+        return slice(None), slice(0, n_eval), False
     return slice(0, n - n_hold), slice(n - n_hold, n), True
 
 
@@ -413,10 +417,12 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     n_ctx = min(cfg.context_size, adapter.n_ctx or cfg.context_size)
 
     windows, lengths = make_windows(tokenizer, read_corpus(corpus), n_ctx, cfg.pack)
-    tr, ev, heldout = _split_windows(windows.shape[0], cfg.eval_windows)
+    tr, ev, heldout = _split_windows(lengths, cfg.eval_tokens)
+    mean_tokens = max(1.0, float((lengths[tr] - 1).float().mean()))
+    per_chunk = math.ceil((cfg.buffer_tokens or 16 * cfg.batch_size) / mean_tokens)
     read_fn = lambda ids: mlp_io(adapter, ids.to(model_device), cfg.input_hook, cfg.output_hook)  # noqa: E731
     buffer = ActivationBuffer(windows[tr], read_fn, batch_size=cfg.batch_size, seed=cfg.seed, lengths=lengths[tr],
-                              windows_per_chunk=cfg.windows_per_chunk,
+                              windows_per_chunk=per_chunk,
                               forward_batch_size=cfg.forward_batch_size, outlier_ratio=cfg.outlier_ratio,
                               device=device)
     model_name = getattr(model.config, "_name_or_path", None) or None

@@ -12,8 +12,8 @@ from conftest import make_corpus, make_model
 
 
 def cfg(tmp_path, name="run", **kw):
-    base = dict(kind="clt", n_features=24, steps=8, batch_size=32, context_size=16, windows_per_chunk=8,
-                checkpoint_every=3, eval_windows=4, lr=3e-3, lambda_s=0.5, out_dir=str(tmp_path / name))
+    base = dict(kind="clt", n_features=24, steps=8, batch_size=32, context_size=16, buffer_tokens=100,
+                checkpoint_every=3, eval_tokens=40, lr=3e-3, lambda_s=0.5, out_dir=str(tmp_path / name))
     return TrainConfig(**{**base, **kw})
 
 
@@ -45,7 +45,8 @@ def test_smoke_clt_on_tiny_llama(tiny, tmp_path):
     from circuit_trace.transcoders.training import make_windows, read_corpus
     windows, lengths = make_windows(tok, read_corpus(corpus), 16)
     assert (lengths == 16).all()                                # some documents are longer: packed
-    ev = evaluate(get_adapter(model), loaded, windows[-4:], c, lengths[-4:])
+    n_eval = report.eval_tokens // 15                           # held-out windows at the end
+    ev = evaluate(get_adapter(model), loaded, windows[-n_eval:], c, lengths[-n_eval:])
     assert ev["fvu"] == report.fvu and ev["top1_agreement"] == report.top1_agreement
 
 
@@ -124,5 +125,5 @@ def test_train_from_args(tiny, tmp_path, capsys):
 def test_short_documents_one_window_each(tiny, tmp_path):
     model, tok, _ = tiny
     docs = ["the capital of texas is austin", "ohio has columbus", "maine is small", "utah is big"] * 10
-    report = train(model, tok, docs, cfg(tmp_path, steps=3, eval_windows=2), progress=False)
+    report = train(model, tok, docs, cfg(tmp_path, steps=3, eval_tokens=8), progress=False)
     assert report.completed and report.eval_tokens == 2 * 4     # eval docs "maine is small", "utah is big" + EOS
