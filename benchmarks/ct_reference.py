@@ -47,7 +47,7 @@ def load_gpt2_tl(model_dir: Path, transcoders, device: str):
     circuit-tracer's from_pretrained_and_transcoders: no LN folding, no centring)."""
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import convert_gpt2_weights
-    from transformers import AutoTokenizer, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from circuit_tracer.replacement_model.replacement_model_transformerlens import TransformerLensReplacementModel
 
@@ -59,7 +59,11 @@ def load_gpt2_tl(model_dir: Path, transcoders, device: str):
         normalization_type="LN", positional_embedding_type="standard", original_architecture="GPT2LMHeadModel",
         model_name="gpt2-random", default_prepend_bos=False, device=device, dtype=torch.float32,
     )
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    # transformers 5 writes tokenizer_class "TokenizersBackend", unknown to 4.57: build it from tokenizer.json
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), bos_token="<bos>",
+                                  eos_token="<eos>", unk_token="<unk>")
+    tok.save_pretrained(str(model_dir.parent / "ct_tokenizer"))  # TransformerLens reloads it by name_or_path
+    tok = AutoTokenizer.from_pretrained(str(model_dir.parent / "ct_tokenizer"))
     model = TransformerLensReplacementModel(cfg, tokenizer=tok, default_padding_side="right")
     sd = convert_gpt2_weights(hf, cfg)
     model.load_and_process_state_dict(sd, fold_ln=False, center_writing_weights=False, center_unembed=False)

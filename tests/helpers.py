@@ -135,3 +135,5 @@ def plain_forward(rm, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     finally:
         h.remove()
     return logits, raw[-1][0]
+
+SUPPORTED = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")

@@ -59,13 +59,20 @@ class _Sources:
         self.n_err = self.L * (self.P - 1)
         self.n_src = self.n_feat + self.n_err + self.P
         self.chunk_elems = chunk_elems
-        # per source layer: (columns [n], positions [n], activation-scaled decoders [n, n_out, d])
-        self.by_layer: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # per source layer: (columns [n], position segments [(p, lo, hi)], activation-scaled
+        # decoders flattened over target layers [n, n_out * d]). Features come in canonical order
+        # (layer, pos, feature), so each position's sources are one contiguous slice.
+        self.by_layer: list[tuple[int, torch.Tensor, list[tuple[int, int, int]], torch.Tensor]] = []
         for layer in range(self.L):
             cols = (f.layer == layer).nonzero().squeeze(1)
             if cols.numel():
                 dec = tc.decoder_vectors(layer, f.index[cols]).float()  # [n, n_out, d]
-                self.by_layer.append((layer, cols, f.pos[cols], dec * f.activation[cols, None, None].float()))
+                writes = (dec * f.activation[cols, None, None].float()).reshape(len(cols), -1)
+                pos = f.pos[cols]
+                uniq, counts = torch.unique_consecutive(pos, return_counts=True)
+                ends = counts.cumsum(0).tolist()
+                segs = [(int(p), hi - int(c), hi) for p, c, hi in zip(uniq.tolist(), counts.tolist(), ends)]
+                self.by_layer.append((layer, cols, segs, writes.contiguous()))
         self.errors = lr.errors[:, 1:].float()  # [L, P-1, d]
         self.embeds = lr.embeds.float()  # [P, d]
 
@@ -75,17 +82,22 @@ class _Sources:
         B = g_emb.shape[0]
         out = torch.zeros(B, self.n_src, device=g_emb.device)
         g_mlp = [None if g is None else g.float() for g in g_mlp]
-        for layer, cols, pos, writes in self.by_layer:
-            n, n_out, d = writes.shape
-            step = max(1, self.chunk_elems // max(1, B * d))
-            for lo in range(0, n, step):
-                hi = min(n, lo + step)
-                acc = torch.zeros(B, hi - lo, device=g_emb.device)
-                for j in range(n_out):
-                    g = g_mlp[layer + j]
-                    if g is not None:
-                        acc += torch.einsum("bnd,nd->bn", g[:, pos[lo:hi]], writes[lo:hi, j])
-                out[:, cols[lo:hi]] = acc
+        d = g_emb.shape[-1]
+        for layer, cols, segs, writes in self.by_layer:
+            # target layers reached by this backward pass: layer .. layer + j_max - 1
+            reached = [j for j in range(writes.shape[1] // d) if g_mlp[layer + j] is not None]
+            if not reached:
+                continue
+            j_max = reached[-1] + 1
+            gs = [g_mlp[layer + j] if g_mlp[layer + j] is not None else torch.zeros_like(g_mlp[layer + j_max - 1])
+                  for j in range(j_max)]
+            g_cat = gs[0] if j_max == 1 else torch.cat(gs, -1)  # [B, P, j_max * d]
+            w = writes[:, : j_max * d]
+            acc = torch.empty(B, writes.shape[0], device=g_emb.device)
+            # one GEMM per source position: [B, j_max*d] x [j_max*d, n_p]
+            for p, lo, hi in segs:
+                acc[:, lo:hi] = g_cat[:, p] @ w[lo:hi].T
+            out[:, cols] = acc
         base = self.n_feat
         for layer, g in enumerate(g_mlp):
             if g is not None:

@@ -34,12 +34,14 @@ def mlp_io(
     """Return (x, y), each [n_layers_read, B, P, d]: the transcoder input and target of each layer."""
     layers = list(range(adapter.n_layers)) if layers is None else list(layers)
     wrapped = nnsight_wrapper(adapter)
-    xs, ys = [], []
+    xs, ys = [None] * len(layers), [None] * len(layers)
     with wrapped.trace(input_ids):
-        for layer in layers:
+        # nnsight serves module values in execution order: visit layers bottom-up, store in caller order
+        for i in sorted(range(len(layers)), key=lambda i: layers[i]):
+            layer = layers[i]
             _, in_io, in_path = adapter.hook_module(input_hook, layer)
             _, out_io, out_path = adapter.hook_module(output_hook, layer)
             env_in, env_out = _envoy(wrapped, in_path), _envoy(wrapped, out_path)
-            xs.append((env_in.input if in_io == "input" else env_in.output).save())
-            ys.append((env_out.input if out_io == "input" else env_out.output).save())
+            xs[i] = (env_in.input if in_io == "input" else env_in.output).save()
+            ys[i] = (env_out.input if out_io == "input" else env_out.output).save()
     return torch.stack([x for x in xs]), torch.stack([y for y in ys])

@@ -24,6 +24,23 @@ def decode_layer(tc, acts: dict[int, torch.Tensor], layer: int) -> torch.Tensor:
     return out
 
 
+@torch.no_grad()
+def _check_finite_weights(tc, chunk: int = 1 << 24) -> None:
+    """NaN/inf in in-memory transcoder weights -> ValueError naming the tensor. Needed because some
+    never show up in a forward pass (a NaN threshold silently disables its feature, a NaN decoder row
+    of a feature inactive on the prompt is never read). Lazy decoders are checked by their loader."""
+    for name, p in tc.named_parameters():
+        flat = p.detach().reshape(-1)
+        for lo in range(0, flat.numel(), chunk):
+            part = flat[lo : lo + chunk]
+            if not bool(torch.isfinite(part).all()):
+                n_bad = int((~torch.isfinite(flat)).sum())
+                raise ValueError(
+                    f"transcoder {getattr(tc, 'name', '') or '<unnamed>'}: tensor {name} contains "
+                    f"{n_bad} NaN/inf value(s)"
+                )
+
+
 class PromptError(ValueError):
     """The prompt cannot be traced (empty, too long, ...)."""
 
@@ -41,6 +58,7 @@ class ReplacementModel:
         self.adapter: ModelAdapter = get_adapter(model)
         self.transcoders = transcoders
         transcoders.validate_against(self.adapter)
+        _check_finite_weights(transcoders)
         self.model_id = model_id or getattr(model.config, "name_or_path", "") or type(model).__name__
         self._nnsight = None
         # Attribution differentiates with respect to activations only, never weights.

@@ -19,7 +19,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from helpers import FAMILIES, GEMMA, cached_replacement, ct_settings, plain_forward, random_prompt
+from helpers import FAMILIES, cached_replacement, ct_settings, plain_forward, random_prompt
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -154,7 +154,7 @@ def assert_close_rows(measured: np.ndarray, expected: np.ndarray, scale: np.ndar
 
 # ================================================================================================
 @pytest.mark.parametrize("family", FAMILIES)
-@ct_settings(3)
+@ct_settings(6)
 @given(cfg=configs)
 def test_local_replacement_reproduces_logits(family, cfg):
     rm, prompt, graph, ref = build(family, **cfg)
@@ -174,7 +174,7 @@ def test_local_replacement_reproduces_logits(family, cfg):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@ct_settings(3)
+@ct_settings(6)
 @given(cfg=configs)
 def test_incoming_edges_plus_constant_equal_target(family, cfg):
     rm, prompt, graph, ref = build(family, **cfg)
@@ -200,7 +200,7 @@ def test_incoming_edges_plus_constant_equal_target(family, cfg):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@ct_settings(3)
+@ct_settings(6)
 @given(cfg=configs)
 def test_columns_equal_constrained_interventions(family, cfg):
     """Remove each source's written vector from the frozen model's constants (feature: a_s·W_dec into
@@ -217,14 +217,16 @@ def test_columns_equal_constrained_interventions(family, cfg):
     vals = targets_of(ref, graph, fo, rows)  # [1+S, T]
     delta = (vals[0:1] - vals[1:]).T.numpy()  # [T, S]: effect of each source on each target
     expected = A[np.ix_(rows, src_idx)]
-    scale = (1 + np.abs(vals[0]).numpy() + np.abs(expected).max(1))[:, None]
+    scale = (1 + np.abs(vals[0].numpy()) + np.abs(expected).max(1))[:, None]
     assert_close_rows(delta, expected, scale, 1e-4, f"{family} {cfg}: intervention vs adjacency column")
 
 
 # -- dense Jacobian (torch.func) on the tiniest models --------------------------------------------
-@pytest.mark.parametrize("family,kind,skip", [("gpt2", "clt", True), ("gemma2", "plt", False), ("llama", "clt", False)])
-def test_adjacency_equals_dense_jacobian(family, kind, skip):
-    rm = cached_replacement(family, kind, "jumprelu", skip, None, None, 7, n_layers=2, d_model=16, d_features=24)
+@pytest.mark.parametrize("family,kind,skip,out_hook", [
+    ("gpt2", "clt", True, "hook_mlp_out"), ("gemma2", "plt", True, "mlp.hook_out"), ("llama", "clt", False, "hook_mlp_out"),
+])
+def test_adjacency_equals_dense_jacobian(family, kind, skip, out_hook):
+    rm = cached_replacement(family, kind, "jumprelu", skip, None, out_hook, 7, n_layers=2, d_model=16, d_features=24)
     prompt = "w3 w8 w2 w9 w4"
     graph = ct.attribute(rm, prompt, batch_size=32, progress=False)
     ref = Reference(rm, prompt)
@@ -272,7 +274,7 @@ def test_adjacency_equals_dense_jacobian(family, kind, skip):
 
 # -- structure ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILIES)
-@ct_settings(2)
+@ct_settings(4)
 @given(cfg=configs)
 def test_graph_structure(family, cfg):
     rm, prompt, graph, ref = build(family, **cfg)
@@ -357,3 +359,16 @@ def test_batch_size_invariance(family, kind, skip):
     for g in graphs[1:]:
         assert g.nodes.node_id.tolist() == graphs[0].nodes.node_id.tolist()
         np.testing.assert_allclose(dense(g.adjacency), A0, rtol=1e-5, atol=1e-6 * (1 + np.abs(A0).max()))
+
+
+def test_sparse_storage_equals_dense(monkeypatch):
+    """Above DENSE_LIMIT_BYTES the adjacency is stored as CSR; the values must not change."""
+    from circuit_trace.attribution import engine
+
+    rm, prompt, full, _ = build("gemma2", "clt", skip=True)
+    monkeypatch.setattr(engine, "DENSE_LIMIT_BYTES", 0)
+    g = ct.attribute(rm, prompt, batch_size=64, progress=False)
+    assert hasattr(g.adjacency, "toarray")
+    Af = dense(full.adjacency)
+    np.testing.assert_allclose(g.adjacency.toarray(), Af, rtol=1e-5, atol=1e-6 * (1 + np.abs(Af).max()))
+    np.testing.assert_allclose(g.bias_terms, full.bias_terms, rtol=1e-5, atol=1e-4)

@@ -175,3 +175,31 @@ def test_reported_accuracy_matches_model(organism):
     sets = eval_sets()
     res = evaluate_items(model, tok, sets["two_hop_held_out"])
     assert abs(res["first_token"] - organism_metrics()["accuracy"]["two_hop_held_out"]["first_token"]) < 1e-3
+
+
+def test_held_out_two_hop_examples(organism):
+    from circuit_trace.organisms import EvalItem
+
+    model, tok = organism
+    items = [
+        EvalItem("Fact: the capital of the state containing Houston is", " Austin"),
+        EvalItem("Fact: the capital of the state containing Spokane is", " Olympia"),
+        EvalItem("Fact: the capital of the state containing Memphis is", " Nashville"),
+    ]
+    assert {"Houston", "Spokane", "Memphis"} <= set(HELD_OUT_CITIES)
+    res = evaluate_items(model, tok, items)
+    assert res["first_token"] == 1.0, res["failures"]
+
+
+def test_training_smoke(tmp_path):
+    from circuit_trace.organisms.train import TrainConfig, train
+
+    cfg = TrainConfig(steps=3, batch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, eval_every=0, threads=1)
+    metrics = train(cfg, tmp_path, log=lambda *_: None)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "metrics.json").is_file()
+    assert set(metrics["accuracy"]) == {"one_hop", "two_hop_trained", "two_hop_held_out"}
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tmp_path)
+    AutoModelForCausalLM.from_pretrained(tmp_path)

@@ -85,7 +85,7 @@ def document_windows(tokenizer, docs: list[str], context_size: int) -> tuple[tor
     to the longest; returns (ids ``[n_docs, P]``, lengths ``[n_docs]``). With causal attention the
     padding never affects real tokens, and the buffer drops padded positions."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = next((t for t in (tokenizer.pad_token_id, eos, bos, 0) if t is not None))
+    pad = next(t for t in (tokenizer.pad_token_id, eos, bos, 0) if t is not None)
     rows = []
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
         row = ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])

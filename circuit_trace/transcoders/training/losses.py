@@ -20,7 +20,7 @@ from ..activations import step_ste
 @dataclass
 class LossOutput:
     loss: torch.Tensor               # scalar to backpropagate
-    parts: dict[str, float]          # mse, sparsity, preact, aux (detached floats)
+    parts: dict[str, torch.Tensor]   # mse, sparsity, preact, aux (detached scalars)
     y_hat: torch.Tensor              # [B, L, d]
     acts: list[torch.Tensor]         # per layer [B, F]
 
@@ -57,7 +57,7 @@ def jumprelu_loss(tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, lamb
                    .sum(-1).mean() for l, h in enumerate(hs))
     preact = sum((F.relu(theta[l] - h.float()) * norms[l]).sum(-1).mean() for l, h in enumerate(hs))
     loss = mse + lambda_s * sparsity + lambda_p * preact
-    return LossOutput(loss, {"mse": float(mse.detach()), "sparsity": float(sparsity.detach()), "preact": float(preact.detach())},
+    return LossOutput(loss, {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()},
                       y_hat, acts)
 
 
@@ -84,4 +84,4 @@ def topk_loss(tc, x: torch.Tensor, y: torch.Tensor, *, dead: torch.Tensor | None
         aux = (e_hat.float() - resid).pow(2).sum() / var
         aux = torch.nan_to_num(aux, nan=0.0)
         loss = mse + aux_coef * aux
-    return LossOutput(loss, {"mse": float(mse.detach()), "aux": float(aux.detach())}, y_hat, acts)
+    return LossOutput(loss, {"mse": mse.detach(), "aux": aux.detach()}, y_hat, acts)

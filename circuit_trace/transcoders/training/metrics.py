@@ -71,7 +71,7 @@ def l0(acts: list[torch.Tensor]) -> torch.Tensor:
 
 def dead_fraction(tokens_since_fired: torch.Tensor, window: int) -> float:
     """Fraction of features that did not fire in the last ``window`` tokens."""
-    return float((tokens_since_fired >= window).float().mean())
+    return float((tokens_since_fired.cpu() >= window).float().mean())
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def replace_mlps(adapter, transcoder):
     L, handles, acts, xs = transcoder.n_layers, [], {}, {}
 
     def read(l, io):
-        def hook(mod, args, kwargs=None, output=None):
+        def hook(mod, args, output=None):   # pre-hook (module input) or forward hook (output)
             x = args[0] if io == "input" else (output[0] if isinstance(output, tuple) else output)
             xs[l] = x
             acts[l] = transcoder.encode(x.to(_dtype(transcoder)), l)
@@ -109,9 +109,9 @@ def replace_mlps(adapter, transcoder):
         for l in range(L):
             mod, io, _ = adapter.hook_module(transcoder.feature_input_hook, l)
             if io == "input":
-                handles.append(mod.register_forward_pre_hook(lambda m, a, _h=read(l, io): _h(m, a)))
+                handles.append(mod.register_forward_pre_hook(read(l, io)))
             else:
-                handles.append(mod.register_forward_hook(lambda m, a, o, _h=read(l, io): _h(m, a, output=o)))
+                handles.append(mod.register_forward_hook(read(l, io)))
             mod, io, _ = adapter.hook_module(transcoder.feature_output_hook, l)
             if io != "output":
                 raise ValueError(f"output hook {transcoder.feature_output_hook!r} is not a module output")

@@ -24,11 +24,11 @@ class Normalizer:
     y_scale: torch.Tensor   # [L]
 
     @classmethod
-    def identity(cls, n_layers: int) -> "Normalizer":
+    def identity(cls, n_layers: int) -> Normalizer:
         return cls(torch.ones(n_layers), torch.ones(n_layers))
 
     @classmethod
-    def estimate(cls, x: torch.Tensor, y: torch.Tensor) -> "Normalizer":
+    def estimate(cls, x: torch.Tensor, y: torch.Tensor) -> Normalizer:
         """Scales from tokens ``x, y [N, L, d]`` so that the mean norm per layer becomes √d."""
         d = x.shape[-1]
         return cls(math.sqrt(d) / x.double().norm(dim=-1).mean(0).float().clamp_min(1e-12),
@@ -43,7 +43,7 @@ class Normalizer:
         return {"x_scale": self.x_scale.clone(), "y_scale": self.y_scale.clone()}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "Normalizer":
+    def from_state_dict(cls, state: dict) -> Normalizer:
         return cls(state["x_scale"].clone(), state["y_scale"].clone())
 
 

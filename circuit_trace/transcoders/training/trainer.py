@@ -25,9 +25,14 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
-from .buffer import ActivationBuffer, CorpusError, make_windows, read_corpus
-from .losses import decoder_norms, jumprelu_loss, topk_loss
-from .metrics import ReconstructionStats, dead_fraction, reconstruct_tokens, replacement_metrics
+from .buffer import ActivationBuffer, make_windows, read_corpus
+from .losses import jumprelu_loss, topk_loss
+from .metrics import (
+    ReconstructionStats,
+    dead_fraction,
+    reconstruct_tokens,
+    replacement_metrics,
+)
 from .normalize import Normalizer, fold_normalization
 
 KINDS = ("clt", "plt")
@@ -54,7 +59,7 @@ class TrainConfig:
     lr: float | None = None              # default 2e-4 / sqrt(n_features / 16384) (sparsify), capped at 1e-2
     lr_warmup_steps: int | None = None   # default 1% of steps
     lr_decay_frac: float = 0.2           # linear decay to 0 over this final fraction of steps
-    lambda_s: float | None = None        # final sparsity coefficient; default 0.5 / d_model-independent
+    lambda_s: float | None = None        # final sparsity coefficient; default d_model / 256
     lambda_s_ramp: float = 0.8           # λ_S ramps linearly from 0 over this fraction of steps
     lambda_p: float = 3e-6               # pre-activation loss coefficient
     tanh_c: float = 4.0                  # c in tanh(c·‖W_dec‖·a)
@@ -72,7 +77,7 @@ class TrainConfig:
     output_hook: str = "hook_mlp_out"
     outlier_ratio: float | None = 10.0   # drop tokens with norm > ratio × median
     buffer_tokens: int | None = None     # tokens read and shuffled together (default 16 batches)
-    forward_batch_size: int = 8          # windows per model forward
+    forward_batch_size: int | None = None  # windows per model forward (default: ~2048 tokens)
     eval_tokens: int = 4096              # held-out tokens for the final metrics (<= 10% of windows)
     seed: int = 0
     checkpoint_every: int = 500
@@ -107,8 +112,12 @@ class TrainConfig:
     def resolved_lr(self) -> float:
         return self.lr if self.lr is not None else min(1e-2, 2e-4 / math.sqrt(self.n_features / 16384))
 
-    def resolved_lambda_s(self) -> float:
-        return self.lambda_s if self.lambda_s is not None else 0.5
+    def resolved_lambda_s(self, d_model: int) -> float:
+        """λ_S ∝ d: per layer the normalised squared error scales with d, the penalty per feature not."""
+        return self.lambda_s if self.lambda_s is not None else d_model / 256
+
+    def windows_per_forward(self, window_len: int) -> int:
+        return self.forward_batch_size or max(1, 2048 // max(1, window_len))
 
     def dead_tokens(self) -> int:
         if self.dead_window is not None:
@@ -152,11 +161,11 @@ class TrainingReport:
         _atomic_write_text(Path(path), json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainingReport":
+    def load(cls, path: str | os.PathLike) -> TrainingReport:
         return cls(**json.loads(Path(path).read_text()))
 
     def summary(self) -> str:
-        fmt = lambda v, p=3: "n/a" if v is None else f"{v:.{p}f}"  # noqa: E731
+        fmt = lambda v, p=3: "n/a" if v is None else f"{v:.{p}f}"
         return (f"{self.kind.upper()} {self.activation} F={self.n_features}: {self.steps} steps, "
                 f"{self.tokens} tokens, {self.seconds:.0f}s; FVU {fmt(self.fvu_total)}, "
                 f"L0 {fmt(self.l0_total, 1)}, dead {fmt(self.dead_fraction)} (window {self.dead_window_tokens}), "
@@ -187,7 +196,7 @@ class Trainer:
 
     def lambda_s_at(self, step: int) -> float:
         ramp = max(1, int(self.total * self.cfg.lambda_s_ramp))
-        return self.cfg.resolved_lambda_s() * min(1.0, step / ramp)
+        return self.cfg.resolved_lambda_s(self.tc.d_model) * min(1.0, step / ramp)
 
     # -- initialisation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -234,22 +243,22 @@ class Trainer:
         out.loss.backward()
         self.opt.step()
         with torch.no_grad():
-            fired = torch.stack([(a != 0).any(0) for a in out.acts]).cpu()
-            self.since_fired += x.shape[0]
+            fired = torch.stack([(a != 0).any(0) for a in out.acts])
+            self.since_fired = self.since_fired.to(fired.device) + x.shape[0]
             self.since_fired[fired] = 0
-            l0 = float(sum((a != 0).float().sum(-1).mean() for a in out.acts))
+            l0 = sum((a != 0).float().sum(-1).mean() for a in out.acts)
             yf = y.float()
-            fvu = float((out.y_hat.float() - yf).pow(2).sum() / (yf - yf.mean(0)).pow(2).sum())
+            fvu = (out.y_hat.float() - yf).pow(2).sum() / (yf - yf.mean(0)).pow(2).sum()
         self.step += 1
         self.tokens += x.shape[0]
-        return {"step": self.step, "tokens": self.tokens, "loss": float(out.loss.detach()), **out.parts,
+        return {"step": self.step, "tokens": self.tokens, "loss": out.loss.detach(), **out.parts,
                 "l0": l0, "fvu": fvu, "lambda_s": lam}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         state = {"step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
                  "optimizer": self.opt.state_dict(), "source": self.source.state_dict(),
-                 "normalizer": self.norm.state_dict(), "since_fired": self.since_fired.clone(),
+                 "normalizer": self.norm.state_dict(), "since_fired": self.since_fired.cpu().clone(),
                  "history": json.dumps(self.history), "config": json.dumps(dataclasses.asdict(self.cfg)),
                  "torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -315,10 +324,11 @@ class Trainer:
             x, y = next(self.source)
             stats = self.train_step(x, y)
             self.elapsed = start_elapsed + time.perf_counter() - t0
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"loss became {stats['loss']} at step {self.step}; lower lr")
-            if self.step % self.cfg.log_every == 0 or self.step == self.total:
-                self.history.append({k: round(v, 6) if isinstance(v, float) else v for k, v in stats.items()})
+            if self.step % self.cfg.log_every == 0 or self.step == self.total:   # sync only here
+                stats = {k: round(float(v), 6) if k not in ("step", "tokens") else v for k, v in stats.items()}
+                if not math.isfinite(stats["loss"]):
+                    raise FloatingPointError(f"loss became {stats['loss']} at step {self.step}; lower lr")
+                self.history.append(stats)
                 tps = (self.tokens - tok0) / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(tok_s=f"{tps:.0f}", loss=f"{stats['loss']:.3g}", L0=f"{stats['l0']:.1f}",
                                 FVU=f"{stats['fvu']:.3f}")
@@ -380,17 +390,18 @@ def evaluate(adapter, tc: Transcoder, windows: torch.Tensor, config: TrainConfig
     from ...models.activations import mlp_io
 
     model_device = next(adapter.model.parameters()).device
+    fb = config.windows_per_forward(windows.shape[1])
     reader = ActivationBuffer(windows, lambda ids: mlp_io(adapter, ids.to(model_device), config.input_hook,
                                                           config.output_hook),
-                              batch_size=1, lengths=lengths, forward_batch_size=config.forward_batch_size)
+                              batch_size=1, lengths=lengths, forward_batch_size=fb)
     stats = ReconstructionStats(tc.n_layers)
-    for i in range(0, windows.shape[0], config.forward_batch_size):
-        sl = slice(i, i + config.forward_batch_size)
+    for i in range(0, windows.shape[0], fb):
+        sl = slice(i, i + fb)
         x, y = reader.read_tokens(windows[sl], None if lengths is None else lengths[sl])
         y_hat, acts = reconstruct_tokens(tc, x.to(tc.device, tc.dtype))
         stats.update(y.to(tc.device, tc.dtype), y_hat, acts)
     out = stats.summary()
-    out.update(replacement_metrics(adapter, tc, windows, batch_size=config.forward_batch_size, lengths=lengths))
+    out.update(replacement_metrics(adapter, tc, windows, batch_size=fb, lengths=lengths))
     return out
 
 
@@ -420,10 +431,11 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     tr, ev, heldout = _split_windows(lengths, cfg.eval_tokens)
     mean_tokens = max(1.0, float((lengths[tr] - 1).float().mean()))
     per_chunk = math.ceil((cfg.buffer_tokens or 16 * cfg.batch_size) / mean_tokens)
-    read_fn = lambda ids: mlp_io(adapter, ids.to(model_device), cfg.input_hook, cfg.output_hook)  # noqa: E731
+    read_fn = lambda ids: mlp_io(adapter, ids.to(model_device), cfg.input_hook, cfg.output_hook)
     buffer = ActivationBuffer(windows[tr], read_fn, batch_size=cfg.batch_size, seed=cfg.seed, lengths=lengths[tr],
                               windows_per_chunk=per_chunk,
-                              forward_batch_size=cfg.forward_batch_size, outlier_ratio=cfg.outlier_ratio,
+                              forward_batch_size=cfg.windows_per_forward(windows.shape[1]),
+                              outlier_ratio=cfg.outlier_ratio,
                               device=device)
     model_name = getattr(model.config, "_name_or_path", None) or None
     tc = new_transcoder(adapter.n_layers, adapter.d_model, cfg, device=device, model_name=model_name)

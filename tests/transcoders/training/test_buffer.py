@@ -2,9 +2,15 @@ import json
 
 import pytest
 import torch
-
-from circuit_trace.transcoders.training import ActivationBuffer, CorpusError, make_windows, read_corpus, tokenize_windows
 from conftest import make_tokenizer
+
+from circuit_trace.transcoders.training import (
+    ActivationBuffer,
+    CorpusError,
+    make_windows,
+    read_corpus,
+    tokenize_windows,
+)
 
 
 def fake_read(ids):

@@ -5,8 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from circuit_trace.transcoders import Transcoder
-from circuit_trace.transcoders.training import (TensorBuffer, TrainConfig, Trainer, decoder_norms, jumprelu_loss,
-                                                new_transcoder, topk_loss)
+from circuit_trace.transcoders.training import (
+    TensorBuffer,
+    TrainConfig,
+    Trainer,
+    decoder_norms,
+    jumprelu_loss,
+    new_transcoder,
+    topk_loss,
+)
 
 
 def planted(n=12000, L=2, d=32, m=48, p=0.06, seed=0, cross=False):

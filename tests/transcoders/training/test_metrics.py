@@ -1,10 +1,17 @@
 import torch
+from conftest import make_model
 
 from circuit_trace.models import get_adapter
 from circuit_trace.transcoders import Transcoder
-from circuit_trace.transcoders.training import (ReconstructionStats, dead_fraction, fvu, l0, nmse, replace_mlps,
-                                                replacement_metrics)
-from conftest import make_model
+from circuit_trace.transcoders.training import (
+    ReconstructionStats,
+    dead_fraction,
+    fvu,
+    l0,
+    nmse,
+    replace_mlps,
+    replacement_metrics,
+)
 
 
 def test_fvu_nmse_l0_definitions():

@@ -1,14 +1,22 @@
-import dataclasses
 
 import pytest
 import torch
+from conftest import make_model
 from safetensors.torch import load_file
 
 from circuit_trace.transcoders import TranscoderMismatchError, load_transcoders
-from circuit_trace.transcoders.training import (CorpusError, Normalizer, OutputDirError, TrainConfig, TrainingReport,
-                                                fold_normalization, new_transcoder, train, train_from_args)
+from circuit_trace.transcoders.training import (
+    CorpusError,
+    Normalizer,
+    OutputDirError,
+    TrainConfig,
+    TrainingReport,
+    fold_normalization,
+    new_transcoder,
+    train,
+    train_from_args,
+)
 from circuit_trace.transcoders.training.trainer import evaluate
-from conftest import make_corpus, make_model
 
 
 def cfg(tmp_path, name="run", **kw):
