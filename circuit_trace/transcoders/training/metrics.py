@@ -86,22 +86,30 @@ def reconstruct_tokens(transcoder, x: torch.Tensor) -> tuple[torch.Tensor, list[
 @contextlib.contextmanager
 def replace_mlps(adapter, transcoder):
     """Run the model with every MLP output replaced by the transcoder's reconstruction, using plain
-    torch hooks on the adapter's modules (a CLT's layer-l output sums the decoders of layers ≤ l)."""
-    L, handles, acts, xs = transcoder.n_layers, [], {}, {}
+    torch hooks on the adapter's modules. When layer l's input is read, its features' decoder
+    contributions are added to running sums for their target layers (l..L-1 for a CLT, l for a
+    PLT); the MLP output at layer l becomes that sum + b_dec_l + skip_l(x_l)."""
+    L, dt, handles = transcoder.n_layers, _dtype(transcoder), []
+    xs: dict[int, torch.Tensor] = {}
+    acc: dict[int, torch.Tensor] = {}
 
     def read(l, io):
         def hook(mod, args, output=None):   # pre-hook (module input) or forward hook (output)
             x = args[0] if io == "input" else (output[0] if isinstance(output, tuple) else output)
-            xs[l] = x
-            acts[l] = transcoder.encode(x.to(_dtype(transcoder)), l)
+            if l == 0:
+                acc.clear()
+            xs[l] = x.to(dt)
+            a = transcoder.encode(xs[l], l)
+            out = transcoder.decode([a if j == l else None for j in range(L)])    # [L, ..., d] + b_dec
+            for t in (range(l, L) if transcoder.is_cross_layer else [l]):
+                c = out[t] - transcoder.b_dec[t]
+                acc[t] = acc[t] + c if t in acc else c
         return hook
 
     def write(l):
         def hook(mod, args, output):
             ref = output[0] if isinstance(output, tuple) else output
-            full = [acts[j] if j <= l else torch.zeros_like(acts[l]) for j in range(L)]
-            y_hat = transcoder.decode(full)[l] + transcoder.skip(xs[l].to(_dtype(transcoder)), l)
-            y_hat = y_hat.to(ref.dtype)
+            y_hat = (acc[l] + transcoder.b_dec[l] + transcoder.skip(xs[l], l)).to(ref.dtype)
             return (y_hat, *output[1:]) if isinstance(output, tuple) else y_hat
         return hook
 

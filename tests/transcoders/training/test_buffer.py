@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tokenizer
+from training_fixtures import make_tokenizer
 
 from circuit_trace.transcoders.training import (
     ActivationBuffer,

@@ -1,5 +1,6 @@
+import pytest
 import torch
-from conftest import make_model
+from training_fixtures import make_model
 
 from circuit_trace.models import get_adapter
 from circuit_trace.transcoders import Transcoder
@@ -35,7 +36,8 @@ def test_streaming_stats_match_batch():
     torch.testing.assert_close(torch.tensor(s.l0()), l0(acts))
 
 
-def test_replacement_metrics_and_hooks_removed():
+@pytest.mark.parametrize("cross_layer", [True, False])
+def test_replacement_metrics_and_hooks_removed(cross_layer):
     model = make_model(40, n_layers=2, d=16, seed=1)
     adapter = get_adapter(model)
     ids = torch.randint(3, 40, (3, 7), generator=torch.Generator().manual_seed(0))
@@ -47,7 +49,7 @@ def test_replacement_metrics_and_hooks_removed():
     zero = Transcoder(2, 16, 8, cross_layer=True, feature_input_hook="mlp.hook_in")
     m = replacement_metrics(adapter, zero, ids)
     assert m["kl"] < 1e-9 and m["top1_agreement"] == 1.0 and m["tokens"] == 3 * 6
-    rand = Transcoder.random(2, 16, 8, cross_layer=True, seed=0, input_hook="mlp.hook_in")
+    rand = Transcoder.random(2, 16, 8, cross_layer=cross_layer, skip=True, seed=0, input_hook="mlp.hook_in")
     with torch.no_grad():
         rand.W_dec[0].mul_(50)
     assert replacement_metrics(adapter, rand, ids)["kl"] > 1e-4

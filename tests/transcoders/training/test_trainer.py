@@ -1,8 +1,8 @@
 
 import pytest
 import torch
-from conftest import make_model
 from safetensors.torch import load_file
+from training_fixtures import make_model
 
 from circuit_trace.transcoders import TranscoderMismatchError, load_transcoders
 from circuit_trace.transcoders.training import (
