@@ -34,6 +34,11 @@ def find_threshold(scores: np.ndarray, threshold: float) -> float:
     at the cut are all kept). A zero total keeps everything.
     """
     scores = np.asarray(scores, dtype=np.float64).ravel()
+    return _threshold_with_zeros(scores, 0, threshold)
+
+
+def _find_threshold_full(scores: np.ndarray, threshold: float) -> float:
+    """Reference implementation: sorts every score (used for negative / NaN scores)."""
     if scores.size == 0:
         return 0.0
     ordered = np.sort(scores)[::-1]  # [n] descending
@@ -43,6 +48,36 @@ def find_threshold(scores: np.ndarray, threshold: float) -> float:
     cumulative = np.cumsum(ordered) / total
     idx = int(np.searchsorted(cumulative, threshold, side="left"))
     return float(ordered[min(idx, ordered.size - 1)])  # idx == n only by rounding at 1.0
+
+
+def _threshold_with_zeros(values: np.ndarray, n_zeros: int, threshold: float) -> float:
+    """`find_threshold(concat(values, zeros(n_zeros)))`, bit for bit, sorting only the nonzeros.
+
+    Edge scores after node pruning are zero on all but a few percent of the entries. Zeros sit at
+    the end of the descending order and add nothing to the cumulative sum, so only the positive
+    scores need sorting; the total is summed over an array laid out exactly like the reference's
+    (same length, same values, same strides), so pairwise summation rounds identically.
+    """
+    n = values.size + n_zeros
+    if n == 0:
+        return 0.0
+    nz = values[values != 0]
+    if nz.size and not bool((nz > 0).all()):  # negative or NaN scores: the reference path
+        full = np.zeros(n, dtype=np.float64)
+        full[: values.size] = values
+        return _find_threshold_full(full, threshold)
+    k = nz.size
+    asc = np.zeros(n, dtype=np.float64)
+    asc[n - k :] = np.sort(nz)
+    ordered = asc[::-1]  # [n] descending, as np.sort(scores)[::-1]
+    total = ordered.sum()
+    if not total > 0:
+        return 0.0
+    cumulative = np.cumsum(ordered[:k]) / total  # the rest of the reference's cumsum is flat
+    idx = int(np.searchsorted(cumulative, threshold, side="left"))
+    # idx == k: the threshold is not reached even at the last positive score (rounding at 1.0);
+    # the reference then lands past the end and takes the smallest score.
+    return float(ordered[idx] if idx < k else ordered[n - 1])
 
 
 def cumulative_share(scores: np.ndarray) -> np.ndarray:
@@ -85,40 +120,51 @@ def prune_masks(
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {t}")
     csr = as_csr(adjacency)
-    n = csr.shape[0]
+    n, nnz = csr.shape[0], csr.nnz
     w = np.asarray(weights, dtype=np.float64)
-    rows = row_of_entries(csr)  # [nnz] target of each edge
-    cols = csr.indices.astype(np.int64)  # [nnz] source of each edge
-
-    def normalised(data: np.ndarray) -> sp.csr_array:
-        # Â over the same pattern; entries zeroed by pruning stay as explicit zeros (harmless).
-        return sp.csr_array(
-            (_row_normalise_data(data, rows, n), csr.indices, csr.indptr), shape=(n, n)
-        )
+    idx_dtype = csr.indices.dtype
+    rows = np.repeat(np.arange(n, dtype=idx_dtype), np.diff(csr.indptr))  # [nnz] target of each edge
+    cols = csr.indices  # [nnz] source of each edge
 
     # 1. Node scores on the full graph; logits score their own weight.
-    score = influence(normalised(csr.data), w, max_iter=max_iter) + w
+    ahat = sp.csr_array(
+        (_row_normalise_data(csr.data, rows, n, csr.indptr), csr.indices, csr.indptr), shape=(n, n)
+    )
+    score = influence(ahat, w, max_iter=max_iter) + w
+    del ahat
     node_mask = score >= find_threshold(score, node_threshold)
     node_mask |= always_keep  # logits and embeddings always stay
 
-    # 2. Edge scores on the node-pruned graph: Â renormalised there, scores recomputed.
-    alive = node_mask[rows] & node_mask[cols]
-    ahat2 = normalised(np.where(alive, csr.data, 0.0))
+    # 2. Edge scores on the node-pruned graph: Â renormalised there, scores recomputed. Only the
+    # alive entries are kept: dropped entries would be explicit zeros, which change no row sum,
+    # product or score (x + 0.0 == x), so this is bit-identical to working on the full pattern.
+    alive = np.flatnonzero(node_mask[rows] & node_mask[cols])  # [n_alive] entry indices
+    r2 = rows[alive]
+    indptr2 = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(r2, minlength=n), out=indptr2[1:])
+    ahat2_data = _row_normalise_data(csr.data[alive], r2, n, indptr2)
+    ahat2 = sp.csr_array((ahat2_data, cols[alive], indptr2), shape=(n, n))
     score2 = influence(ahat2, w, max_iter=max_iter) + w
-    edge_score = ahat2.data * score2[rows]  # Â'[t, s] x score'(t); logits: their weight
-    edge_keep = (edge_score >= find_threshold(edge_score, edge_threshold)) & alive
+    edge_score = ahat2_data * score2[r2]  # Â'[t, s] x score'(t); logits: their weight
+    thr = _threshold_with_zeros(edge_score, nnz - alive.size, edge_threshold)
+    kept = alive[edge_score >= thr]  # [n_kept] entry indices, ascending
+    del ahat2, ahat2_data, edge_score, r2, alive
 
     # 3. Drop feature/error nodes with no kept outgoing edge and features with no kept incoming
     # edge; each drop can strand others, so repeat (about n_layers rounds at most).
     prunable_out = is_feature | is_error  # errors have no inputs, so only the outgoing rule
+    kr, kc = rows[kept], cols[kept]
     while True:
-        has_out = np.bincount(cols[edge_keep], minlength=n) > 0
-        has_in = np.bincount(rows[edge_keep], minlength=n) > 0
+        has_out = np.bincount(kc, minlength=n) > 0
+        has_in = np.bincount(kr, minlength=n) > 0
         new_mask = node_mask & ~(prunable_out & ~has_out) & ~(is_feature & ~has_in)
-        edge_keep &= new_mask[rows] & new_mask[cols]
+        live = new_mask[kr] & new_mask[kc]
+        kept, kr, kc = kept[live], kr[live], kc[live]
         if np.array_equal(new_mask, node_mask):
             break
         node_mask = new_mask
+    edge_keep = np.zeros(nnz, dtype=bool)
+    edge_keep[kept] = True
 
     return PruneMasks(csr, node_mask, edge_keep, score, cumulative_share(score))
 
@@ -164,17 +210,15 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
         edge_threshold=edge_threshold,
     )
     csr = masks.csr
-    edge_mask = sp.csr_array(
-        (masks.edge_keep, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape
-    )
+    # masks.csr is private to this call, so the mask may share its index arrays.
+    edge_mask = sp.csr_array((masks.edge_keep, csr.indices, csr.indptr), shape=csr.shape)
     kept = np.flatnonzero(masks.node_mask)
     # Kept edges only, with the original float weights, restricted to kept rows/columns.
-    # (eliminate_zeros works in place on indices/indptr, so it must not share edge_mask's arrays.)
-    kept_edges = sp.csr_array(
-        (np.where(masks.edge_keep, csr.data, 0.0), csr.indices.copy(), csr.indptr.copy()),
-        shape=csr.shape,
-    )
-    kept_edges.eliminate_zeros()
+    kidx = np.flatnonzero(masks.edge_keep)  # ascending = row-major, like csr itself
+    kept_rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[kidx]
+    kindptr = np.zeros(csr.shape[0] + 1, dtype=csr.indptr.dtype)
+    np.cumsum(np.bincount(kept_rows, minlength=csr.shape[0]), out=kindptr[1:])
+    kept_edges = sp.csr_array((csr.data[kidx], csr.indices[kidx], kindptr), shape=csr.shape)
     sub = kept_edges[kept][:, kept]
     pruned = graph.subgraph(kept, sub)
     return PruneResult(

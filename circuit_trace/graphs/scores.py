@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .influence import Adjacency, _row_normalise_data, as_csr, influence, row_of_entries
 
@@ -35,8 +36,8 @@ def graph_scores(
     csr = as_csr(adjacency)
     n = csr.shape[0]
     rows = row_of_entries(csr)
-    ahat = csr.copy()
-    ahat.data = _row_normalise_data(csr.data, rows, n)
+    ahat = sp.csr_array((_row_normalise_data(csr.data, rows, n, csr.indptr), csr.indices, csr.indptr), shape=(n, n))
+    del csr  # ahat shares its index arrays; the float64 copy of A is no longer needed
     w = np.asarray(weights, dtype=np.float64)
     infl = influence(ahat, w, max_iter=max_iter)  # wᵀB [N]
 
