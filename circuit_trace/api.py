@@ -72,6 +72,7 @@ def load(
     if isinstance(transcoders, (str, Path)):
         tc = load_transcoders(str(transcoders), device=dev, dtype=dt or torch.float32)
         tc.feature_labels = read_feature_labels(Path(transcoders))
+        tc.source_path = str(transcoders)
     elif isinstance(transcoders, Transcoder):
         tc = transcoders.to(device=dev, dtype=dt) if dt else transcoders.to(dev)
     else:

@@ -150,10 +150,57 @@ def _node_name(graph, i: int) -> str:
     return f"feature L{row['layer']}#{row['feature']} at {row['token']!r}{label}"
 
 
+def _print_paths(g, city: str, answer: str) -> None:
+    """The strongest path from the city's token to the answer's logit, and the strongest one through
+    a feature labelled with the city's state (the intermediate hop of a two-hop question)."""
+    from .graphs.paths import strongest_path
+    from .organisms.world import CITY_TO_STATE
+
+    tokens, logits = g.embedding_nodes(), g.logit_nodes()
+    src = tokens.index[tokens["token"].str.strip() == city]
+    dst = logits.index[logits["token"].str.strip() == answer]
+    if not len(src) or not len(dst):
+        print(f"the pruned graph has no {city!r} token or no {answer!r} logit")
+        return
+    state = CITY_TO_STATE.get(city, "")
+    feats = g.feature_nodes()
+    via = feats.index[feats["label"].str.contains(state, regex=False)] if state else []
+    for title, path in (
+        (f"strongest path {city} -> {answer}:", strongest_path(g, int(src[0]), int(dst[0]))),
+        (f"strongest path {city} -> [{state} feature] -> {answer}:",
+         strongest_path(g, int(src[0]), int(dst[0]), via=via) if len(via) else []),
+    ):
+        print(title if path else f"{title} none in the pruned graph")
+        for k, i in enumerate(path):
+            print(f"  {'  ' * k}{_node_name(g, i)}")
+
+
+def _write_feature_details(rm, graph, directory: Path) -> int:
+    """Feature-detail files (top contexts, top outputs) of the graph's features, from the ones
+    packaged beside the organism's transcoders, so the offline viewer can show them."""
+    import gzip
+    import json
+
+    from .graphs.ids import cantor_pair
+    from .organisms.build_transcoders import DETAILS_FILE
+    from .viz.feature_details import write_feature_details
+
+    source = Path(getattr(rm.transcoders, "source_path", "") or "") / DETAILS_FILE
+    if not source.is_file():
+        return 0
+    feats = graph.feature_nodes()
+    wanted = {cantor_pair(int(l), int(f)) for l, f in zip(feats["layer"], feats["feature"])}
+    with gzip.open(source, "rt") as fh:
+        details = [d for d in json.load(fh) if d["index"] in wanted]
+    directory.mkdir(exist_ok=True)
+    write_feature_details(directory, details)
+    return len(details)
+
+
 def cmd_demo(args) -> int:
     from .api import attribute, load
     from .graphs import prune
-    from .graphs.paths import strongest_path
+    from .viz import to_html
 
     if args.output == DEMO_OUTPUT:
         Path(DEMO_OUTPUT).parent.mkdir(parents=True, exist_ok=True)
@@ -164,24 +211,12 @@ def cmd_demo(args) -> int:
     pruned = prune(graph)
     graph.to_json(out, slug="dallas-austin")
     _print_trace(graph, pruned, time.perf_counter() - t0, out)
-    try:
-        from .viz import to_html
-
-        html = out.with_suffix(".html")
-        to_html(graph, html)
-        print(f"wrote {html} (interactive view)")
-    except ImportError:
-        pass
-    g = pruned.graph
-    tokens = g.embedding_nodes()
-    dallas = tokens.index[tokens["token"].str.strip() == "Dallas"]
-    logits = g.logit_nodes()
-    austin = logits.index[logits["token"].str.strip() == "Austin"]
-    if len(dallas) and len(austin):
-        path = strongest_path(g, int(dallas[0]), int(austin[0]))
-        print("strongest path Dallas -> Austin:" if path else "no excitatory path from Dallas to Austin in the pruned graph")
-        for k, i in enumerate(path):
-            print(f"  {'  ' * k}{_node_name(g, i)}")
+    html = to_html(graph, out.with_suffix(".html"))
+    print(f"wrote {html} (interactive view; `circuit-trace serve {out.parent}` for the full viewer)")
+    n = _write_feature_details(rm, pruned.graph, out.parent / "features")
+    if n:
+        print(f"wrote {n} feature-detail files to {out.parent / 'features'}")
+    _print_paths(pruned.graph, "Dallas", "Austin")
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ from .targets import Target, resolve_targets
 DEFAULT_MAX_FEATURE_NODES = 7500
 DEFAULT_BATCH_SIZE = 256
 DENSE_LIMIT_BYTES = 1 << 30  # adjacency stored densely only below this size
+RERANK_BATCHES = 4  # greedy visiting: re-rank the unvisited features every this many batches
 
 
 @dataclass
@@ -121,21 +122,72 @@ def _auto_batch_size(lr: LocalReplacement, device: torch.device, n_targets: int)
     return int(max(1, min(DEFAULT_BATCH_SIZE, n_targets, (free // 2) // max(1, per_row))))
 
 
-def _logit_influence(rows: torch.Tensor, row_col: torch.Tensor, weights: torch.Tensor, n_cols: int) -> torch.Tensor:
-    """Influence on the weighted targets of every source column, through the rows computed so far.
-    rows [R, n_cols]; row_col[r] = the column of row r's node (-1 for logit rows); weights [R]."""
-    a = rows.abs()
-    a = a / a.sum(1, keepdim=True).clamp_min(1e-30)
-    has_col = row_col >= 0
-    x, total = weights.clone(), torch.zeros(n_cols, dtype=a.dtype)
-    for _ in range(rows.shape[0] + 1):
-        y = x @ a  # [n_cols]
-        total += y
-        x = torch.zeros_like(x)
-        x[has_col] = y[row_col[has_col]]
-        if not bool((x > 0).any()):
-            break
+def _logit_influence(
+    logit_abs: torch.Tensor,
+    logit_sum: torch.Tensor,
+    weights: torch.Tensor,
+    feat_rows: torch.Tensor,
+    feat_sum: torch.Tensor,
+    visited: list[int],
+    n_cols: int,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """Influence on the weighted targets of source columns [:n_cols] through the rows so far.
+
+    Rows are the K logit rows (|row| in logit_abs [K, n_src], row sums |.|_1 in logit_sum [K],
+    weights [K]) and the k feature rows computed so far (feat_rows [k, n_src] signed, feat_sum [k]
+    their |.|_1; row j is the node of source column visited[j]). With Â = |rows| / row sums and
+    x_0 = weights on the logit rows, influence = Σ_t x_t Â with x_{t+1}[j] = (x_t Â)[visited[j]].
+    By linearity that is (Σ_t x_t) Â, and the propagation only needs Â's columns of the visited
+    features ([R, k]): the [R, n_src] matrix is read once (|.| in row chunks, rows with zero weight
+    skipped) instead of normalised copies and one full mat-vec per step."""
+    inv_l = 1.0 / logit_sum.clamp_min(1e-30)
+    inv_f = 1.0 / feat_sum.clamp_min(1e-30)
+    k = feat_rows.shape[0]
+    x_total = torch.zeros(k)
+    if k:
+        cols = torch.as_tensor(visited, dtype=torch.long)
+        x = weights @ (logit_abs[:, cols] * inv_l[:, None])  # [k] weight reaching each feature row
+        m = feat_rows[:, cols].abs_().mul_(inv_f[:, None])  # [k, k] Â between feature rows
+        for _ in range(k):  # a DAG: x vanishes after (longest path) steps
+            if not bool((x > 0).any()):
+                break
+            x_total += x
+            x = x @ m
+        del m
+    total = (weights * inv_l) @ logit_abs[:, :n_cols]
+    wf = x_total * inv_f
+    nz = wf.nonzero().squeeze(1)
+    for lo in range(0, nz.numel(), chunk):
+        idx = nz[lo : lo + chunk]
+        total += wf[idx] @ feat_rows[idx, :n_cols].abs_()
     return total
+
+
+def _csr_parts(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data [nnz] float32, column indices [nnz] int64, nonzeros per row [R]) of a dense block."""
+    mask = block != 0
+    return block[mask], np.flatnonzero(mask) % block.shape[1], np.count_nonzero(mask, axis=1)
+
+
+def _csr_from_parts(parts: list, row_starts: list[int], n: int) -> sp.csr_array:
+    """CSR [n, n] whose rows row_starts[i] .. get the rows of parts[i] (row starts ascending)."""
+    counts = np.zeros(n, dtype=np.int64)
+    for (_, _, c), r0 in zip(parts, row_starts):
+        counts[r0 : r0 + len(c)] = c
+    nnz = int(counts.sum())
+    idx_dtype = np.int32 if max(nnz, n) < np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(n + 1, dtype=idx_dtype)
+    np.cumsum(counts, out=indptr[1:])
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=idx_dtype)
+    for (d, i, c), r0 in zip(parts, row_starts):
+        lo = int(indptr[r0])
+        data[lo : lo + len(d)] = d
+        indices[lo : lo + len(d)] = i
+    out = sp.csr_array((data, indices, indptr), shape=(n, n), copy=False)
+    out.has_sorted_indices = True
+    return out
 
 
 def compute_attribution(
@@ -179,9 +231,25 @@ def compute_attribution(
     del fo, grads
     bar.update(K)
 
-    # -- feature rows -----------------------------------------------------------------------------
-    feat_rows = torch.zeros(n_visit, src.n_src)  # filled in visiting order
+    # -- where rows go ----------------------------------------------------------------------------
+    # Node order: features (canonical), errors, embeddings, logits. When every active feature is
+    # visited, features are visited in canonical order and node columns are exactly the source
+    # columns, so each batch's rows go straight to their final place: the dense adjacency, or CSR
+    # parts (memory grows with the nonzeros). With a cap, rows are kept [n_visit, n_src] for the
+    # greedy ranking (as circuit-tracer's edge matrix) and only the kept columns are copied out.
+    n_err = src.n_err
+    N = n_visit + n_err + P + K
+    dense_out = N * N * 4 <= DENSE_LIMIT_BYTES
+    all_visited = n_visit == n_feat
+    adjacency = np.zeros((N, N), dtype=np.float32) if dense_out and all_visited else None
+    sparse_parts: list = []  # all visited, sparse: per batch (data, indices, counts)
+    feat_rows = feat_sum = None
+    if not all_visited:
+        feat_rows = torch.zeros(n_visit, src.n_src)  # filled in visiting order
+        feat_sum = torch.zeros(n_visit)  # |row|_1, for the ranking
     visited: list[int] = []
+
+    # -- feature rows -----------------------------------------------------------------------------
     if n_visit:
         fo = lr.frozen_forward(batch=min(B, n_visit))
 
@@ -203,46 +271,75 @@ def compute_attribution(
             n_passes += 1
             g_mlp = list(g[1:]) + [None] * (L - top)
             rows = src.rows(g[0], g_mlp)[: len(batch_feats)].cpu()
-            start = len(visited)
-            feat_rows[start : start + len(batch_feats)] = rows
+            del g, g_mlp
+            start, stop = len(visited), len(visited) + len(batch_feats)
+            if feat_rows is not None:
+                feat_rows[start:stop] = rows
+                feat_sum[start:stop] = rows.abs().sum(1)
+            else:  # all visited: batch = features start .. stop - 1 (canonical order)
+                assert batch_feats[0] == start and batch_feats[-1] == stop - 1
+                if adjacency is not None:
+                    adjacency[start:stop, : src.n_src] = rows.numpy()
+                else:
+                    sparse_parts.append(_csr_parts(rows.numpy()))
             visited.extend(batch_feats)
             bar.update(len(batch_feats))
 
-        if n_visit == n_feat:
-            for lo in range(0, n_feat, fo.x[0].shape[0]):
-                run_batch(list(range(lo, min(n_feat, lo + fo.x[0].shape[0]))))
-        else:  # greedy: next the unvisited features with most estimated influence on the logits
+        bsz = fo.x[0].shape[0]
+        if all_visited:
+            for lo in range(0, n_feat, bsz):
+                run_batch(list(range(lo, min(n_feat, lo + bsz))))
+        else:  # greedy: next the unvisited features with most estimated influence on the logits,
+            # re-ranked every RERANK_BATCHES batches (circuit-tracer's update_interval)
             weights = torch.tensor([t.weight for t in tgts], dtype=torch.float32)
+            logit_abs = logit_rows.cpu().abs()
+            logit_sum = logit_abs.sum(1)
+            is_visited = torch.zeros(n_feat, dtype=torch.bool)
             while len(visited) < n_visit:
                 k = len(visited)
-                rows = torch.cat([logit_rows.cpu(), feat_rows[:k]])
-                row_col = torch.tensor([-1] * K + visited, dtype=torch.long)
-                w = torch.cat([weights, torch.zeros(k)])
-                infl = _logit_influence(rows, row_col, w, src.n_src)[:n_feat]
-                if visited:
-                    infl[torch.tensor(visited)] = -1.0
-                take = min(fo.x[0].shape[0], n_visit - k)
-                run_batch(infl.topk(take).indices.tolist())
+                infl = _logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
+                infl[is_visited] = -1.0
+                queue = infl.topk(min(RERANK_BATCHES * bsz, n_visit - k)).indices.tolist()
+                del infl
+                for lo in range(0, len(queue), bsz):
+                    run_batch(queue[lo : lo + bsz])
+                is_visited[torch.as_tensor(visited, dtype=torch.long)] = True
         del fo
     bar.close()
 
     # -- assemble the graph: features (visited, canonical order), errors, embeddings, logits -------
-    order = np.argsort(np.asarray(visited, dtype=np.int64), kind="stable")
-    vis = np.asarray(visited, dtype=np.int64)[order]
-    feat_rows_np = feat_rows.numpy()[order]
-    n_v, n_err = len(vis), src.n_err
-    N = n_v + n_err + P + K
-    keep_cols = np.concatenate([vis, np.arange(n_feat, src.n_src)])  # source columns kept, in node order
-    row_block = np.concatenate([feat_rows_np, logit_rows.cpu().numpy()])[:, keep_cols]  # [n_v + K, n_v + n_err + P]
-    target_rows = np.concatenate([np.arange(n_v), np.arange(N - K, N)])
-    if N * N * 4 <= DENSE_LIMIT_BYTES:
-        adjacency = np.zeros((N, N), dtype=np.float32)
-        adjacency[target_rows, : n_v + n_err + P] = row_block
-        row_sums = adjacency.sum(1)
+    n_v = len(visited)
+    n_cols = n_v + n_err + P  # source columns kept, in node order
+    logit_np = logit_rows.cpu().numpy()
+    if all_visited:
+        vis = np.arange(n_feat, dtype=np.int64)
+        logit_block = logit_np
+        row_block = None
     else:
-        blk = sp.coo_array(row_block)
-        adjacency = sp.csr_array((blk.data.astype(np.float32), (target_rows[blk.row], blk.col)), shape=(N, N))
+        order = np.argsort(np.asarray(visited, dtype=np.int64), kind="stable")
+        vis = np.asarray(visited, dtype=np.int64)[order]
+        keep_cols = np.concatenate([vis, np.arange(n_feat, src.n_src)])
+        row_block = feat_rows.numpy()[np.ix_(order, keep_cols)]  # [n_v, n_cols], no full-width copy
+        logit_block = logit_np[:, keep_cols]
+        feat_rows = feat_sum = None
+    if dense_out:
+        if adjacency is None:
+            adjacency = np.zeros((N, N), dtype=np.float32)
+            adjacency[:n_v, :n_cols] = row_block
+        adjacency[N - K :, :n_cols] = logit_block
+        row_sums = adjacency.sum(1)
+        n_edges = int(np.count_nonzero(adjacency))
+    else:
+        if row_block is not None:
+            step = max(1, (1 << 22) // max(1, n_cols))
+            sparse_parts = [_csr_parts(row_block[lo : lo + step]) for lo in range(0, n_v, step)]
+        starts = np.cumsum([0] + [len(c) for _, _, c in sparse_parts]).tolist()[: len(sparse_parts)]
+        adjacency = _csr_from_parts([*sparse_parts, _csr_parts(logit_block)], [*starts, N - K], N)
+        del sparse_parts
         row_sums = np.asarray(adjacency.sum(1)).ravel()
+        n_edges = int(np.count_nonzero(adjacency.data))
+    row_block = None
+    target_rows = np.concatenate([np.arange(n_v), np.arange(N - K, N)])
 
     target_values = np.zeros(N, dtype=np.float64)
     target_values[:n_v] = feats.pre_activation[torch.as_tensor(vis)].double().cpu().numpy() if n_v else []
@@ -252,7 +349,7 @@ def compute_attribution(
 
     nodes = _node_table(rm, lr, vis, tgts, logit_values)
     stats = {"seconds": time.perf_counter() - t0, "backward_passes": n_passes, "batch_size": B,
-             "n_active_features": n_feat, "n_nodes": N, "n_edges": int(np.count_nonzero(row_block))}
+             "n_active_features": n_feat, "n_nodes": N, "n_edges": n_edges}
     settings = {"max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob, "batch_size": B,
                 "max_feature_nodes": cap, "custom_targets": targets is not None}
     ids = lr.input_ids.tolist()

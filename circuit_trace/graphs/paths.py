@@ -1,6 +1,11 @@
-"""Strongest paths through a graph: the chain of nodes that carries most of a source's effect."""
+"""Strongest paths through a graph: the chain of nodes that carries most of a source's effect.
+
+A path's strength is the product of its normalised edge weights Â[t, s] (each step's share of its
+target's input), found by dynamic programming over the DAG in layer order."""
 
 from __future__ import annotations
+
+from typing import Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -8,36 +13,53 @@ import scipy.sparse as sp
 from .influence import normalize
 
 
-def strongest_path(graph, source: str | int, target: str | int, *, positive_only: bool = True) -> list[int]:
-    """Node indices of the path source -> ... -> target maximising the product of normalised edge
-    weights Â[t, s] (each step's share of its target's input), by dynamic programming over the DAG.
-    With `positive_only`, only edges with A[t, s] > 0 (excitatory) are followed. [] if none exists."""
-    src = graph.index_of(source) if isinstance(source, str) else int(source)
-    dst = graph.index_of(target) if isinstance(target, str) else int(target)
-    a = sp.csr_array(graph.adjacency) if not sp.issparse(graph.adjacency) else graph.adjacency
+def _step_matrix(graph, positive_only: bool) -> sp.csc_array:
+    a = graph.adjacency if sp.issparse(graph.adjacency) else sp.csr_array(graph.adjacency)
     a_hat = sp.csr_array(normalize(a))
-    sign_ok = (a > 0) if positive_only else (a != 0)
-    a_hat = sp.csr_array(a_hat.multiply(sign_ok))
-    n = graph.n_nodes
-    # Topological order: embeddings, then features/errors by layer, then logits (edges go upward).
-    layer = graph.nodes["layer"].to_numpy()
-    order = np.lexsort((graph.nodes["pos"].to_numpy(), layer))
-    best = np.full(n, -np.inf)  # best log-product from src
-    prev = np.full(n, -1)
+    keep = (a > 0) if positive_only else (a != 0)
+    return sp.csc_array(a_hat.multiply(keep))
+
+
+def _topological(graph) -> np.ndarray:
+    # Edges always go to a strictly higher layer: embeddings (-1) < features/errors < logits (L).
+    return np.lexsort((graph.nodes["pos"].to_numpy(), graph.nodes["layer"].to_numpy()))
+
+
+def _best_from(steps: sp.csc_array, order: np.ndarray, src: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best log-strength from `src` to every node, and each node's predecessor on that path."""
+    best, prev = np.full(steps.shape[0], -np.inf), np.full(steps.shape[0], -1)
     best[src] = 0.0
-    a_csc = a_hat.tocsc()
     for s in order:
-        if not np.isfinite(best[s]):
-            continue
-        col = a_csc[:, [s]]
-        targets, weights = col.nonzero()[0], col.data
-        for t, w in zip(targets, weights):
-            score = best[s] + np.log(w)
-            if score > best[t]:
-                best[t], prev[t] = score, s
-    if not np.isfinite(best[dst]):
-        return []
-    path = [dst]
+        if np.isfinite(best[s]):
+            lo, hi = steps.indptr[s], steps.indptr[s + 1]
+            for t, w in zip(steps.indices[lo:hi], steps.data[lo:hi]):
+                if best[s] + np.log(w) > best[t]:
+                    best[t], prev[t] = best[s] + np.log(w), s
+    return best, prev
+
+
+def _trace(prev: np.ndarray, src: int, node: int) -> list[int]:
+    path = [node]
     while path[-1] != src:
         path.append(int(prev[path[-1]]))
     return path[::-1]
+
+
+def strongest_path(graph, source: str | int, target: str | int, *, via: Iterable[int] | None = None,
+                   positive_only: bool = True) -> list[int]:
+    """Node indices of the strongest path source -> ... -> target; with `via`, the strongest one that
+    passes through at least one of those nodes. With `positive_only`, only excitatory edges
+    (A[t, s] > 0) are followed. [] when there is no such path."""
+    src = graph.index_of(source) if isinstance(source, str) else int(source)
+    dst = graph.index_of(target) if isinstance(target, str) else int(target)
+    steps, order = _step_matrix(graph, positive_only), _topological(graph)
+    fwd, prev = _best_from(steps, order, src)
+    if via is None:
+        return _trace(prev, src, dst) if np.isfinite(fwd[dst]) else []
+    # best path into each via node, then the best path from it to dst (DP on the reversed graph)
+    bwd, nxt = _best_from(sp.csc_array(steps.T), order[::-1], dst)
+    via = [int(v) for v in via if np.isfinite(fwd[int(v)]) and np.isfinite(bwd[int(v)])]
+    if not via:
+        return []
+    v = max(via, key=lambda k: fwd[k] + bwd[k])
+    return _trace(prev, src, v) + _trace(nxt, dst, v)[::-1][1:]

@@ -17,7 +17,6 @@ from .influence import (
     _row_normalise_data,
     as_csr,
     influence,
-    row_of_entries,
 )
 
 if TYPE_CHECKING:  # graph.py imports this module; only the type is needed here

@@ -34,7 +34,8 @@ class FeatureProfile:
     layer: int
     index: int
     contexts: list[tuple[float, list[str], list[float]]] = field(default_factory=list)  # (max act, tokens, acts)
-    fired_on: Counter = field(default_factory=Counter)  # token -> summed activation
+    fired_on: Counter = field(default_factory=Counter)  # word -> summed activation
+    state_mass: Counter = field(default_factory=Counter)  # state a sentence is about -> summed max activation
     top_outputs: list[str] = field(default_factory=list)
     label: str = ""
 
@@ -58,62 +59,91 @@ def _output_tokens(rm, n: int = 5) -> dict[tuple[int, int], list[str]]:
     return out
 
 
-@torch.no_grad()
-def profile_features(rm, sentences: list[str], *, n_contexts: int = 8, batch_size: int = 64) -> dict[tuple[int, int], FeatureProfile]:
-    """Run `sentences` through the model and collect, for every feature that fires, its top contexts."""
+def _batches(rm, sentences: list[str], batch_size: int):
+    """(offset, ids [B, P], mask [B, P], x [L, B, P, d]) for right-padded batches of sentences."""
     from ..models import mlp_io
 
-    tc, tok = rm.transcoders, rm.tokenizer
-    profiles: dict[tuple[int, int], FeatureProfile] = {}
-    best: dict[tuple[int, int], list] = defaultdict(list)
+    tc = rm.transcoders
     for lo in range(0, len(sentences), batch_size):
-        enc = tok(sentences[lo : lo + batch_size], padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(rm.device), enc["attention_mask"].bool()
-        x, _ = mlp_io(rm.adapter, ids, tc.feature_input_hook, tc.feature_output_hook)  # [L, B, P, d]
-        for layer in range(tc.n_layers):
-            acts = tc.encode(x[layer].to(tc.dtype), layer).cpu()  # [B, P, F]
+        enc = rm.tokenizer(sentences[lo : lo + batch_size], padding=True, return_tensors="pt")
+        ids = enc["input_ids"].to(rm.device)
+        x, _ = mlp_io(rm.adapter, ids, tc.feature_input_hook, tc.feature_output_hook)
+        yield lo, ids, enc["attention_mask"].bool().to(rm.device), x
+
+
+@torch.no_grad()
+def profile_features(rm, sentences: list[str], *, n_contexts: int = 8, batch_size: int = 64) -> dict[tuple[int, int], FeatureProfile]:
+    """Two passes over `sentences`: (1) each feature's top sentences (by max activation) and its
+    activation summed per token id; (2) the per-token activations of just those sentences."""
+    tc, tok, L, F = rm.transcoders, rm.tokenizer, rm.transcoders.n_layers, rm.transcoders.d_features
+    V = rm.adapter.vocab_size
+    top_v = torch.full((L, F, n_contexts), -1.0)
+    top_s = torch.full((L, F, n_contexts), -1, dtype=torch.long)
+    per_token = torch.zeros(L, F, V)
+    states = sorted(STATE_BY_NAME)
+    about = torch.tensor([states.index(s) if (s := _sentence_state(t)) else -1 for t in sentences])
+    per_state = torch.zeros(L, F, len(states) + 1)  # last column: sentences about no state
+    for lo, ids, mask, x in _batches(rm, sentences, batch_size):
+        for layer in range(L):
+            acts = tc.encode(x[layer].to(tc.dtype), layer).float()  # [B, P, F]
             acts[:, 0] = 0  # BOS
             acts[~mask] = 0
-            b_idx, p_idx, f_idx = acts.nonzero(as_tuple=True)
-            vals = acts[b_idx, p_idx, f_idx]
-            for b, p, f, v in zip(b_idx.tolist(), p_idx.tolist(), f_idx.tolist(), vals.tolist()):
-                key = (layer, f)
-                prof = profiles.get(key) or profiles.setdefault(key, FeatureProfile(layer, f))
-                word = tok.decode([int(ids[b, p])]).strip()
-                prof.fired_on[word] += v
-                best[key].append((v, lo + b, p))
-    for key, items in best.items():
-        items.sort(reverse=True)
-        seen, chosen = set(), []
-        for v, sent, p in items:
-            if sent not in seen:
-                seen.add(sent)
-                chosen.append((v, sent, p))
-            if len(chosen) == n_contexts:
-                break
-        prof = profiles[key]
-        layer, f = key
-        for v, sent, _ in chosen:
-            enc = tok(sentences[sent], return_tensors="pt")
-            ids = enc["input_ids"].to(rm.device)
-            x, _ = mlp_io(rm.adapter, ids, tc.feature_input_hook, tc.feature_output_hook, layers=[layer])
-            a = tc.encode(x[0, 0].to(tc.dtype), layer)[:, f].clamp_min(0).cpu()
-            a[0] = 0
-            prof.contexts.append((v, [tok.decode([i]) for i in ids[0].tolist()], a.tolist()))
+            m = acts.amax(1).T.cpu()  # [F, B]
+            sent = torch.arange(lo, lo + m.shape[1]).expand(F, -1)
+            v, i = torch.cat([top_v[layer], m], 1).topk(n_contexts, dim=1)
+            top_s[layer] = torch.cat([top_s[layer], sent], 1).gather(1, i)
+            top_v[layer] = v
+            per_token[layer].index_add_(1, ids.reshape(-1).cpu(), acts.reshape(-1, F).T.cpu())
+            per_state[layer].index_add_(1, about[lo : lo + m.shape[1]] % (len(states) + 1), m)
+    wanted = sorted({int(s) for s in top_s[top_v > 0].tolist()})
+    where = {s: k for k, s in enumerate(wanted)}
+    profiles: dict[tuple[int, int], FeatureProfile] = {}
+    chosen = [sentences[s] for s in wanted]
+    acts_of: dict[int, list] = {}  # layer -> per chosen sentence (tokens, acts [P, F])
+    for lo, ids, mask, x in _batches(rm, chosen, batch_size):
+        for layer in range(L):
+            acts = tc.encode(x[layer].to(tc.dtype), layer).float().clamp_min(0).cpu()
+            acts[:, 0] = 0
+            for b in range(ids.shape[0]):
+                n = int(mask[b].sum())
+                words = [tok.decode([i]) for i in ids[b, :n].tolist()]
+                acts_of.setdefault(layer, []).append((words, acts[b, :n]))
+    for layer in range(L):
+        fired = (top_v[layer] > 0).any(1).nonzero().squeeze(1).tolist()
+        for f in fired:
+            prof = profiles[(layer, f)] = FeatureProfile(layer, f)
+            weights = per_token[layer, f]
+            for t in weights.nonzero().squeeze(1).tolist():
+                prof.fired_on[tok.decode([t]).strip()] += float(weights[t])
+            for k, mass in enumerate(per_state[layer, f, :-1].tolist()):
+                if mass > 0:
+                    prof.state_mass[states[k]] = mass
+            prof.state_mass[None] = float(per_state[layer, f, -1])
+            for v, s in zip(top_v[layer, f].tolist(), top_s[layer, f].tolist()):
+                if v > 0:
+                    words, a = acts_of[layer][where[s]]
+                    prof.contexts.append((v, words, a[:, f].tolist()))
     return profiles
+
+
+def _sentence_state(text: str) -> str | None:
+    """The state a sentence is about: its first word or two-word name that belongs to a state."""
+    words = text.replace(",", " ").replace(".", " ").replace("?", " ").replace("'s", " ").split()
+    for i, w in enumerate(words):
+        for name in (" ".join(words[i : i + 3]), " ".join(words[i : i + 2]), w):
+            if (s := _state_of(name)) is not None:
+                return s
+    return None
 
 
 def label_from(profile: FeatureProfile) -> str:
     outputs = [t.strip() for t in profile.top_outputs]
     if len({t for t in outputs[:5] if t in CAPITALS}) >= 3:
         return "say a capital"
-    states: Counter = Counter()
-    for word, weight in profile.fired_on.items():
-        if (s := _state_of(word)) is not None:
-            states[s] += weight
-    total = sum(profile.fired_on.values()) or 1.0
-    if states and states.most_common(1)[0][1] >= 0.6 * total:
-        state = states.most_common(1)[0][0]
+    total = sum(profile.state_mass.values())
+    named = Counter({k: v for k, v in profile.state_mass.items() if k is not None})
+    if named and total > 0 and named.most_common(1)[0][1] >= 0.5 * total:
+        state = named.most_common(1)[0][0]
         capital = STATE_BY_NAME[state].capital
         return f"say {capital}" if outputs and outputs[0] == capital else state
     if outputs and _state_of(outputs[0]) is not None:

@@ -25,8 +25,9 @@ class CorpusError(ValueError):
 
 def read_corpus(corpus: str | os.PathLike | Iterable[str]) -> list[str]:
     """Documents from a directory (``*.txt``, ``*.md``, ``*.jsonl``, recursive, sorted), a file, or an
-    iterable of strings. ``.txt``/``.md`` files split into documents at blank lines; ``.jsonl`` files
-    give one document per line (its ``"text"`` field)."""
+    iterable of strings. ``.txt``/``.md`` files split into documents at blank lines, or, in a file
+    with no blank line, one document per line; ``.jsonl`` files give one document per line (its
+    ``"text"`` field)."""
     if isinstance(corpus, (str, os.PathLike)):
         path = Path(corpus)
         if not path.exists():
@@ -40,8 +41,10 @@ def read_corpus(corpus: str | os.PathLike | Iterable[str]) -> list[str]:
             text = f.read_text(encoding="utf-8")
             if f.suffix == ".jsonl":
                 docs += [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
-            else:
+            elif "\n\n" in text.strip():
                 docs += text.split("\n\n")
+            else:
+                docs += text.splitlines()
     else:
         if isinstance(corpus, bytes):
             raise CorpusError("corpus must be a path or an iterable of strings, not bytes")
@@ -81,14 +84,16 @@ def tokenize_windows(tokenizer, docs: list[str], context_size: int) -> torch.Ten
 
 
 def document_windows(tokenizer, docs: list[str], context_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One window per document: ``[BOS] + doc + [EOS]`` (truncated to ``context_size``), right-padded
-    to the longest; returns (ids ``[n_docs, P]``, lengths ``[n_docs]``). With causal attention the
-    padding never affects real tokens, and the buffer drops padded positions."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = next(t for t in (tokenizer.pad_token_id, eos, bos, 0) if t is not None)
+    """One window per document: ``[BOS] + doc`` (truncated to ``context_size``), right-padded to the
+    longest; returns (ids ``[n_docs, P]``, lengths ``[n_docs]``). With causal attention the padding
+    never affects real tokens, and the buffer drops padded positions. No EOS is appended: a model
+    trained on single documents has no trained prediction after EOS (in the states organism those
+    positions carried almost all of the replacement KL)."""
+    bos = tokenizer.bos_token_id
+    pad = next(t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, bos, 0) if t is not None)
     rows = []
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-        row = ([bos] if bos is not None else []) + ids + ([eos] if eos is not None else [])
+        row = ([bos] if bos is not None else []) + ids
         rows.append(row[:context_size])
     if not any(len(r) > 1 for r in rows):
         raise CorpusError("corpus tokenised to zero tokens")
@@ -105,8 +110,7 @@ def make_windows(tokenizer, docs: list[str], context_size: int, pack: bool | Non
     document fits in one window (how short-text models see text: BOS + document), else packed."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if pack is None:
-        extra = len(bos) + (tokenizer.eos_token_id is not None)
-        pack = any(len(ids) + extra > context_size
+        pack = any(len(ids) + len(bos) > context_size
                    for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
     if pack:
         w = tokenize_windows(tokenizer, docs, context_size)
@@ -127,8 +131,10 @@ class ActivationBuffer:
 
     ``windows``: token windows ``[N, P]``. ``read_fn(ids [b, P]) -> (x, y)`` with shape
     ``[n_layers, b, P, d]`` (e.g. ``models.activations.mlp_io``). Per chunk of ``windows_per_chunk``
-    windows it drops position 0 (BOS) and tokens whose MLP input or output norm, at any layer,
-    exceeds ``outlier_ratio`` × that layer's median in the chunk, then shuffles the tokens.
+    windows it drops position 0 (BOS) and tokens whose MLP *input* norm, at any layer, exceeds
+    ``outlier_ratio`` × that layer's median in the chunk (attention-sink style massive activations),
+    then shuffles the tokens. Large MLP *outputs* are kept: they are real signal the transcoder
+    must reproduce (in the states organism ~4% of tokens, e.g. " of", have outputs > 10× the median).
     Tokens left over after the last full batch of a chunk are dropped.
     """
 
@@ -197,9 +203,8 @@ class ActivationBuffer:
         x, y = self.read_tokens(self.windows[idx], self.lengths[idx])
         dropped = 0
         if self.outlier_ratio is not None:
-            nx, ny = x.float().norm(dim=-1), y.float().norm(dim=-1)              # [n, L]
-            keep = (nx <= self.outlier_ratio * nx.median(0).values).all(1) \
-                & (ny <= self.outlier_ratio * ny.median(0).values).all(1)
+            nx = x.float().norm(dim=-1)                                        # [n, L]
+            keep = (nx <= self.outlier_ratio * nx.median(0).values).all(1)
             dropped = int((~keep).sum())
             x, y = x[keep], y[keep]
         perm = torch.randperm(x.shape[0], generator=_generator(self.seed, epoch, chunk))

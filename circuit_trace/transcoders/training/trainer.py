@@ -75,7 +75,7 @@ class TrainConfig:
     pack: bool | None = None             # pack documents into windows; None: only if one doesn't fit
     input_hook: str = "mlp.hook_in"      # what the MLP reads (after its norm)
     output_hook: str = "hook_mlp_out"
-    outlier_ratio: float | None = 10.0   # drop tokens with norm > ratio × median
+    outlier_ratio: float | None = 10.0   # drop tokens whose MLP input norm > ratio × median
     buffer_tokens: int | None = None     # tokens read and shuffled together (default 16 batches)
     forward_batch_size: int | None = None  # windows per model forward (default: ~2048 tokens)
     eval_tokens: int = 4096              # held-out tokens for the final metrics (<= 10% of windows)
@@ -442,23 +442,32 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     trainer = Trainer(tc, buffer, cfg)
     ckpt_root = out_dir / "checkpoints"
     latest = ckpt_root / "latest"
-    if resume and latest.exists():
-        trainer.load_checkpoint(ckpt_root / latest.read_text().strip())
+    if resume and not latest.exists():
+        warnings.warn(f"resume=True but {ckpt_root} has no checkpoint; starting from scratch", stacklevel=2)
+    model_was_training = model.training
+    model.eval()
+    try:
+        return _train(adapter, trainer, buffer, cfg, out_dir, windows[ev], lengths[ev], heldout,
+                      resume=resume and latest.exists(), init=init, progress=progress, stop_after=stop_after)
+    finally:
+        model.train(model_was_training)
+
+
+def _train(adapter, trainer: Trainer, buffer, cfg: TrainConfig, out_dir: Path, eval_windows, eval_lengths,
+           heldout: bool, *, resume: bool, init, progress: bool, stop_after: int | None) -> TrainingReport:
+    tc, ckpt_root = trainer.tc, out_dir / "checkpoints"
+    if resume:
+        trainer.load_checkpoint(ckpt_root / (ckpt_root / "latest").read_text().strip())
     else:
-        if resume:
-            warnings.warn(f"resume=True but {ckpt_root} has no checkpoint; starting from scratch")
+        if (ckpt_root / "latest").exists():
+            raise FileExistsError(f"{ckpt_root} already holds a checkpoint: pass resume=True to continue "
+                                  "it, or choose another out_dir")
         if init is not None:
             _check_init(init, adapter, cfg)
         trainer.initialize()
         if init is not None:
             _load_init(tc, init, trainer.norm)
-
-    model_was_training = model.training
-    model.eval()
-    try:
-        trainer.run(ckpt_root=ckpt_root, progress=progress, stop_after=stop_after)
-    finally:
-        model.train(model_was_training)
+    trainer.run(ckpt_root=ckpt_root, progress=progress, stop_after=stop_after)
     report = TrainingReport(kind=cfg.kind, activation=cfg.activation, n_layers=tc.n_layers,
                             d_model=tc.d_model, n_features=cfg.n_features, steps=trainer.step,
                             tokens=trainer.tokens, seconds=trainer.elapsed,
@@ -469,13 +478,14 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
         return report
 
     final = fold_normalization(tc, trainer.norm)
+    final.name = cfg.name or str(out_dir / "transcoder")
     final.eval()
     final.requires_grad_(False)
     final.save(str(out_dir / "transcoder"))
     report.transcoder_path = str(out_dir / "transcoder")
     window = min(cfg.dead_tokens(), trainer.tokens)
     report.dead_fraction, report.dead_window_tokens = dead_fraction(trainer.since_fired, window), window
-    ev = evaluate(adapter, final, windows[ev], cfg, lengths[ev])
+    ev = evaluate(adapter, final, eval_windows, cfg, eval_lengths)
     report.fvu, report.nmse, report.l0 = ev["fvu"], ev["nmse"], ev["l0"]
     report.fvu_total, report.nmse_total, report.l0_total = ev["fvu_total"], ev["nmse_total"], ev["l0_total"]
     report.replacement_kl, report.top1_agreement, report.eval_tokens = ev["kl"], ev["top1_agreement"], ev["tokens"]

@@ -61,11 +61,13 @@ def test_outliers_dropped():
     def read(ids):
         x, y = fake_read(ids)
         x = torch.ones_like(x)
-        x[:, ids == 50] *= 100                                      # one token with a huge norm
-        return x, y.abs() * 0 + 1
+        x[:, ids == 50] *= 100                                      # one token with a huge input norm
+        y = torch.ones_like(y)
+        y[:, ids == 60] *= 100                                      # large outputs are kept
+        return x, y
     buf = ActivationBuffer(windows(), read, batch_size=8, seed=0, windows_per_chunk=20)
-    xs = torch.cat([next(buf)[0] for _ in range(19)])              # 19 * 8 = 152 < 160 - 20 - 1
-    assert buf.n_dropped == 1 and xs.abs().max() == 1
+    xs, ys = zip(*[next(buf) for _ in range(19)])                  # 19 * 8 = 152 < 160 - 1
+    assert buf.n_dropped == 1 and torch.cat(xs).abs().max() == 1 and torch.cat(ys).abs().max() == 100
 
 
 def test_corpus_sources(tmp_path):
@@ -76,6 +78,8 @@ def test_corpus_sources(tmp_path):
     assert read_corpus(tmp_path) == ["the capital of texas", "is austin", "ohio"]
     assert read_corpus(tmp_path / "a.txt") == ["the capital of texas", "is austin"]
     assert read_corpus(iter(["x", " ", "y"])) == ["x", "y"]
+    (tmp_path / "lines.md").write_text("one fact.\ntwo facts.\n")           # no blank line: one doc per line
+    assert read_corpus(tmp_path / "lines.md") == ["one fact.", "two facts."]
     for bad in ([], ["", "  "], tmp_path / "missing"):
         with pytest.raises(CorpusError):
             read_corpus(bad)
@@ -99,12 +103,12 @@ def test_document_windows_drop_padding():
     tok = make_tokenizer()
     docs = ["the capital of texas is austin", "ohio", "maine is small"]
     ids, lengths = make_windows(tok, docs, context_size=16)         # auto: every doc fits -> one per doc
-    assert lengths.tolist() == [8, 3, 5] and ids.shape == (3, 8)
-    assert ids[1].tolist()[:3] == [tok.bos_token_id, tok.convert_tokens_to_ids("ohio"), tok.eos_token_id]
+    assert lengths.tolist() == [7, 2, 4] and ids.shape == (3, 7)
+    assert ids[1].tolist()[:2] == [tok.bos_token_id, tok.convert_tokens_to_ids("ohio")]
     packed, plen = make_windows(tok, docs, context_size=6)          # a doc is too long -> packed
     assert packed.shape[1] == 6 and (plen == 6).all()
     pad = 999
-    ids[1, 3:], ids[2, 5:] = pad, pad
+    ids[1, 2:], ids[2, 4:] = pad, pad
     buf = ActivationBuffer(ids, fake_read, batch_size=4, lengths=lengths, windows_per_chunk=3)
-    x = torch.cat([next(buf)[0] for _ in range(3)])                # 7 + 2 + 4 = 13 real tokens -> 3 batches
-    assert x.shape[0] == 12 and not (x[:, 0, 0] == pad).any() and not (x[:, 0, 1] == 0).any()
+    x = torch.cat([next(buf)[0] for _ in range(2)])                # 6 + 1 + 3 = 10 real tokens -> 2 batches
+    assert x.shape[0] == 8 and not (x[:, 0, 0] == pad).any() and not (x[:, 0, 1] == 0).any()

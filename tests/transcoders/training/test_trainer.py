@@ -94,6 +94,8 @@ def test_bad_inputs(tiny, tmp_path):
     other = make_model(len(tok), n_layers=2, d=16)
     with pytest.raises(TranscoderMismatchError, match="d_model=16"):
         train(other, tok, corpus, cfg(tmp_path, "ck", steps=2), progress=False, resume=True)
+    with pytest.raises(FileExistsError, match="resume=True"):      # no silent overwrite of a run
+        train(model, tok, corpus, cfg(tmp_path, "ck", steps=2), progress=False)
     # a changed recipe cannot be resumed either
     with pytest.raises(ValueError, match="n_features"):
         train(model, tok, corpus, cfg(tmp_path, "ck", steps=2, n_features=12), progress=False, resume=True)
@@ -133,5 +135,5 @@ def test_train_from_args(tiny, tmp_path, capsys):
 def test_short_documents_one_window_each(tiny, tmp_path):
     model, tok, _ = tiny
     docs = ["the capital of texas is austin", "ohio has columbus", "maine is small", "utah is big"] * 10
-    report = train(model, tok, docs, cfg(tmp_path, steps=3, eval_tokens=8), progress=False)
-    assert report.completed and report.eval_tokens == 2 * 4     # eval docs "maine is small", "utah is big" + EOS
+    report = train(model, tok, docs, cfg(tmp_path, steps=3, eval_tokens=6), progress=False)
+    assert report.completed and report.eval_tokens == 2 * 3     # eval docs "maine is small", "utah is big"
