@@ -18,7 +18,7 @@ def test_fold_is_exact(cross_layer, activation, skip):
     torch.testing.assert_close(norm.apply(x, y)[1].norm(dim=-1).mean(0), torch.full((L,), d ** 0.5))
     norm = Normalizer(norm.x_scale.double(), norm.y_scale.double())
     x, y = x.double(), y.double()
-    xn, yn = norm.apply(x, y)
+    xn, _ = norm.apply(x, y)
     tc = Transcoder.random(L, d, 32, cross_layer=cross_layer, activation=activation, skip=skip, seed=3,
                            dtype=torch.float64)
     if activation == "jumprelu":   # train with a log-threshold, as the trainer does
