@@ -16,6 +16,7 @@ from .interventions import (
 )
 from .replacement.model import PromptError, ReplacementModel
 from .transcoders import Transcoder, load_transcoders
+from .transcoders.training import TrainConfig, TrainingReport, train
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,6 @@ def plot(graph, **kwargs):
 
 __all__ = [
     "load", "attribute", "prune", "plot", "Graph", "GraphScores", "PruneResult", "ReplacementModel", "PromptError",
-    "Transcoder", "load_transcoders", "intervene", "generate", "validate", "Edit", "Supernode",
+    "Transcoder", "load_transcoders", "train", "TrainConfig", "TrainingReport", "intervene", "generate", "validate", "Edit", "Supernode",
     "InterventionResult", "ValidationReport", "set_feature", "scale_feature", "add_feature", "ablate_errors", "swap", "Target", "custom_target", "logit_difference", "__version__",
 ]

@@ -14,6 +14,16 @@ torch.set_num_threads(1)
 import helpers  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (real models, long training) run only with RUN_SLOW=1."""
+    if os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set RUN_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tok():
     return helpers.tokenizer()

@@ -26,8 +26,8 @@ STATES_DIR = ORGANISM_DIR.parent
 DETAILS_FILE = "feature_details.json.gz"
 TRAINING_SEED_CORPUS = 123
 DEFAULTS = {
-    "clt": dict(kind="clt", n_features=512, steps=1500),
-    "plt": dict(kind="plt", n_features=512, steps=1500),
+    "clt": dict(kind="clt", n_features=512, steps=1000),
+    "plt": dict(kind="plt", n_features=512, steps=1000),
 }
 
 
