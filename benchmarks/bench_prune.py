@@ -88,7 +88,7 @@ def circuit_tracer(args) -> dict:
         logit_probabilities=torch.from_numpy(z["logit_prob"][kind == "logit"]).float(),
     )
     med, times, r = timed(lambda: prune_graph(g), args.runs)
-    return {"n_nodes": int(len(kind)), "ct_prune_s": med, "ct_prune_runs": times,
+    return {"n_nodes": len(kind), "ct_prune_s": med, "ct_prune_runs": times,
             "ct_pruned_nodes": int(r.node_mask.sum()), "ct_pruned_edges": int(r.edge_mask.sum())}
 
 

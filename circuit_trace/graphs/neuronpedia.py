@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from .graph import _json_default, atomic_write_bytes
+from ..atomic import atomic_write_bytes
+from .graph import _json_default
 from .ids import cantor_pair, node_ids
 
 if TYPE_CHECKING:

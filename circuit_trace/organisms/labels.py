@@ -11,7 +11,7 @@ The contexts also become Neuronpedia feature-detail files for the offline viewer
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch

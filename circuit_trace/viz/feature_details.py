@@ -10,15 +10,14 @@ static viewer's base is `/features` (DIR/features/ on the server) or a relative
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from circuit_trace.graphs.ids import cantor_pair as cantor_index  # the node's `feature` id
+from ..atomic import atomic_write_json
+from ..graphs.ids import cantor_pair as cantor_index  # the node's `feature` id
 
 __all__ = ["write_feature_details", "validate_feature_details", "feature_details_from_examples", "cantor_index",
            "FeatureDetailsError"]
@@ -108,22 +107,6 @@ def feature_details_from_examples(index: int, examples: Sequence[tuple[Sequence[
     return validate_feature_details(d)
 
 
-def _write_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_feature_details(directory: str | os.PathLike, features: Iterable[Mapping[str, Any]]) -> list[Path]:
     """Validate each feature-details dict and write it to `directory/<index>.json` (atomically;
     the directory is created). All features are validated before anything is written. Returns the
@@ -139,6 +122,6 @@ def write_feature_details(directory: str | os.PathLike, features: Iterable[Mappi
     paths = []
     for d in docs:
         p = directory / f"{d['index']}.json"
-        _write_atomic(p, d)
+        atomic_write_json(p, d, compact=True)
         paths.append(p)
     return paths

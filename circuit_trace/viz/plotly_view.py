@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -22,6 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
+from ..atomic import atomic_write_text
 from . import _data
 from ._data import VNode
 
@@ -366,22 +366,7 @@ def to_html(graph: Any, path: str | os.PathLike, **kw: Any) -> Path:
     fig = kw.pop("figure", None) or plot(graph, **kw)
     config = {"displaylogo": False, "responsive": True, **html_kw.pop("config", {})}
     text = fig.to_html(include_plotlyjs=True, full_html=True, config=config, post_script=_CLICK_JS, **html_kw)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def widget(graph: Any, **kw: Any):

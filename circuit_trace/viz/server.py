@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 import webbrowser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from ..atomic import atomic_write_json
 
 __all__ = ["serve", "start_server", "ViewerServer", "make_server", "STATIC_DIR", "CSP"]
 
@@ -76,23 +77,6 @@ def safe_join(root: Path, rel: str) -> Path:
     if not target.is_file():
         raise Refused(404, "not found")
     return target
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside `path`, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def validate_qparams(q: Any) -> dict:
@@ -299,7 +283,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 if bad:
                     raise Refused(400, f"unknown node ids: {bad[:5]}")
                 data["qParams"] = {**(data.get("qParams") or {}), **q}
-                write_json_atomic(target, data)
+                atomic_write_json(target, data, compact=True)
             self._json(200, {"ok": True, "qParams": data["qParams"]})
         except Refused as e:
             self._error(e.status, str(e))

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ...atomic import atomic_write_text
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
 from .buffer import ActivationBuffer, make_windows, read_corpus
@@ -158,7 +159,7 @@ class TrainingReport:
         return self.tokens / self.seconds if self.seconds else 0.0
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_text(Path(path), json.dumps(dataclasses.asdict(self), indent=2))
+        atomic_write_text(Path(path), json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainingReport:
@@ -277,7 +278,7 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_write_text(ckpt_root / "latest", final.name)
+        atomic_write_text(ckpt_root / "latest", final.name)
         old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p != final)
         for p in old[: max(0, len(old) - self.cfg.keep_checkpoints + 1)]:
             shutil.rmtree(p, ignore_errors=True)
@@ -350,12 +351,6 @@ def new_transcoder(n_layers: int, d_model: int, config: TrainConfig, *, device=N
                       feature_input_hook=config.input_hook, feature_output_hook=config.output_hook,
                       name=config.name, model_name=model_name, threshold_param="log_threshold",
                       bandwidth=config.bandwidth, device=device, dtype=dtype)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _writable_dir(path: str | os.PathLike) -> Path:
