@@ -51,10 +51,12 @@ def load(
     transcoders: a hub id or local directory in the circuit-tracer layout, or a `Transcoder`.
     """
     dev, dt = default_device(device), resolve_dtype(dtype)
+    organism_tc = None
     if model is None:
         model_dir, clt_dir = _organism_paths()
-        model, transcoders = str(model_dir), clt_dir if transcoders is None else transcoders
-        model_id = "circuit-trace/states-organism"
+        if transcoders is None:
+            transcoders, organism_tc = clt_dir, "circuit-trace/states-clt"
+        model, model_id = str(model_dir), "circuit-trace/states-organism"
     else:
         model_id = model if isinstance(model, str) else None
     if isinstance(model, (str, Path)):
@@ -73,6 +75,7 @@ def load(
         tc = load_transcoders(str(transcoders), device=dev, dtype=dt or torch.float32)
         tc.feature_labels = read_feature_labels(Path(transcoders))
         tc.source_path = str(transcoders)
+        tc.name = organism_tc or tc.name
     elif isinstance(transcoders, Transcoder):
         tc = transcoders.to(device=dev, dtype=dt) if dt else transcoders.to(dev)
     else:

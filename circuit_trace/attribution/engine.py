@@ -53,13 +53,12 @@ class _Sources:
     """What each source wrote into the residual stream, ready to contract with gradients."""
 
     @torch.no_grad()
-    def __init__(self, lr: LocalReplacement, chunk_elems: int = 1 << 25):
+    def __init__(self, lr: LocalReplacement):
         tc, f = lr.rm.transcoders, lr.features
         self.L, self.P = lr.rm.n_layers, lr.n_pos
         self.n_feat = len(f)
         self.n_err = self.L * (self.P - 1)
         self.n_src = self.n_feat + self.n_err + self.P
-        self.chunk_elems = chunk_elems
         # per source layer: (columns [n], position segments [(p, lo, hi)], activation-scaled
         # decoders flattened over target layers [n, n_out * d]). Features come in canonical order
         # (layer, pos, feature), so each position's sources are one contiguous slice.
