@@ -117,9 +117,25 @@ def cmd_intervene(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .transcoders.training.trainer import train_from_args
+    from .models import UnsupportedArchitectureError, load_hf
+    from .transcoders.training import CorpusError, OutputDirError, train
+    from .transcoders.training.trainer import config_from_args
 
-    train_from_args(args)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        raise CLIError(f"bad training option: {exc}") from exc
+    try:
+        model, tokenizer = load_hf(args.model, device=args.device)
+    except (OSError, ValueError) as exc:  # load_hf's OSError already names the model
+        raise CLIError(str(exc) if isinstance(exc, OSError) else f"could not load the model: {exc}", EXIT_LOAD) from exc
+    try:
+        report = train(model, tokenizer, args.corpus, config, resume=args.resume, progress=not args.no_progress)
+    except UnsupportedArchitectureError as exc:
+        raise CLIError(str(exc), EXIT_LOAD) from exc
+    except (CorpusError, OutputDirError, FileExistsError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(report.summary())
     return EXIT_OK
 
 
@@ -259,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer_index_pos, or a supernode NAME; repeatable")
     p.add_argument("--set", action="append", default=[], metavar="ID=V", help="set a feature's activation to V; repeatable")
     p.add_argument("--supernode", action="append", default=[], metavar="NAME=IDS",
-                   help="name a group of feature ids (comma separated) for --scale/--set; repeatable")
+                   help="name a group of feature ids (comma separated, each layer_index or layer_index_pos) "
+                        "for --scale/--set; repeatable")
     p.add_argument("--mode", choices=["free", "constrained"], default="free",
                    help="free: everything downstream recomputed (default); constrained: attention, norms and "
                         "MLP outputs frozen (the local replacement model)")

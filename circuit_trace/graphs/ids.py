@@ -1,6 +1,7 @@
 """Node identifiers: Cantor pairing and the Neuronpedia node-id formats (SPEC §4).
 
-Kept tiny and dependency-free so that attribution can name nodes exactly as the exporter will.
+Kept tiny and dependency-free: the node table (`Graph`), the Neuronpedia exporter, the CLI and the
+viewer's feature-detail files all name nodes through these functions.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_json
 from .graph import _json_default
 from .ids import cantor_pair, node_ids
 
@@ -275,8 +275,7 @@ def validate(data: dict) -> None:
 
 def write_json(data: dict, path: str | os.PathLike) -> None:
     """Write compact UTF-8 JSON atomically (temp file + os.replace). NaN/inf are refused."""
-    payload = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    atomic_write_bytes(path, payload.encode("utf-8"))
+    atomic_write_json(path, data, compact=True)
 
 
 def load_json(path: str | os.PathLike, validate_schema: bool = True) -> dict:

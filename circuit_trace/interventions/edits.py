@@ -287,12 +287,17 @@ def check_edits(edits: Sequence[EditLike], *, n_layers: int, d_features: int, n_
 def parse_cli_edits(scale: list[str] | None, set_: list[str] | None, supernode: list[str] | None) -> list[Edit]:
     """CLI edit flags -> edits. `--supernode NAME=id,id,...` (or space separated) defines a group;
     `--scale ID=F` / `--set ID=V` take a feature id (`layer_index`: every position;
-    `layer_index_pos`: that position) or a supernode NAME."""
-    groups: dict[str, Supernode] = {}
+    `layer_index_pos`: that position) or a supernode NAME, whose ids follow the same two forms."""
+    groups: dict[str, list[tuple[int, int, int | None]]] = {}
     for spec in supernode or []:
         name, ids = _split_assignment(spec, "--supernode")
         node_ids = [i for i in ids.replace(",", " ").split() if i]
-        groups[name] = Supernode(name, tuple(node_ids))
+        if not node_ids:
+            raise EditError(f"--supernode {spec!r}: no feature ids after '='")
+        try:
+            groups[name] = [parse_feature_id(i) for i in node_ids]
+        except EditError as exc:
+            raise EditError(f"--supernode {name}: {exc}") from None
     edits: list[Edit] = []
     for op, specs in (("scale", scale), ("set", set_)):
         for spec in specs or []:
@@ -301,10 +306,8 @@ def parse_cli_edits(scale: list[str] | None, set_: list[str] | None, supernode: 
                 value = float(raw)
             except ValueError:
                 raise EditError(f"--{op} {spec!r}: {raw!r} is not a number") from None
-            if target in groups:
-                edits.extend(groups[target].edits(op, value))  # type: ignore[arg-type]
-            else:
-                layer, index, pos = parse_feature_id(target)
+            members = groups[target] if target in groups else [parse_feature_id(target)]
+            for layer, index, pos in members:
                 edits.append(Edit((layer, index), op, value, None if pos is None else (pos,)))  # type: ignore[arg-type]
     return edits
 

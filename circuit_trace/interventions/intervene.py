@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..replacement.model import ReplacementModel, decode_layer
 from .edits import (
     Edit,
@@ -81,8 +82,9 @@ class InterventionResult:
         return self.top_before[0].token_id != self.top_after[0].token_id
 
     def save(self, path: str | os.PathLike) -> None:
-        """`path`.json (metadata, tables) + `path`.safetensors (logits); no pickle."""
-        from safetensors.torch import save_file
+        """`path`.json (metadata, tables) + `path`.safetensors (logits), each written atomically;
+        no pickle."""
+        from safetensors.torch import save
 
         p = Path(path)
         meta = {
@@ -91,9 +93,10 @@ class InterventionResult:
             "top_before": [vars(t) for t in self.top_before], "top_after": [vars(t) for t in self.top_after],
             "features": self.features.to_dict(orient="records"),
         }
-        p.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=float))
-        save_file({"logits_before": self.logits_before.contiguous().float().cpu(),
-                   "logits_after": self.logits_after.contiguous().float().cpu()}, str(p.with_suffix(".safetensors")))
+        atomic_write_text(p.with_suffix(".json"), json.dumps(meta, indent=1, default=float))
+        atomic_write_bytes(p.with_suffix(".safetensors"), save({
+            "logits_before": self.logits_before.contiguous().float().cpu(),
+            "logits_after": self.logits_after.contiguous().float().cpu()}))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InterventionResult:
@@ -184,7 +187,6 @@ class _FreeEdits:
             top = max(max(e.layers) if e.layers is not None else L - 1 for e in self.error_edits)
             need |= set(range(top + 1))  # a CLT's reconstruction of layer l needs every layer <= l
         self.need = need
-        self.applied: list[list[float]] | None = None  # new values of each edit, first forward pass
         self._reset()
 
     def _reset(self) -> None:

@@ -25,6 +25,7 @@ import scipy.sparse.linalg as spla
 import torch
 from scipy.stats import spearmanr
 
+from ..atomic import atomic_write_text
 from ..graphs.influence import as_csr
 from ..replacement.model import ReplacementModel
 from .edits import Edit, EditError
@@ -101,7 +102,7 @@ class ValidationReport:
         meta = {"format": "circuit_trace.validation", "version": "1", "prompt": self.prompt, "goal": self.goal,
                 "settings": self.settings, "pairs": self.pairs.to_dict(orient="list"),
                 "ablations": self.ablations.to_dict(orient="list")}
-        Path(path).write_text(json.dumps(meta, default=float))
+        atomic_write_text(path, json.dumps(meta, default=float))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ValidationReport:

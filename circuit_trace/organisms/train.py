@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from .corpus import HELD_OUT_CITIES, MIX, fact_sentences, generate_corpus
 from .evaluation import evaluate_organism
 from .tokenizer import EOS, train_tokenizer
@@ -153,7 +154,7 @@ def train(cfg: TrainConfig, out: Path, log=print, command: str = "") -> dict:
         "torch": torch.__version__,
         "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -337,7 +337,7 @@ def _plt_paths(folder: Path, cfg: dict[str, Any]) -> list[Path]:
     return out
 
 
-def _read_plt_layer(p: Path, l: int) -> tuple[dict[str, torch.Tensor], _File | None]:
+def _read_plt_layer(p: Path) -> tuple[dict[str, torch.Tensor], _File | None]:
     """Eagerly read one per-layer file, mapping GemmaScope (npz) and GemmaScope-2 key names to
     circuit-tracer's. Returns tensors (without W_dec for a safetensors file, which may stay lazy)
     and the open file (None for npz)."""
@@ -347,7 +347,7 @@ def _read_plt_layer(p: Path, l: int) -> tuple[dict[str, torch.Tensor], _File | N
         if not p.is_file():
             raise CheckpointError(f"missing checkpoint file {p}", path=str(p))
         try:
-            raw = {k: torch.from_numpy(np.asarray(v)) for k, v in np.load(p).items()}
+            raw = {k: torch.from_numpy(np.asarray(v)) for k, v in np.load(p, allow_pickle=False).items()}
         except Exception as e:
             raise CheckpointError(f"{p}: not a readable npz file: {e}", path=str(p)) from e
         for key in ("W_enc", "W_dec", "b_enc", "b_dec"):
@@ -389,7 +389,7 @@ def _load_plt_set(folder: Path, cfg: dict[str, Any], name: str, device: Any, dty
     ref: dict[str, Any] = {}
     with torch.no_grad():
         for l, p in enumerate(paths):
-            t, f = _read_plt_layer(p, l)
+            t, f = _read_plt_layer(p)
             try:
                 if tc is None:
                     if t["W_enc"].ndim != 2:

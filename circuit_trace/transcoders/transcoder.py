@@ -355,7 +355,7 @@ class Transcoder(nn.Module):
 
     def save(self, path: str) -> None:
         """Write the circuit-tracer layout to directory `path` atomically (see `formats.save_transcoder`)."""
-        from .formats import save_transcoder  # io imports this module
+        from .formats import save_transcoder  # formats imports this module
 
         save_transcoder(self, path)
 

@@ -361,7 +361,7 @@ _CLICK_JS = r"""
 def to_html(graph: Any, path: str | os.PathLike, **kw: Any) -> Path:
     """Write a self-contained HTML page (plotly.js inlined, no CDN) with the figure and the
     click-to-highlight script. The file is written atomically. Keyword arguments go to `plot`
-    (and `full_html`/`config`/`div_id` to plotly's `write_html`)."""
+    (and `config`/`div_id`/`auto_play` to plotly's `Figure.to_html`; `figure=` draws a ready figure)."""
     html_kw = {k: kw.pop(k) for k in ("config", "div_id", "auto_play") if k in kw}
     fig = kw.pop("figure", None) or plot(graph, **kw)
     config = {"displaylogo": False, "responsive": True, **html_kw.pop("config", {})}

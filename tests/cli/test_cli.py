@@ -97,3 +97,21 @@ def test_intervene_bad_edits(saved, capsys, edit):
     code = main(["intervene", "w1 w5", "--model", str(saved / "model"), "--transcoders", str(saved / "clt"), *edit])
     assert code == EXIT_INPUT
     assert "error:" in capsys.readouterr().err
+
+
+def test_intervene_supernode_without_positions(saved, capsys):
+    code = main(["intervene", "w1 w5 w7 w9", "--model", str(saved / "model"), "--transcoders", str(saved / "clt"),
+                 "--supernode", "grp=1_3,0_5", "--set", "grp=0"])
+    assert code == EXIT_OK, capsys.readouterr().err
+    assert "after" in capsys.readouterr().out
+
+
+def test_train_bad_inputs_exit_codes(saved, tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("w1 w2 w3\n")
+    missing = main(["train", "--model", str(saved / "model"), "--corpus", str(tmp_path / "none.txt"),
+                    "--features", "8", "--out", str(tmp_path / "o1"), "--no-progress"])
+    assert missing == EXIT_INPUT and "none.txt" in capsys.readouterr().err
+    bad_model = main(["train", "--model", str(tmp_path / "no-model"), "--corpus", str(corpus),
+                      "--features", "8", "--out", str(tmp_path / "o2"), "--no-progress"])
+    assert bad_model == EXIT_LOAD and "error:" in capsys.readouterr().err

@@ -344,7 +344,9 @@ class Trainer:
 def new_transcoder(n_layers: int, d_model: int, config: TrainConfig, *, device=None,
                    model_name: str | None = None) -> Transcoder:
     """An untrained transcoder for ``config`` (log-threshold JumpReLU or TopK)."""
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.dtype]
+    from ...models.loading import resolve_dtype
+
+    dtype = resolve_dtype(config.dtype)
     return Transcoder(n_layers, d_model, config.n_features, cross_layer=config.kind == "clt",
                       activation=config.activation, skip=config.skip,
                       k=config.k if config.activation == "topk" else None,
@@ -455,8 +457,8 @@ def _train(adapter, trainer: Trainer, buffer, cfg: TrainConfig, out_dir: Path, e
         trainer.load_checkpoint(ckpt_root / (ckpt_root / "latest").read_text().strip())
     else:
         if (ckpt_root / "latest").exists():
-            raise FileExistsError(f"{ckpt_root} already holds a checkpoint: pass resume=True to continue "
-                                  "it, or choose another out_dir")
+            raise FileExistsError(f"{ckpt_root} already holds a checkpoint: pass resume=True (--resume on the "
+                                  "command line) to continue it, or choose another out_dir (--out)")
         if init is not None:
             _check_init(init, adapter, cfg)
         trainer.initialize()
@@ -519,23 +521,42 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """``circuit-trace train`` options."""
     parser.add_argument("--model", required=True, help="HF hub id or local model directory")
     parser.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
-    parser.add_argument("--kind", choices=KINDS, default="clt")
+    parser.add_argument("--kind", choices=KINDS, default="clt",
+                        help="clt: cross-layer transcoder (default); plt: per-layer transcoders")
     parser.add_argument("--features", type=int, required=True, help="features per layer")
-    parser.add_argument("--activation", choices=TRAINABLE_ACTIVATIONS, default="jumprelu")
-    parser.add_argument("--k", type=int, default=32, help="TopK: active features per layer")
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--activation", choices=TRAINABLE_ACTIVATIONS, default="jumprelu",
+                        help="feature nonlinearity (default jumprelu)")
+    parser.add_argument("--k", type=int, default=32, help="TopK: active features per layer (default 32)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimiser steps (default: --tokens / --batch-size, else 2000)")
     parser.add_argument("--tokens", type=int, default=None, help="train on this many tokens instead of --steps")
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--lambda-s", type=float, default=None)
-    parser.add_argument("--context-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--out", default="transcoder_out")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=1024, help="tokens per step (default 1024)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate (default 2e-4 / sqrt(features / 16384), at most 1e-2)")
+    parser.add_argument("--lambda-s", type=float, default=None,
+                        help="JumpReLU sparsity coefficient, reached after a linear ramp (default d_model / 256)")
+    parser.add_argument("--context-size", type=int, default=128,
+                        help="tokens per window (default 128, capped at the model's context)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
+    parser.add_argument("--checkpoint-every", type=int, default=500,
+                        help="steps between checkpoints in OUT/checkpoints (default 500)")
+    parser.add_argument("--out", default="transcoder_out",
+                        help="output directory: checkpoints/, transcoder/ (circuit-tracer layout), report.json "
+                             "(default transcoder_out)")
+    parser.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda when available)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The `TrainConfig` of parsed ``circuit-trace train`` arguments (checked with `validate`)."""
+    config = TrainConfig(kind=args.kind, n_features=args.features, activation=args.activation, k=args.k,
+                         steps=args.steps, n_tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
+                         lambda_s=args.lambda_s, context_size=args.context_size, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, out_dir=args.out, device=args.device)
+    config.validate()
+    return config
 
 
 def train_from_args(args: argparse.Namespace | list[str] | None = None) -> TrainingReport:
@@ -544,10 +565,7 @@ def train_from_args(args: argparse.Namespace | list[str] | None = None) -> Train
 
     if not isinstance(args, argparse.Namespace):
         args = add_train_arguments(argparse.ArgumentParser(prog="circuit-trace train")).parse_args(args)
-    config = TrainConfig(kind=args.kind, n_features=args.features, activation=args.activation, k=args.k,
-                         steps=args.steps, n_tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
-                         lambda_s=args.lambda_s, context_size=args.context_size, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, out_dir=args.out, device=args.device)
+    config = config_from_args(args)
     model, tokenizer = load_hf(args.model, device=args.device)
     report = train(model, tokenizer, args.corpus, config, resume=args.resume, progress=not args.no_progress)
     print(report.summary())
