@@ -93,7 +93,8 @@ def cmd_trace(args) -> int:
                       max_n_logits=args.max_n_logits, desired_logit_prob=args.desired_logit_prob,
                       progress=not args.quiet)
     pruned = prune(graph, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
-    graph.to_json(out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    graph.to_json(out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
+                  pruned=pruned)
     _print_trace(graph, pruned, time.perf_counter() - t0, out)
     return EXIT_OK
 
@@ -225,7 +226,7 @@ def cmd_demo(args) -> int:
     rm = load(device=args.device)
     graph = attribute(rm, DEMO_PROMPT, progress=not args.quiet)
     pruned = prune(graph)
-    graph.to_json(out, slug="dallas-austin")
+    graph.to_json(out, slug="dallas-austin", pruned=pruned)
     _print_trace(graph, pruned, time.perf_counter() - t0, out)
     html = to_html(graph, out.with_suffix(".html"))
     print(f"wrote {html} (interactive view; `circuit-trace serve {out.parent}` for the full viewer)")

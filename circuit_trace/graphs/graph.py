@@ -317,18 +317,20 @@ class Graph:
         info: dict | None = None,
         supernodes: Iterable[Sequence[Any]] | None = None,
         pinned_ids: Iterable[str] | None = None,
+        pruned: PruneResult | None = None,
     ) -> dict:
         """Prune and write Neuronpedia JSON atomically; returns the written dict.
 
         slug defaults to the file stem, scan to `model_id`. pinned_ids / supernode members may be
         Neuronpedia ids or this table's node ids; unknown or pruned ids raise ValueError.
+        `pruned`: this graph's `prune(node_threshold, edge_threshold)` result, when already computed.
         """
         from .neuronpedia import to_neuronpedia, write_json
 
         path = Path(path)
         data = to_neuronpedia(
             self,
-            self.prune(node_threshold, edge_threshold),
+            pruned if pruned is not None else self.prune(node_threshold, edge_threshold),
             slug=slug if slug is not None else path.stem,
             scan=scan,
             info=info,

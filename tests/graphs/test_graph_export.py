@@ -259,3 +259,14 @@ def test_missing_node_id_column_is_filled_with_neuronpedia_ids():
     assert list(h.nodes.columns)[0] == "node_id"
     assert h.nodes["node_id"].tolist() == g.nodes["node_id"].tolist()
     assert h.equals(g)
+
+
+def test_to_json_with_a_precomputed_prune_writes_the_same_graph(tmp_path):
+    g = random_graph(3, 6, 20, seed=4)
+    fresh = g.to_json(tmp_path / "a.json", node_threshold=0.7, edge_threshold=0.9)
+    reused = g.to_json(tmp_path / "b.json", node_threshold=0.7, edge_threshold=0.9,
+                       pruned=g.prune(0.7, 0.9))
+    for doc in (fresh, reused):
+        doc["metadata"]["slug"] = ""
+        doc["metadata"].get("info", {}).pop("create_time_ms", None)
+    assert fresh == reused
