@@ -1,13 +1,14 @@
 """The batched backward engine (SPEC §3).
 
-One frozen forward pass of B copies of the prompt is kept; each backward pass seeds one target per
-batch row (a feature's encoder vector at its layer and position, or a logit direction at the last
-position) and reads gradients at the embeddings and at every MLP output. A gradient g_l[p] turns
-into edge weights by contraction with what each source wrote there:
+Each backward pass seeds B targets at once (a feature's encoder vector at its layer and position,
+or a logit direction at the last position) and reads gradients at the embeddings and at every MLP
+output. A gradient g_l[p] turns into edge weights by contraction with what each source wrote there:
     feature s:   A[t, s] = a_s * sum_{l_s <= l < l_t} W_dec^{l_s -> l}[s] . g_l[p_s]
     error (l,p): A[t, e] = e_l[p] . g_l[p]        embedding p: A[t, E_p] = emb[p] . g_emb[p]
-Targets in one batch are grouped by layer, so a pass only runs back through the layers below them
-(autograd visits only what the seeds can reach): causal-cone batching by layer band."""
+The frozen forward runs with batch 1 and the backward is vmapped over the B seeds
+(`is_grads_batched`), so no B copies of the forward are built or kept. Causal-cone batching: a
+pass holds features of one layer (it starts there: nothing above it is differentiated) and its
+forward covers only the positions up to the pass's last one (nothing after it is)."""
 
 from __future__ import annotations
 
@@ -59,66 +60,70 @@ class _Sources:
         self.n_feat = len(f)
         self.n_err = self.L * (self.P - 1)
         self.n_src = self.n_feat + self.n_err + self.P
-        # per source layer: (columns [n], position segments [(p, lo, hi)], activation-scaled
+        # per source layer: (first column, position segments [(p, lo, hi)], activation-scaled
         # decoders flattened over target layers [n, n_out * d]). Features come in canonical order
-        # (layer, pos, feature), so each position's sources are one contiguous slice.
-        self.by_layer: list[tuple[int, torch.Tensor, list[tuple[int, int, int]], torch.Tensor]] = []
+        # (layer, pos, feature), so a layer's sources, and each position's, are contiguous columns.
+        self.by_layer: list[tuple[int, int, list[tuple[int, int, int]], torch.Tensor]] = []
         for layer in range(self.L):
             cols = (f.layer == layer).nonzero().squeeze(1)
             if cols.numel():
+                assert int(cols[-1] - cols[0]) + 1 == cols.numel(), "features must be in canonical order"
                 dec = tc.decoder_vectors(layer, f.index[cols]).float()  # [n, n_out, d]
                 writes = (dec * f.activation[cols, None, None].float()).reshape(len(cols), -1)
                 pos = f.pos[cols]
                 uniq, counts = torch.unique_consecutive(pos, return_counts=True)
                 ends = counts.cumsum(0).tolist()
                 segs = [(int(p), hi - int(c), hi) for p, c, hi in zip(uniq.tolist(), counts.tolist(), ends)]
-                self.by_layer.append((layer, cols, segs, writes.contiguous()))
+                self.by_layer.append((layer, int(cols[0]), segs, writes.contiguous()))
         self.errors = lr.errors[:, 1:].float()  # [L, P-1, d]
         self.embeds = lr.embeds.float()  # [P, d]
 
     @torch.no_grad()
-    def rows(self, g_emb: torch.Tensor, g_mlp: list[torch.Tensor | None]) -> torch.Tensor:
-        """g_emb [B, P, d], g_mlp: per layer [B, P, d] or None (unreached) -> [B, n_src] edge rows."""
-        B = g_emb.shape[0]
-        out = torch.zeros(B, self.n_src, device=g_emb.device)
+    def rows(self, g_emb: torch.Tensor, g_mlp: list[torch.Tensor | None], out: torch.Tensor | None = None) -> torch.Tensor:
+        """g_emb [B, P', d], g_mlp: per layer [B, P', d] or None (unreached) -> [B, n_src] edge rows.
+
+        P' <= P: gradients of a prefix pass; sources after it get no edge (causality). `out`, if
+        given, must hold zeros: only reachable sources are written (no [B, n_src] temporary)."""
+        B, Pb, d = g_emb.shape
+        out = torch.zeros(B, self.n_src, device=g_emb.device) if out is None else out
         g_mlp = [None if g is None else g.float() for g in g_mlp]
-        d = g_emb.shape[-1]
-        for layer, cols, segs, writes in self.by_layer:
+        for layer, c0, segs, writes in self.by_layer:
             # target layers reached by this backward pass: layer .. layer + j_max - 1
             reached = [j for j in range(writes.shape[1] // d) if g_mlp[layer + j] is not None]
-            if not reached:
+            segs = [sg for sg in segs if sg[0] < Pb]
+            if not reached or not segs:
                 continue
             j_max = reached[-1] + 1
             gs = [g_mlp[layer + j] if g_mlp[layer + j] is not None else torch.zeros_like(g_mlp[layer + j_max - 1])
                   for j in range(j_max)]
-            g_cat = gs[0] if j_max == 1 else torch.cat(gs, -1)  # [B, P, j_max * d]
+            g_cat = gs[0] if j_max == 1 else torch.cat(gs, -1)  # [B, P', j_max * d]
             w = writes[:, : j_max * d]
-            acc = torch.empty(B, writes.shape[0], device=g_emb.device)
             # one GEMM per source position: [B, j_max*d] x [j_max*d, n_p]
             for p, lo, hi in segs:
-                acc[:, lo:hi] = g_cat[:, p] @ w[lo:hi].T
-            out[:, cols] = acc
+                out[:, c0 + lo : c0 + hi] = g_cat[:, p] @ w[lo:hi].T
         base = self.n_feat
         for layer, g in enumerate(g_mlp):
             if g is not None:
                 lo = base + layer * (self.P - 1)
-                out[:, lo : lo + self.P - 1] = (g[:, 1:] * self.errors[layer]).sum(-1)
-        out[:, base + self.n_err :] = (g_emb.float() * self.embeds).sum(-1)
+                out[:, lo : lo + Pb - 1] = (g[:, 1:] * self.errors[layer, : Pb - 1]).sum(-1)
+        lo = base + self.n_err
+        out[:, lo : lo + Pb] = (g_emb.float() * self.embeds[:Pb]).sum(-1)
         return out
 
 
-def _auto_batch_size(lr: LocalReplacement, device: torch.device, n_targets: int) -> int:
-    """Largest batch (<= 256) whose retained forward graph fits in half the free memory."""
+def _auto_batch_size(lr: LocalReplacement, device: torch.device, n_src: int) -> int:
+    """Largest batch (<= 256) whose backward pass fits in half the free memory."""
     ad = lr.rm.adapter
-    heads = getattr(ad.config, "num_attention_heads", 8)
     elem = torch.finfo(lr.rm.dtype).bits // 8
-    # activations kept for backward per layer and row: ~12 residual-sized tensors + attention scores
-    per_row = ad.n_layers * lr.n_pos * (12 * ad.d_model + 2 * heads * lr.n_pos) * elem
+    # per seed row: gradients at every layer's MLP output and the embeddings (kept, plus the float32
+    # copies `rows` contracts), a few in flight inside a layer, and the row itself. The forward is
+    # batch 1 (vmapped backward), so it is not counted.
+    per_row = ((ad.n_layers + 1) * (elem + 4) + 8 * elem) * lr.n_pos * ad.d_model + 4 * n_src
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:
         free = psutil.virtual_memory().available
-    return int(max(1, min(DEFAULT_BATCH_SIZE, n_targets, (free // 2) // max(1, per_row))))
+    return int(max(1, min(DEFAULT_BATCH_SIZE, (free // 2) // max(1, per_row))))
 
 
 def _logit_influence(
@@ -189,6 +194,30 @@ def _csr_from_parts(parts: list, row_starts: list[int], n: int) -> sp.csr_array:
     return out
 
 
+def _schedule(feats, features, bsz: int) -> list[list[int]]:
+    """Backward batches for `features` (canonical indices): canonical order, cut at every layer
+    change and every `bsz` rows. A batch's pass then starts at its own layer (nothing above it) and
+    runs over the prefix up to its last position (nothing after it): causal-cone batching. The
+    vmapped backward costs in proportion to its rows, so the extra, smaller batches are cheap."""
+    order = sorted(features)
+    layers = feats.layer[torch.as_tensor(order, dtype=torch.long)].tolist()
+    out: list[list[int]] = []
+    for i, (f, layer) in enumerate(zip(order, layers)):
+        if not out or len(out[-1]) == bsz or layer != layers[i - 1]:
+            out.append([])
+        out[-1].append(f)
+    return out
+
+
+def _batched_grads(out: torch.Tensor, seeds: torch.Tensor, fo, top: int) -> tuple[torch.Tensor, list]:
+    """Rows of d(seeds . out) for every seed (seeds [B, *out.shape]) with respect to the embeddings
+    and the MLP outputs of layers < top: (g_emb [B, P', d], per layer [B, P', d] or None)."""
+    g = torch.autograd.grad([out], [fo.embeds, *fo.mlp_out[:top]], [seeds], allow_unused=True,
+                            is_grads_batched=True)
+    g = [None if t is None else t[:, 0] for t in g]  # drop the forward's batch of 1
+    return g[0], g[1:] + [None] * (len(fo.mlp_out) - top)
+
+
 def compute_attribution(
     rm,
     prompt,
@@ -215,19 +244,17 @@ def compute_attribution(
     n_feat = len(feats)
     cap = DEFAULT_MAX_FEATURE_NODES if max_feature_nodes is None else int(max_feature_nodes)
     n_visit = min(cap, n_feat)
-    B = batch_size or _auto_batch_size(lr, rm.device, max(1, n_visit))
+    B = batch_size or _auto_batch_size(lr, rm.device, src.n_src)
     n_passes = 0
     bar = tqdm(total=K + n_visit, desc="attribution", unit="node", disable=not progress, dynamic_ncols=True)
 
     # -- logit rows -------------------------------------------------------------------------------
-    fo = lr.frozen_forward(batch=K)
+    fo = lr.frozen_forward()
     dirs = torch.stack([t.direction for t in tgts]).to(fo.z.device, fo.z.dtype)  # [K, d]
-    seed = dirs[:, None, :]  # [K, 1, d]
-    grads = torch.autograd.grad([fo.z], [fo.embeds, *fo.mlp_out], [seed], allow_unused=True)
+    logit_rows = src.rows(*_batched_grads(fo.z, dirs[:, None, None, :], fo, L))  # [K, n_src]
     n_passes += 1
-    logit_rows = src.rows(grads[0], list(grads[1:]))  # [K, n_src]
-    logit_values = ((fo.z[:, 0].float() * dirs.float()).sum(-1) + torch.tensor([t.bias for t in tgts])).detach()
-    del fo, grads
+    logit_values = ((fo.z[0, 0].float() * dirs.float()).sum(-1) + torch.tensor([t.bias for t in tgts])).detach()
+    del fo
     bar.update(K)
 
     # -- where rows go ----------------------------------------------------------------------------
@@ -249,61 +276,58 @@ def compute_attribution(
     visited: list[int] = []
 
     # -- feature rows -----------------------------------------------------------------------------
-    if n_visit:
-        fo = lr.frozen_forward(batch=min(B, n_visit))
+    def run_batch(batch_feats: list[int]) -> None:
+        """One backward pass for features of one layer, canonical order (see _schedule)."""
+        nonlocal n_passes
+        idx = torch.as_tensor(batch_feats)
+        layer, pos = int(feats.layer[idx[0]]), feats.pos[idx]
+        n_pos = int(pos.max()) + 1
+        fo = lr.frozen_forward(n_pos=n_pos)  # batch 1: the backward is vmapped over the seeds
+        seed = fo.x[layer].new_zeros(len(batch_feats), 1, n_pos, fo.x[layer].shape[-1])
+        seed[torch.arange(len(batch_feats)), 0, pos] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.dtype)
+        start, stop = len(visited), len(visited) + len(batch_feats)
+        # rows are written straight into their final (zero-filled) place where that is on the
+        # device; otherwise into a reused buffer that is copied out
+        if feat_rows is not None:
+            dest = feat_rows[start:stop]
+        else:  # all visited: batch = features start .. stop - 1 (canonical order)
+            assert batch_feats[0] == start and batch_feats[-1] == stop - 1
+            dest = torch.from_numpy(adjacency)[start:stop, : src.n_src] if adjacency is not None else None
+        direct = dest is not None and dest.device == rm.device
+        out = dest if direct else buffer[: len(batch_feats)].zero_()
+        src.rows(*_batched_grads(fo.x[layer], seed, fo, layer), out=out)
+        n_passes += 1
+        del fo, seed
+        if dest is None:
+            sparse_parts.append(_csr_parts(out.cpu().numpy()))
+        elif not direct:
+            dest.copy_(out)
+        if feat_sum is not None:
+            feat_sum[start:stop] = out.abs().sum(1).cpu()
+        visited.extend(batch_feats)
+        bar.update(len(batch_feats))
 
-        def run_batch(batch_feats: list[int]) -> None:
-            nonlocal n_passes
-            batch_feats = sorted(batch_feats)  # canonical order = by layer: one layer band per pass
-            layers = sorted({int(feats.layer[i]) for i in batch_feats})
-            outs, seeds = [], []
-            for layer in layers:
-                s = torch.zeros_like(fo.x[layer])
-                rows_here = [(b, i) for b, i in enumerate(batch_feats) if int(feats.layer[i]) == layer]
-                idx = torch.tensor([i for _, i in rows_here])
-                vecs = tc.encoder_vectors(layer, feats.index[idx]).to(s.dtype)  # [k, d]
-                s[torch.tensor([b for b, _ in rows_here]), feats.pos[idx]] = vecs
-                outs.append(fo.x[layer])
-                seeds.append(s)
-            top = max(layers)
-            g = torch.autograd.grad(outs, [fo.embeds, *fo.mlp_out[:top]], seeds, retain_graph=True, allow_unused=True)
-            n_passes += 1
-            g_mlp = list(g[1:]) + [None] * (L - top)
-            rows = src.rows(g[0], g_mlp)[: len(batch_feats)].cpu()
-            del g, g_mlp
-            start, stop = len(visited), len(visited) + len(batch_feats)
-            if feat_rows is not None:
-                feat_rows[start:stop] = rows
-                feat_sum[start:stop] = rows.abs().sum(1)
-            else:  # all visited: batch = features start .. stop - 1 (canonical order)
-                assert batch_feats[0] == start and batch_feats[-1] == stop - 1
-                if adjacency is not None:
-                    adjacency[start:stop, : src.n_src] = rows.numpy()
-                else:
-                    sparse_parts.append(_csr_parts(rows.numpy()))
-            visited.extend(batch_feats)
-            bar.update(len(batch_feats))
-
-        bsz = fo.x[0].shape[0]
-        if all_visited:
-            for lo in range(0, n_feat, bsz):
-                run_batch(list(range(lo, min(n_feat, lo + bsz))))
-        else:  # greedy: next the unvisited features with most estimated influence on the logits,
-            # re-ranked every RERANK_BATCHES batches (circuit-tracer's update_interval)
-            weights = torch.tensor([t.weight for t in tgts], dtype=torch.float32)
-            logit_abs = logit_rows.cpu().abs()
-            logit_sum = logit_abs.sum(1)
-            is_visited = torch.zeros(n_feat, dtype=torch.bool)
-            while len(visited) < n_visit:
-                k = len(visited)
-                infl = _logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
-                infl[is_visited] = -1.0
-                queue = infl.topk(min(RERANK_BATCHES * bsz, n_visit - k)).indices.tolist()
-                del infl
-                for lo in range(0, len(queue), bsz):
-                    run_batch(queue[lo : lo + bsz])
-                is_visited[torch.as_tensor(visited, dtype=torch.long)] = True
-        del fo
+    bsz = min(B, max(1, n_visit))
+    needs_buffer = rm.device.type != "cpu" or (feat_rows is None and adjacency is None)
+    buffer = torch.empty(bsz, src.n_src, device=rm.device) if n_visit and needs_buffer else None
+    if all_visited:
+        for batch in _schedule(feats, range(n_feat), bsz):
+            run_batch(batch)
+    elif n_visit:  # greedy: next the unvisited features with most estimated influence on the logits,
+        # re-ranked every RERANK_BATCHES batches (circuit-tracer's update_interval)
+        weights = torch.tensor([t.weight for t in tgts], dtype=torch.float32)
+        logit_abs = logit_rows.cpu().abs()
+        logit_sum = logit_abs.sum(1)
+        is_visited = torch.zeros(n_feat, dtype=torch.bool)
+        while len(visited) < n_visit:
+            k = len(visited)
+            infl = _logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
+            infl[is_visited] = -1.0
+            queue = infl.topk(min(RERANK_BATCHES * bsz, n_visit - k)).indices.tolist()
+            del infl
+            for batch in _schedule(feats, queue, bsz):
+                run_batch(batch)
+            is_visited[torch.as_tensor(visited, dtype=torch.long)] = True
     bar.close()
 
     # -- assemble the graph: features (visited, canonical order), errors, embeddings, logits -------

@@ -4,6 +4,7 @@ unembedding live in the HF module tree. Nothing outside `models/` knows module n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -87,6 +88,10 @@ class ModelAdapter:
         norm_types = tuple(type(m) for m in [self.final_norm])
         return [m for m in self.model.modules() if isinstance(m, norm_types)]
 
+    def frozen_pass_patches(self) -> list[tuple[nn.Module, Callable]]:
+        """(module, forward) replacements for the frozen pass only (see freeze.freeze_mode)."""
+        return []
+
     def unembed_weight(self) -> torch.Tensor:
         """[vocab, d_model]"""
         return self.lm_head.weight
@@ -103,6 +108,12 @@ class GPT2Adapter(ModelAdapter):
     attn_name = "attn"
     pre_mlp_norm_name = "ln_2"
     norm_kind = LAYER_NORM
+
+    def frozen_pass_patches(self) -> list[tuple[nn.Module, Callable]]:
+        # c_attn projects to [q | k | v] in one GEMM. With the pattern frozen, q and k reach
+        # nothing, yet autograd would multiply their zero gradients back through 2/3 of that
+        # GEMM in every backward pass; computed without grad, only v's slice is differentiated.
+        return [(self.attention(l).c_attn, _value_only_qkv(self.attention(l).c_attn)) for l in range(self.n_layers)]
 
 
 class LlamaAdapter(ModelAdapter):
@@ -159,6 +170,20 @@ _REGISTRY: dict[str, type[ModelAdapter]] = {
     "gemma3_text": GemmaAdapter,
 }
 SUPPORTED_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+
+
+def _value_only_qkv(conv: nn.Module) -> Callable:
+    """Forward of a GPT-2 Conv1D [q | k | v] projection (weight [d, 3s]) whose q, k carry no grad."""
+    n_qk = 2 * conv.weight.shape[1] // 3
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        with torch.no_grad():
+            qk = torch.addmm(conv.bias[:n_qk], x2, conv.weight[:, :n_qk])
+        v = torch.addmm(conv.bias[n_qk:], x2, conv.weight[:, n_qk:])
+        return torch.cat([qk, v], -1).view(*x.shape[:-1], -1)
+
+    return forward
 
 
 def get_adapter(model: nn.Module) -> ModelAdapter:

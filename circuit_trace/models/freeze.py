@@ -27,7 +27,7 @@ class FrozenState:
     """Constants of one prompt's forward pass (batch 1)."""
 
     patterns: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [1, H, P, P]
-    norm_scales: dict[int, torch.Tensor] = field(default_factory=dict)  # id(norm) -> [1, P, 1]
+    norm_scales: dict[int, torch.Tensor] = field(default_factory=dict)  # id(norm) -> [1, P, (H,) 1]
 
 
 class _Mode(threading.local):
@@ -48,7 +48,8 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
     layer = module.layer_idx
     if _MODE.mode == "frozen":
-        pattern = _MODE.state.patterns[layer].to(value.dtype)
+        # a prefix of the recorded prompt (causal: its patterns are the recorded ones' top-left block)
+        pattern = _MODE.state.patterns[layer][..., : query.shape[-2], : key.shape[-2]].to(value.dtype)
     else:
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         scores = torch.matmul(query, key.transpose(2, 3)) * scale
@@ -79,7 +80,7 @@ def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_on
         if _MODE.mode == "record":
             _MODE.state.norm_scales[id(module)] = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)[:1].detach()
             return original(x)
-        out = xf * _MODE.state.norm_scales[id(module)]
+        out = xf * _MODE.state.norm_scales[id(module)][:, : x.shape[1]]  # positions: dim 1
         weight = module.weight.float()
         out = out * (1.0 + weight if offset_one else weight)
         if bias is not None:
@@ -118,6 +119,8 @@ def freeze_mode(adapter: ModelAdapter, mode: str, state: FrozenState) -> Iterato
     for norm in adapter.norm_modules():
         eps = float(getattr(norm, kind.eps_attr, getattr(norm, "eps", 1e-5)))
         patches.append((norm, _norm_forward(norm, norm.forward, kind.centre, kind.offset_one, eps)))
+    if mode == "frozen":
+        patches += adapter.frozen_pass_patches()
     previous_impl = model.config._attn_implementation
     previous_mode = (_MODE.mode, _MODE.state)
     model.set_attn_implementation(ATTN_IMPL)

@@ -110,15 +110,23 @@ class LocalReplacement:
         embeds: torch.Tensor | None = None,  # [P, d] or [B, P, d]; default: the clean embeddings
         mlp_out: torch.Tensor | None = None,  # [L, P, d] or [L, B, P, d]; default: y
         requires_grad: bool = True,
+        n_pos: int | None = None,
     ) -> FrozenOutputs:
         """Run the frozen local replacement model. Leaves are expanded views (no copies); with
-        `requires_grad`, gradients with respect to them are the rows of the attribution matrix."""
+        `requires_grad`, gradients with respect to them are the rows of the attribution matrix.
+
+        `n_pos` runs only the first n_pos positions: attention is causal and frozen, so they are
+        exactly the full pass's first positions, and targets there need nothing after them."""
         rm, ad, tc = self.rm, self.rm.adapter, self.rm.transcoders
-        L, P, mdt = ad.n_layers, self.n_pos, rm.dtype
+        L, mdt = ad.n_layers, rm.dtype
+        P = self.n_pos if n_pos is None else int(n_pos)
+        if not 1 <= P <= self.n_pos:
+            raise ValueError(f"n_pos must be in 1..{self.n_pos}, got {n_pos}")
         emb = self.embeds if embeds is None else embeds
-        emb_leaf = emb.to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad)
+        emb_leaf = emb[..., :P, :].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad)
         consts = self.y if mlp_out is None else mlp_out
-        c_leaves = [consts[l].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad) for l in range(L)]
+        c_leaves = [consts[l][..., :P, :].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad)
+                    for l in range(L)]
         xs: list[torch.Tensor | None] = [None] * L
         zs: list[torch.Tensor] = []
         hooks, patches = [], []
@@ -126,7 +134,7 @@ class LocalReplacement:
             in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
             out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
             hooks.append(in_mod.register_forward_pre_hook(_store_input(xs, layer), with_kwargs=True))
-            patches.append((out_mod, self._constant_output(layer, c_leaves[layer], xs)))
+            patches.append((out_mod, self._constant_output(layer, c_leaves[layer], xs, P)))
         hooks.append(ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0])))
         try:
             with torch.enable_grad(), freeze_mode(ad, "frozen", self.state), patched_forward(patches):
@@ -136,11 +144,11 @@ class LocalReplacement:
                 h.remove()
         return FrozenOutputs(embeds=emb_leaf, mlp_out=c_leaves, x=xs, z=zs[-1], logits=logits)
 
-    def _constant_output(self, layer: int, const: torch.Tensor, xs: list):
+    def _constant_output(self, layer: int, const: torch.Tensor, xs: list, n_pos: int):
         tc = self.rm.transcoders
         if not tc.has_skip:
             return lambda *args, **kwargs: const
-        skip_clean = self.skip_clean[layer]
+        skip_clean = self.skip_clean[layer, :n_pos]
 
         def forward(*args, **kwargs):
             # Only the skip path is live: its gradient flows back into the MLP input.

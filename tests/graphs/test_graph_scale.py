@@ -1,8 +1,9 @@
-"""A 100k-node sparse graph prunes and scores without any N x N allocation."""
+"""A 100k-node sparse graph prunes and scores without any N x N allocation.
+
+Speed is a benchmark figure (benchmarks/bench_prune_scale.py), not asserted here."""
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import numpy as np
@@ -18,17 +19,14 @@ def test_100k_node_graph_prunes_sparse():
     assert n == 100_000 and g.is_sparse
 
     tracemalloc.start()
-    t0 = time.perf_counter()
     r = g.prune()
     scores = g.scores()
-    elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
     dense_bytes = n * n * 4  # 40 GB for a float32 N x N
     assert peak < dense_bytes / 100, f"peak {peak / 1e6:.0f} MB"
     assert peak < 400e6
-    assert elapsed < 20
     assert r.node_mask[g.logit_indices].all() and r.node_mask[g.embedding_indices].all()
     assert 0 < r.node_mask.sum() < n
     assert r.graph.is_sparse and r.graph.n_nodes == int(r.node_mask.sum())
