@@ -32,6 +32,7 @@ import torch
 
 # run from a checkout without relying on how (or whether) the package is installed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from circuit_trace.atomic import atomic_write_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,9 @@ PRESETS: dict[str, Preset] = {
     # (Gemma-2 reads mlp.hook_in, after pre_feedforward_layernorm: unit-scale inputs whatever the init.)
     "gemma2-2b": Preset("gemma2", 26, 2304, 8, 16384, 32, False, vocab=256000, init_range=0.02, max_feature_nodes=7500, gpu_only=True),
     "gemma2-2b-clt": Preset("gemma2", 26, 2304, 8, 16384, 32, True, vocab=256000, init_range=0.02, max_feature_nodes=7500, gpu_only=True),
-    # Long prompts (GPU only): L12 shapes at 512 / 2048 / 4096 tokens.
-    "long-512": Preset("gpt2", 12, 256, 8, 4096, 512, False, init_range=0.06, max_feature_nodes=7500, gpu_only=True),
+    # Long prompts: L12 shapes at 512 / 2048 / 4096 tokens (long-512 also runs on CPU, in minutes;
+    # not in the default list). Their greedy row store is too big for RAM: two-pass selection.
+    "long-512": Preset("gpt2", 12, 256, 8, 4096, 512, False, init_range=0.06, max_feature_nodes=7500),
     "long-2048": Preset("gpt2", 12, 256, 8, 4096, 2048, False, init_range=0.06, max_feature_nodes=7500, gpu_only=True),
     "long-4096": Preset("gpt2", 12, 256, 8, 4096, 4096, False, init_range=0.06, max_feature_nodes=7500, gpu_only=True),
 }
@@ -213,6 +215,7 @@ def run_preset(name: str, p: Preset, args) -> dict:
         "n_active_features": n_active, "active_fraction": frac,
         "n_nodes": int(graph.n_nodes), "n_edges": int(graph.n_edges), "node_kinds": kinds,
         "backward_passes": stats.get("backward_passes"), "batch_size": stats.get("batch_size"),
+        "selection": stats.get("selection"),
         "pruned_nodes": int(pg.n_nodes) if hasattr(pg, "n_nodes") else None,
         "pruned_edges": int(pg.n_edges) if hasattr(pg, "n_edges") else None,
         "settings": {k: v for k, v in kw.items() if k != "progress"}, "machine": machine_info(),
@@ -277,7 +280,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = args.preset or [n for n, p in PRESETS.items() if not p.gpu_only]
+    names = args.preset or [n for n, p in PRESETS.items() if not p.gpu_only and not n.startswith("long")]
     if args.export and len(names) != 1:
         ap.error("--export takes exactly one --preset")
     rows = []
@@ -296,7 +299,7 @@ def main(argv=None) -> int:
     print(table(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+        atomic_write_text(args.json, json.dumps(rows, indent=1, default=str))
     return 0
 
 

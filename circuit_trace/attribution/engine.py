@@ -29,6 +29,8 @@ DEFAULT_MAX_FEATURE_NODES = 7500
 DEFAULT_BATCH_SIZE = 256
 DENSE_LIMIT_BYTES = 1 << 30  # adjacency stored densely only below this size
 RERANK_BATCHES = 4  # greedy visiting: re-rank the unvisited features every this many batches
+ROW_STORE_BYTES: int | None = None  # full greedy rows kept up to this size; None: half the free RAM
+RANK_TOP_ENTRIES = 4096  # two-pass selection: largest |entries| kept per feature row for the ranking
 
 
 @dataclass
@@ -152,13 +154,7 @@ def _logit_influence(
     if k:
         cols = torch.as_tensor(visited, dtype=torch.long)
         x = weights @ (logit_abs[:, cols] * inv_l[:, None])  # [k] weight reaching each feature row
-        m = feat_rows[:, cols].abs_().mul_(inv_f[:, None])  # [k, k] Â between feature rows
-        for _ in range(k):  # a DAG: x vanishes after (longest path) steps
-            if not bool((x > 0).any()):
-                break
-            x_total += x
-            x = x @ m
-        del m
+        x_total = _propagate(x, feat_rows[:, cols].abs_().mul_(inv_f[:, None]))  # [k, k] Â between them
     total = (weights * inv_l) @ logit_abs[:, :n_cols]
     wf = x_total * inv_f
     nz = wf.nonzero().squeeze(1)
@@ -166,6 +162,47 @@ def _logit_influence(
         idx = nz[lo : lo + chunk]
         total += wf[idx] @ feat_rows[idx, :n_cols].abs_()
     return total
+
+
+def _logit_influence_top(
+    logit_abs: torch.Tensor,
+    logit_sum: torch.Tensor,
+    weights: torch.Tensor,
+    top_idx: torch.Tensor,
+    top_val: torch.Tensor,
+    visited: list[int],
+    n_cols: int,
+) -> torch.Tensor:
+    """`_logit_influence` when each feature row keeps only its largest entries: top_idx [k, r]
+    (columns < n_cols) and top_val [k, r] (Â there, i.e. already divided by the full row's |.|_1).
+    Equal to it when r covers every nonzero column; a lower bound otherwise."""
+    inv_l = 1.0 / logit_sum.clamp_min(1e-30)
+    total = (weights * inv_l) @ logit_abs[:, :n_cols]
+    k = top_idx.shape[0]
+    if k:
+        cols = torch.as_tensor(visited, dtype=torch.long)
+        x = weights @ (logit_abs[:, cols] * inv_l[:, None])
+        slot = torch.full((n_cols,), -1, dtype=torch.long)
+        slot[cols] = torch.arange(k)
+        j = slot[top_idx]  # [k, r]: visited slot of each kept column, or -1
+        hit = j >= 0
+        m = torch.zeros(k, k)
+        m[hit.nonzero(as_tuple=True)[0], j[hit]] = top_val[hit]
+        x_total = _propagate(x, m)
+        del m
+        total.index_add_(0, top_idx.reshape(-1), (x_total[:, None] * top_val).reshape(-1))
+    return total
+
+
+def _propagate(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Σ_t x m^t for a DAG's [k, k] normalised adjacency m (x vanishes after its longest path)."""
+    x_total = torch.zeros_like(x)
+    for _ in range(m.shape[0]):
+        if not bool((x > 0).any()):
+            break
+        x_total += x
+        x = x @ m
+    return x_total
 
 
 def _csr_parts(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -192,6 +229,12 @@ def _csr_from_parts(parts: list, row_starts: list[int], n: int) -> sp.csr_array:
     out = sp.csr_array((data, indices, indptr), shape=(n, n), copy=False)
     out.has_sorted_indices = True
     return out
+
+
+def _row_store_fits(n_rows: int, n_src: int) -> bool:
+    """Whether the greedy row store [n_rows, n_src] float32 (host memory) fits the budget."""
+    limit = ROW_STORE_BYTES if ROW_STORE_BYTES is not None else psutil.virtual_memory().available // 2
+    return n_rows * n_src * 4 <= limit
 
 
 def _schedule(feats, features, bsz: int) -> list[list[int]]:
@@ -263,88 +306,112 @@ def compute_attribution(
     # columns, so each batch's rows go straight to their final place: the dense adjacency, or CSR
     # parts (memory grows with the nonzeros). With a cap, rows are kept [n_visit, n_src] for the
     # greedy ranking (as circuit-tracer's edge matrix) and only the kept columns are copied out.
+    # Where that store would not fit (long prompts: n_src grows with P), selection keeps only each
+    # row's largest entries and a second sweep recomputes the selected rows exactly ("two-pass").
     n_err = src.n_err
     N = n_visit + n_err + P + K
     dense_out = N * N * 4 <= DENSE_LIMIT_BYTES
     all_visited = n_visit == n_feat
+    two_pass = not all_visited and not _row_store_fits(n_visit, src.n_src)
     adjacency = np.zeros((N, N), dtype=np.float32) if dense_out and all_visited else None
     sparse_parts: list = []  # all visited, sparse: per batch (data, indices, counts)
-    feat_rows = feat_sum = None
-    if not all_visited:
+    feat_rows = feat_sum = top_idx = top_val = None
+    if two_pass:
+        n_top = min(RANK_TOP_ENTRIES, n_feat)
+        top_idx = torch.zeros(n_visit, n_top, dtype=torch.long)  # filled in visiting order
+        top_val = torch.zeros(n_visit, n_top)
+        bar.total += n_visit
+    elif not all_visited:
         feat_rows = torch.zeros(n_visit, src.n_src)  # filled in visiting order
         feat_sum = torch.zeros(n_visit)  # |row|_1, for the ranking
     visited: list[int] = []
 
     # -- feature rows -----------------------------------------------------------------------------
-    def run_batch(batch_feats: list[int]) -> None:
-        """One backward pass for features of one layer, canonical order (see _schedule)."""
+    bsz = min(B, max(1, n_visit))
+    needs_buffer = rm.device.type != "cpu" or two_pass or (all_visited and adjacency is None)
+    buffer = torch.empty(bsz, src.n_src, device=rm.device) if n_visit and needs_buffer else None
+
+    def backward_rows(batch: list[int], dest: torch.Tensor | None = None) -> torch.Tensor:
+        """Edge rows [b, n_src] of one schedule batch (one layer, canonical order): written into
+        `dest` (zero-filled) where it lives on the device, else into the buffer (returned)."""
         nonlocal n_passes
-        idx = torch.as_tensor(batch_feats)
+        idx = torch.as_tensor(batch)
         layer, pos = int(feats.layer[idx[0]]), feats.pos[idx]
         n_pos = int(pos.max()) + 1
         fo = lr.frozen_forward(n_pos=n_pos)  # batch 1: the backward is vmapped over the seeds
-        seed = fo.x[layer].new_zeros(len(batch_feats), 1, n_pos, fo.x[layer].shape[-1])
-        seed[torch.arange(len(batch_feats)), 0, pos] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.dtype)
-        start, stop = len(visited), len(visited) + len(batch_feats)
-        # rows are written straight into their final (zero-filled) place where that is on the
-        # device; otherwise into a reused buffer that is copied out
-        if feat_rows is not None:
-            dest = feat_rows[start:stop]
-        else:  # all visited: batch = features start .. stop - 1 (canonical order)
-            assert batch_feats[0] == start and batch_feats[-1] == stop - 1
-            dest = torch.from_numpy(adjacency)[start:stop, : src.n_src] if adjacency is not None else None
+        seed = fo.x[layer].new_zeros(len(batch), 1, n_pos, fo.x[layer].shape[-1])
+        seed[torch.arange(len(batch)), 0, pos] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.dtype)
         direct = dest is not None and dest.device == rm.device
-        out = dest if direct else buffer[: len(batch_feats)].zero_()
+        out = dest if direct else buffer[: len(batch)].zero_()
         src.rows(*_batched_grads(fo.x[layer], seed, fo, layer), out=out)
         n_passes += 1
-        del fo, seed
-        if dest is None:
-            sparse_parts.append(_csr_parts(out.cpu().numpy()))
-        elif not direct:
+        bar.update(len(batch))
+        if dest is not None and not direct:
             dest.copy_(out)
-        if feat_sum is not None:
-            feat_sum[start:stop] = out.abs().sum(1).cpu()
-        visited.extend(batch_feats)
-        bar.update(len(batch_feats))
+        return out
 
-    bsz = min(B, max(1, n_visit))
-    needs_buffer = rm.device.type != "cpu" or (feat_rows is None and adjacency is None)
-    buffer = torch.empty(bsz, src.n_src, device=rm.device) if n_visit and needs_buffer else None
     if all_visited:
+        dense_t = torch.from_numpy(adjacency) if adjacency is not None else None
         for batch in _schedule(feats, range(n_feat), bsz):
-            run_batch(batch)
+            start, stop = batch[0], batch[-1] + 1
+            out = backward_rows(batch, None if dense_t is None else dense_t[start:stop, : src.n_src])
+            if dense_t is None:
+                sparse_parts.append(_csr_parts(out.cpu().numpy()))
+            visited.extend(batch)
     elif n_visit:  # greedy: next the unvisited features with most estimated influence on the logits,
         # re-ranked every RERANK_BATCHES batches (circuit-tracer's update_interval)
+        if two_pass:
+            bar.set_description("attribution (selecting)")
         weights = torch.tensor([t.weight for t in tgts], dtype=torch.float32)
         logit_abs = logit_rows.cpu().abs()
         logit_sum = logit_abs.sum(1)
         is_visited = torch.zeros(n_feat, dtype=torch.bool)
         while len(visited) < n_visit:
             k = len(visited)
-            infl = _logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
+            if two_pass:
+                infl = _logit_influence_top(logit_abs, logit_sum, weights, top_idx[:k], top_val[:k], visited, n_feat)
+            else:
+                infl = _logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
             infl[is_visited] = -1.0
             queue = infl.topk(min(RERANK_BATCHES * bsz, n_visit - k)).indices.tolist()
             del infl
             for batch in _schedule(feats, queue, bsz):
-                run_batch(batch)
+                k0, k1 = len(visited), len(visited) + len(batch)
+                out = backward_rows(batch, None if two_pass else feat_rows[k0:k1])
+                row_sum = out.abs().sum(1)
+                if two_pass:
+                    v, i = out[:, :n_feat].abs().topk(n_top, dim=1)
+                    top_val[k0:k1] = (v / row_sum.clamp_min(1e-30)[:, None]).cpu()
+                    top_idx[k0:k1] = i.cpu()
+                else:
+                    feat_sum[k0:k1] = row_sum.cpu()
+                visited.extend(batch)
             is_visited[torch.as_tensor(visited, dtype=torch.long)] = True
+        top_idx = top_val = None
+    n_v = len(visited)
+    vis = np.sort(np.asarray(visited, dtype=np.int64))
+    keep_cols = np.concatenate([vis, np.arange(n_feat, src.n_src)])  # source columns kept, node order
+    n_cols = len(keep_cols)
+    row_block = None  # [n_v, n_cols] feature rows, when not written in place above
+    if two_pass:  # second sweep: the selected rows, exactly, kept columns only
+        bar.set_description("attribution (exact rows)")
+        row_block = np.empty((n_v, n_cols), dtype=np.float32)
+        cols_dev = torch.as_tensor(keep_cols, device=rm.device)
+        r = 0
+        for batch in _schedule(feats, vis.tolist(), bsz):
+            out = backward_rows(batch)
+            row_block[r : r + len(batch)] = out[:, cols_dev].cpu().numpy()
+            r += len(batch)
+    elif not all_visited:
+        order = np.argsort(np.asarray(visited, dtype=np.int64), kind="stable")
+        row_block = feat_rows.numpy()[np.ix_(order, keep_cols)]  # no full-width copy
+        feat_rows = feat_sum = None
+    buffer = None
     bar.close()
 
     # -- assemble the graph: features (visited, canonical order), errors, embeddings, logits -------
-    n_v = len(visited)
-    n_cols = n_v + n_err + P  # source columns kept, in node order
     logit_np = logit_rows.cpu().numpy()
-    if all_visited:
-        vis = np.arange(n_feat, dtype=np.int64)
-        logit_block = logit_np
-        row_block = None
-    else:
-        order = np.argsort(np.asarray(visited, dtype=np.int64), kind="stable")
-        vis = np.asarray(visited, dtype=np.int64)[order]
-        keep_cols = np.concatenate([vis, np.arange(n_feat, src.n_src)])
-        row_block = feat_rows.numpy()[np.ix_(order, keep_cols)]  # [n_v, n_cols], no full-width copy
-        logit_block = logit_np[:, keep_cols]
-        feat_rows = feat_sum = None
+    logit_block = logit_np if all_visited else logit_np[:, keep_cols]
     if dense_out:
         if adjacency is None:
             adjacency = np.zeros((N, N), dtype=np.float32)
@@ -372,7 +439,8 @@ def compute_attribution(
 
     nodes = _node_table(rm, lr, vis, tgts, logit_values)
     stats = {"seconds": time.perf_counter() - t0, "backward_passes": n_passes, "batch_size": B,
-             "n_active_features": n_feat, "n_nodes": N, "n_edges": n_edges}
+             "n_active_features": n_feat, "n_nodes": N, "n_edges": n_edges,
+             "selection": "two-pass" if two_pass else ("all" if all_visited else "greedy")}
     settings = {"max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob, "batch_size": B,
                 "max_feature_nodes": cap, "custom_targets": targets is not None}
     ids = lr.input_ids.tolist()
