@@ -271,6 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", action="store_true", help="transcoders with a skip connection")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--max-feature-nodes", type=int, default=None)
+    ap.add_argument("--row-store-bytes", type=int, default=None,
+                    help="engine.ROW_STORE_BYTES: greedy rows above this size use two-pass selection (0 forces it)")
     ap.add_argument("--max-n-logits", type=int, default=10)
     ap.add_argument("--desired-logit-prob", type=float, default=0.95)
     ap.add_argument("--node-threshold", type=float, default=0.8)
@@ -280,6 +282,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.row_store_bytes is not None:
+        from circuit_trace.attribution import engine
+
+        engine.ROW_STORE_BYTES = args.row_store_bytes
     names = args.preset or [n for n, p in PRESETS.items() if not p.gpu_only and not n.startswith("long")]
     if args.export and len(names) != 1:
         ap.error("--export takes exactly one --preset")

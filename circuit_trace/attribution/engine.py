@@ -1,14 +1,12 @@
-"""The batched backward engine (SPEC §3).
+"""The batched backward engine (SPEC §3): targets, schedule, selection and graph assembly.
 
 Each backward pass seeds B targets at once (a feature's encoder vector at its layer and position,
-or a logit direction at the last position) and reads gradients at the embeddings and at every MLP
-output. A gradient g_l[p] turns into edge weights by contraction with what each source wrote there:
-    feature s:   A[t, s] = a_s * sum_{l_s <= l < l_t} W_dec^{l_s -> l}[s] . g_l[p_s]
-    error (l,p): A[t, e] = e_l[p] . g_l[p]        embedding p: A[t, E_p] = emb[p] . g_emb[p]
+or a logit direction at the last position); `sources.Sources` turns the gradients into edge rows.
 The frozen forward runs with batch 1 and the backward is vmapped over the B seeds
 (`is_grads_batched`), so no B copies of the forward are built or kept. Causal-cone batching: a
 pass holds features of one layer (it starts there: nothing above it is differentiated) and its
-forward covers only the positions up to the pass's last one (nothing after it is)."""
+forward covers only the positions up to the pass's last one (nothing after it is). Under
+`max_feature_nodes`, features are visited greedily by `ranking`'s estimated logit influence."""
 
 from __future__ import annotations
 
@@ -23,6 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..replacement.local import LocalReplacement
+from .ranking import logit_influence, logit_influence_top
+from .sources import Sources, batched_grads
 from .targets import Target, resolve_targets
 
 DEFAULT_MAX_FEATURE_NODES = 7500
@@ -52,67 +52,6 @@ class AttributionResult:
     stats: dict = field(default_factory=dict)
 
 
-class _Sources:
-    """What each source wrote into the residual stream, ready to contract with gradients."""
-
-    @torch.no_grad()
-    def __init__(self, lr: LocalReplacement):
-        tc, f = lr.rm.transcoders, lr.features
-        self.L, self.P = lr.rm.n_layers, lr.n_pos
-        self.n_feat = len(f)
-        self.n_err = self.L * (self.P - 1)
-        self.n_src = self.n_feat + self.n_err + self.P
-        # per source layer: (first column, position segments [(p, lo, hi)], activation-scaled
-        # decoders flattened over target layers [n, n_out * d]). Features come in canonical order
-        # (layer, pos, feature), so a layer's sources, and each position's, are contiguous columns.
-        self.by_layer: list[tuple[int, int, list[tuple[int, int, int]], torch.Tensor]] = []
-        for layer in range(self.L):
-            cols = (f.layer == layer).nonzero().squeeze(1)
-            if cols.numel():
-                assert int(cols[-1] - cols[0]) + 1 == cols.numel(), "features must be in canonical order"
-                dec = tc.decoder_vectors(layer, f.index[cols]).float()  # [n, n_out, d]
-                writes = (dec * f.activation[cols, None, None].float()).reshape(len(cols), -1)
-                pos = f.pos[cols]
-                uniq, counts = torch.unique_consecutive(pos, return_counts=True)
-                ends = counts.cumsum(0).tolist()
-                segs = [(int(p), hi - int(c), hi) for p, c, hi in zip(uniq.tolist(), counts.tolist(), ends)]
-                self.by_layer.append((layer, int(cols[0]), segs, writes.contiguous()))
-        self.errors = lr.errors[:, 1:].float()  # [L, P-1, d]
-        self.embeds = lr.embeds.float()  # [P, d]
-
-    @torch.no_grad()
-    def rows(self, g_emb: torch.Tensor, g_mlp: list[torch.Tensor | None], out: torch.Tensor | None = None) -> torch.Tensor:
-        """g_emb [B, P', d], g_mlp: per layer [B, P', d] or None (unreached) -> [B, n_src] edge rows.
-
-        P' <= P: gradients of a prefix pass; sources after it get no edge (causality). `out`, if
-        given, must hold zeros: only reachable sources are written (no [B, n_src] temporary)."""
-        B, Pb, d = g_emb.shape
-        out = torch.zeros(B, self.n_src, device=g_emb.device) if out is None else out
-        g_mlp = [None if g is None else g.float() for g in g_mlp]
-        for layer, c0, segs, writes in self.by_layer:
-            # target layers reached by this backward pass: layer .. layer + j_max - 1
-            reached = [j for j in range(writes.shape[1] // d) if g_mlp[layer + j] is not None]
-            segs = [sg for sg in segs if sg[0] < Pb]
-            if not reached or not segs:
-                continue
-            j_max = reached[-1] + 1
-            gs = [g_mlp[layer + j] if g_mlp[layer + j] is not None else torch.zeros_like(g_mlp[layer + j_max - 1])
-                  for j in range(j_max)]
-            g_cat = gs[0] if j_max == 1 else torch.cat(gs, -1)  # [B, P', j_max * d]
-            w = writes[:, : j_max * d]
-            # one GEMM per source position: [B, j_max*d] x [j_max*d, n_p]
-            for p, lo, hi in segs:
-                out[:, c0 + lo : c0 + hi] = g_cat[:, p] @ w[lo:hi].T
-        base = self.n_feat
-        for layer, g in enumerate(g_mlp):
-            if g is not None:
-                lo = base + layer * (self.P - 1)
-                out[:, lo : lo + Pb - 1] = (g[:, 1:] * self.errors[layer, : Pb - 1]).sum(-1)
-        lo = base + self.n_err
-        out[:, lo : lo + Pb] = (g_emb.float() * self.embeds[:Pb]).sum(-1)
-        return out
-
-
 def _auto_batch_size(lr: LocalReplacement, device: torch.device, n_src: int) -> int:
     """Largest batch (<= 256) whose backward pass fits in half the free memory."""
     ad = lr.rm.adapter
@@ -126,83 +65,6 @@ def _auto_batch_size(lr: LocalReplacement, device: torch.device, n_src: int) -> 
     else:
         free = psutil.virtual_memory().available
     return int(max(1, min(DEFAULT_BATCH_SIZE, (free // 2) // max(1, per_row))))
-
-
-def _logit_influence(
-    logit_abs: torch.Tensor,
-    logit_sum: torch.Tensor,
-    weights: torch.Tensor,
-    feat_rows: torch.Tensor,
-    feat_sum: torch.Tensor,
-    visited: list[int],
-    n_cols: int,
-    chunk: int = 64,
-) -> torch.Tensor:
-    """Influence on the weighted targets of source columns [:n_cols] through the rows so far.
-
-    Rows are the K logit rows (|row| in logit_abs [K, n_src], row sums |.|_1 in logit_sum [K],
-    weights [K]) and the k feature rows computed so far (feat_rows [k, n_src] signed, feat_sum [k]
-    their |.|_1; row j is the node of source column visited[j]). With Â = |rows| / row sums and
-    x_0 = weights on the logit rows, influence = Σ_t x_t Â with x_{t+1}[j] = (x_t Â)[visited[j]].
-    By linearity that is (Σ_t x_t) Â, and the propagation only needs Â's columns of the visited
-    features ([R, k]): the [R, n_src] matrix is read once (|.| in row chunks, rows with zero weight
-    skipped) instead of normalised copies and one full mat-vec per step."""
-    inv_l = 1.0 / logit_sum.clamp_min(1e-30)
-    inv_f = 1.0 / feat_sum.clamp_min(1e-30)
-    k = feat_rows.shape[0]
-    x_total = torch.zeros(k)
-    if k:
-        cols = torch.as_tensor(visited, dtype=torch.long)
-        x = weights @ (logit_abs[:, cols] * inv_l[:, None])  # [k] weight reaching each feature row
-        x_total = _propagate(x, feat_rows[:, cols].abs_().mul_(inv_f[:, None]))  # [k, k] Â between them
-    total = (weights * inv_l) @ logit_abs[:, :n_cols]
-    wf = x_total * inv_f
-    nz = wf.nonzero().squeeze(1)
-    for lo in range(0, nz.numel(), chunk):
-        idx = nz[lo : lo + chunk]
-        total += wf[idx] @ feat_rows[idx, :n_cols].abs_()
-    return total
-
-
-def _logit_influence_top(
-    logit_abs: torch.Tensor,
-    logit_sum: torch.Tensor,
-    weights: torch.Tensor,
-    top_idx: torch.Tensor,
-    top_val: torch.Tensor,
-    visited: list[int],
-    n_cols: int,
-) -> torch.Tensor:
-    """`_logit_influence` when each feature row keeps only its largest entries: top_idx [k, r]
-    (columns < n_cols) and top_val [k, r] (Â there, i.e. already divided by the full row's |.|_1).
-    Equal to it when r covers every nonzero column; a lower bound otherwise."""
-    inv_l = 1.0 / logit_sum.clamp_min(1e-30)
-    total = (weights * inv_l) @ logit_abs[:, :n_cols]
-    k = top_idx.shape[0]
-    if k:
-        cols = torch.as_tensor(visited, dtype=torch.long)
-        x = weights @ (logit_abs[:, cols] * inv_l[:, None])
-        slot = torch.full((n_cols,), -1, dtype=torch.long)
-        slot[cols] = torch.arange(k)
-        j = slot[top_idx]  # [k, r]: visited slot of each kept column, or -1
-        hit = j >= 0
-        m = torch.zeros(k, k)
-        m[hit.nonzero(as_tuple=True)[0], j[hit]] = top_val[hit]
-        x_total = _propagate(x, m)
-        del m
-        total.index_add_(0, top_idx.reshape(-1), (x_total[:, None] * top_val).reshape(-1))
-    return total
-
-
-def _propagate(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Σ_t x m^t for a DAG's [k, k] normalised adjacency m (x vanishes after its longest path)."""
-    x_total = torch.zeros_like(x)
-    for _ in range(m.shape[0]):
-        if not bool((x > 0).any()):
-            break
-        x_total += x
-        x = x @ m
-    return x_total
 
 
 def _csr_parts(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,15 +114,6 @@ def _schedule(feats, features, bsz: int) -> list[list[int]]:
     return out
 
 
-def _batched_grads(out: torch.Tensor, seeds: torch.Tensor, fo, top: int) -> tuple[torch.Tensor, list]:
-    """Rows of d(seeds . out) for every seed (seeds [B, *out.shape]) with respect to the embeddings
-    and the MLP outputs of layers < top: (g_emb [B, P', d], per layer [B, P', d] or None)."""
-    g = torch.autograd.grad([out], [fo.embeds, *fo.mlp_out[:top]], [seeds], allow_unused=True,
-                            is_grads_batched=True)
-    g = [None if t is None else t[:, 0] for t in g]  # drop the forward's batch of 1
-    return g[0], g[1:] + [None] * (len(fo.mlp_out) - top)
-
-
 def compute_attribution(
     rm,
     prompt,
@@ -282,7 +135,7 @@ def compute_attribution(
     tc, L, P = rm.transcoders, rm.n_layers, lr.n_pos
     tgts: list[Target] = resolve_targets(rm, lr.logits[-1], targets, max_n_logits, desired_logit_prob)
     K = len(tgts)
-    src = _Sources(lr)
+    src = Sources(lr)
     feats = lr.features
     n_feat = len(feats)
     cap = DEFAULT_MAX_FEATURE_NODES if max_feature_nodes is None else int(max_feature_nodes)
@@ -294,7 +147,7 @@ def compute_attribution(
     # -- logit rows -------------------------------------------------------------------------------
     fo = lr.frozen_forward()
     dirs = torch.stack([t.direction for t in tgts]).to(fo.z.device, fo.z.dtype)  # [K, d]
-    logit_rows = src.rows(*_batched_grads(fo.z, dirs[:, None, None, :], fo, L))  # [K, n_src]
+    logit_rows = src.rows(*batched_grads(fo.z, dirs[:, None, None, :], fo, L))  # [K, n_src]
     n_passes += 1
     logit_values = ((fo.z[0, 0].float() * dirs.float()).sum(-1) + torch.tensor([t.bias for t in tgts])).detach()
     del fo
@@ -343,7 +196,7 @@ def compute_attribution(
         seed[torch.arange(len(batch)), 0, pos] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.dtype)
         direct = dest is not None and dest.device == rm.device
         out = dest if direct else buffer[: len(batch)].zero_()
-        src.rows(*_batched_grads(fo.x[layer], seed, fo, layer), out=out)
+        src.rows(*batched_grads(fo.x[layer], seed, fo, layer), out=out)
         n_passes += 1
         bar.update(len(batch))
         if dest is not None and not direct:
@@ -369,9 +222,9 @@ def compute_attribution(
         while len(visited) < n_visit:
             k = len(visited)
             if two_pass:
-                infl = _logit_influence_top(logit_abs, logit_sum, weights, top_idx[:k], top_val[:k], visited, n_feat)
+                infl = logit_influence_top(logit_abs, logit_sum, weights, top_idx[:k], top_val[:k], visited, n_feat)
             else:
-                infl = _logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
+                infl = logit_influence(logit_abs, logit_sum, weights, feat_rows[:k], feat_sum[:k], visited, n_feat)
             infl[is_visited] = -1.0
             queue = infl.topk(min(RERANK_BATCHES * bsz, n_visit - k)).indices.tolist()
             del infl

@@ -1,0 +1,83 @@
+"""Greedy node selection: estimated influence of every feature on the weighted logit targets
+through the rows computed so far (circuit-tracer's ranking, computed without N x N work)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def logit_influence(
+    logit_abs: torch.Tensor,
+    logit_sum: torch.Tensor,
+    weights: torch.Tensor,
+    feat_rows: torch.Tensor,
+    feat_sum: torch.Tensor,
+    visited: list[int],
+    n_cols: int,
+    chunk: int = 64,
+) -> torch.Tensor:
+    """Influence on the weighted targets of source columns [:n_cols] through the rows so far.
+
+    Rows are the K logit rows (|row| in logit_abs [K, n_src], row sums |.|_1 in logit_sum [K],
+    weights [K]) and the k feature rows computed so far (feat_rows [k, n_src] signed, feat_sum [k]
+    their |.|_1; row j is the node of source column visited[j]). With Â = |rows| / row sums and
+    x_0 = weights on the logit rows, influence = Σ_t x_t Â with x_{t+1}[j] = (x_t Â)[visited[j]].
+    By linearity that is (Σ_t x_t) Â, and the propagation only needs Â's columns of the visited
+    features ([R, k]): the [R, n_src] matrix is read once (|.| in row chunks, rows with zero weight
+    skipped) instead of normalised copies and one full mat-vec per step."""
+    inv_l = 1.0 / logit_sum.clamp_min(1e-30)
+    inv_f = 1.0 / feat_sum.clamp_min(1e-30)
+    k = feat_rows.shape[0]
+    x_total = torch.zeros(k)
+    if k:
+        cols = torch.as_tensor(visited, dtype=torch.long)
+        x = weights @ (logit_abs[:, cols] * inv_l[:, None])  # [k] weight reaching each feature row
+        x_total = propagate(x, feat_rows[:, cols].abs_().mul_(inv_f[:, None]))  # [k, k] Â between them
+    total = (weights * inv_l) @ logit_abs[:, :n_cols]
+    wf = x_total * inv_f
+    nz = wf.nonzero().squeeze(1)
+    for lo in range(0, nz.numel(), chunk):
+        idx = nz[lo : lo + chunk]
+        total += wf[idx] @ feat_rows[idx, :n_cols].abs_()
+    return total
+
+
+def logit_influence_top(
+    logit_abs: torch.Tensor,
+    logit_sum: torch.Tensor,
+    weights: torch.Tensor,
+    top_idx: torch.Tensor,
+    top_val: torch.Tensor,
+    visited: list[int],
+    n_cols: int,
+) -> torch.Tensor:
+    """`logit_influence` when each feature row keeps only its largest entries: top_idx [k, r]
+    (columns < n_cols) and top_val [k, r] (Â there, i.e. already divided by the full row's |.|_1).
+    Equal to it when r covers every nonzero column; a lower bound otherwise."""
+    inv_l = 1.0 / logit_sum.clamp_min(1e-30)
+    total = (weights * inv_l) @ logit_abs[:, :n_cols]
+    k = top_idx.shape[0]
+    if k:
+        cols = torch.as_tensor(visited, dtype=torch.long)
+        x = weights @ (logit_abs[:, cols] * inv_l[:, None])
+        slot = torch.full((n_cols,), -1, dtype=torch.long)
+        slot[cols] = torch.arange(k)
+        j = slot[top_idx]  # [k, r]: visited slot of each kept column, or -1
+        hit = j >= 0
+        m = torch.zeros(k, k)
+        m[hit.nonzero(as_tuple=True)[0], j[hit]] = top_val[hit]
+        x_total = propagate(x, m)
+        del m
+        total.index_add_(0, top_idx.reshape(-1), (x_total[:, None] * top_val).reshape(-1))
+    return total
+
+
+def propagate(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Σ_t x m^t for a DAG's [k, k] normalised adjacency m (x vanishes after its longest path)."""
+    x_total = torch.zeros_like(x)
+    for _ in range(m.shape[0]):
+        if not bool((x > 0).any()):
+            break
+        x_total += x
+        x = x @ m
+    return x_total
