@@ -193,7 +193,8 @@ def compute_attribution(
         n_pos = int(pos.max()) + 1
         fo = lr.frozen_forward(n_pos=n_pos)  # batch 1: the backward is vmapped over the seeds
         seed = fo.x[layer].new_zeros(len(batch), 1, n_pos, fo.x[layer].shape[-1])
-        seed[torch.arange(len(batch)), 0, pos] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.dtype)
+        rows_b = torch.arange(len(batch), device=seed.device)
+        seed[rows_b, 0, pos.to(seed.device)] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.device, seed.dtype)
         direct = dest is not None and dest.device == rm.device
         out = dest if direct else buffer[: len(batch)].zero_()
         src.rows(*batched_grads(fo.x[layer], seed, fo, layer), out=out)
