@@ -158,7 +158,8 @@ def compute_attribution(
     # visited, features are visited in canonical order and node columns are exactly the source
     # columns, so each batch's rows go straight to their final place: the dense adjacency, or CSR
     # parts (memory grows with the nonzeros). With a cap, rows are kept [n_visit, n_src] for the
-    # greedy ranking (as circuit-tracer's edge matrix) and only the kept columns are copied out.
+    # greedy ranking (as circuit-tracer's edge matrix; here |A| plus sign bits, so the ranking reads
+    # it in place) and only the kept columns are copied out.
     # Where that store would not fit (long prompts: n_src grows with P), selection keeps only each
     # row's largest entries and a second sweep recomputes the selected rows exactly ("two-pass").
     n_err = src.n_err
@@ -168,15 +169,17 @@ def compute_attribution(
     two_pass = not all_visited and not _row_store_fits(n_visit, src.n_src)
     adjacency = np.zeros((N, N), dtype=np.float32) if dense_out and all_visited else None
     sparse_parts: list = []  # all visited, sparse: per batch (data, indices, counts)
-    feat_rows = feat_sum = top_idx = top_val = None
+    feat_rows = feat_sum = feat_neg = top_idx = top_val = None
     if two_pass:
         n_top = min(RANK_TOP_ENTRIES, n_feat)
         top_idx = torch.zeros(n_visit, n_top, dtype=torch.long)  # filled in visiting order
         top_val = torch.zeros(n_visit, n_top)
         bar.total += n_visit
     elif not all_visited:
-        feat_rows = torch.zeros(n_visit, src.n_src)  # filled in visiting order
-        feat_sum = torch.zeros(n_visit)  # |row|_1, for the ranking
+        # |rows| in visiting order (what the ranking reads, in one mat-vec) and their signs as bits
+        feat_rows = torch.zeros(n_visit, src.n_src)
+        feat_neg = np.zeros((n_visit, (src.n_src + 7) // 8), dtype=np.uint8)
+        feat_sum = torch.zeros(n_visit)  # |row|_1
     visited: list[int] = []
 
     # -- feature rows -----------------------------------------------------------------------------
@@ -238,6 +241,9 @@ def compute_attribution(
                     top_val[k0:k1] = (v / row_sum.clamp_min(1e-30)[:, None]).cpu()
                     top_idx[k0:k1] = i.cpu()
                 else:
+                    dest = feat_rows[k0:k1]
+                    feat_neg[k0:k1] = np.packbits(dest.numpy() < 0, axis=1)
+                    dest.abs_()
                     feat_sum[k0:k1] = row_sum.cpu()
                 visited.extend(batch)
             is_visited[torch.as_tensor(visited, dtype=torch.long)] = True
@@ -259,7 +265,10 @@ def compute_attribution(
     elif not all_visited:
         order = np.argsort(np.asarray(visited, dtype=np.int64), kind="stable")
         row_block = feat_rows.numpy()[np.ix_(order, keep_cols)]  # no full-width copy
-        feat_rows = feat_sum = None
+        bit = (7 - (keep_cols & 7)).astype(np.uint8)  # np.packbits is big-endian within a byte
+        neg = (feat_neg[np.ix_(order, keep_cols >> 3)] >> bit) & 1
+        np.negative(row_block, out=row_block, where=neg.astype(bool))
+        feat_rows = feat_sum = feat_neg = neg = None
     buffer = None
     bar.close()
 

@@ -10,35 +10,29 @@ def logit_influence(
     logit_abs: torch.Tensor,
     logit_sum: torch.Tensor,
     weights: torch.Tensor,
-    feat_rows: torch.Tensor,
+    feat_abs: torch.Tensor,
     feat_sum: torch.Tensor,
     visited: list[int],
     n_cols: int,
-    chunk: int = 64,
 ) -> torch.Tensor:
     """Influence on the weighted targets of source columns [:n_cols] through the rows so far.
 
     Rows are the K logit rows (|row| in logit_abs [K, n_src], row sums |.|_1 in logit_sum [K],
-    weights [K]) and the k feature rows computed so far (feat_rows [k, n_src] signed, feat_sum [k]
+    weights [K]) and the k feature rows computed so far (|row| in feat_abs [k, n_src], feat_sum [k]
     their |.|_1; row j is the node of source column visited[j]). With Â = |rows| / row sums and
     x_0 = weights on the logit rows, influence = Σ_t x_t Â with x_{t+1}[j] = (x_t Â)[visited[j]].
     By linearity that is (Σ_t x_t) Â, and the propagation only needs Â's columns of the visited
-    features ([R, k]): the [R, n_src] matrix is read once (|.| in row chunks, rows with zero weight
-    skipped) instead of normalised copies and one full mat-vec per step."""
+    features ([k, k]): the [k, n_src] matrix is read once, by one mat-vec, instead of normalised
+    copies and one full mat-vec per step."""
     inv_l = 1.0 / logit_sum.clamp_min(1e-30)
     inv_f = 1.0 / feat_sum.clamp_min(1e-30)
-    k = feat_rows.shape[0]
-    x_total = torch.zeros(k)
+    total = (weights * inv_l) @ logit_abs[:, :n_cols]
+    k = feat_abs.shape[0]
     if k:
         cols = torch.as_tensor(visited, dtype=torch.long)
         x = weights @ (logit_abs[:, cols] * inv_l[:, None])  # [k] weight reaching each feature row
-        x_total = propagate(x, feat_rows[:, cols].abs_().mul_(inv_f[:, None]))  # [k, k] Â between them
-    total = (weights * inv_l) @ logit_abs[:, :n_cols]
-    wf = x_total * inv_f
-    nz = wf.nonzero().squeeze(1)
-    for lo in range(0, nz.numel(), chunk):
-        idx = nz[lo : lo + chunk]
-        total += wf[idx] @ feat_rows[idx, :n_cols].abs_()
+        x_total = propagate(x, feat_abs[:, cols] * inv_f[:, None])  # [k, k] Â between them
+        total += (x_total * inv_f) @ feat_abs[:, :n_cols]
     return total
 
 

@@ -71,7 +71,7 @@ def test_top_list_ranking_equals_dense_ranking(k, n_cols, n_extra, seed):
     for j in range(k):
         rows[j, torch.as_tensor(visited[: j + 1], dtype=torch.long)] = 0.0
     row_sum = rows.abs().sum(1)
-    dense_infl = ranking.logit_influence(logit_abs, logit_abs.sum(1), weights, rows.clone(), row_sum, visited, n_cols)
+    dense_infl = ranking.logit_influence(logit_abs, logit_abs.sum(1), weights, rows.abs(), row_sum, visited, n_cols)
     val, idx = rows[:, :n_cols].abs().topk(n_cols, dim=1)
     top = ranking.logit_influence_top(logit_abs, logit_abs.sum(1), weights, idx, val / row_sum.clamp_min(1e-30)[:, None],
                                       visited, n_cols)
