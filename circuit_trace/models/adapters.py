@@ -88,8 +88,9 @@ class ModelAdapter:
         norm_types = tuple(type(m) for m in [self.final_norm])
         return [m for m in self.model.modules() if isinstance(m, norm_types)]
 
-    def frozen_pass_patches(self) -> list[tuple[nn.Module, Callable]]:
-        """(module, forward) replacements for the frozen pass only (see freeze.freeze_mode)."""
+    def frozen_pass_patches(self, pattern: Callable) -> list[tuple[nn.Module, Callable]]:
+        """(module, forward) replacements for the frozen pass only (see freeze.freeze_mode);
+        `pattern(layer, n_pos)` gives the recorded attention pattern [1, H, n_pos, n_pos]."""
         return []
 
     def unembed_weight(self) -> torch.Tensor:
@@ -109,11 +110,11 @@ class GPT2Adapter(ModelAdapter):
     pre_mlp_norm_name = "ln_2"
     norm_kind = LAYER_NORM
 
-    def frozen_pass_patches(self) -> list[tuple[nn.Module, Callable]]:
-        # c_attn projects to [q | k | v] in one GEMM. With the pattern frozen, q and k reach
-        # nothing, yet autograd would multiply their zero gradients back through 2/3 of that
-        # GEMM in every backward pass; computed without grad, only v's slice is differentiated.
-        return [(self.attention(l).c_attn, _value_only_qkv(self.attention(l).c_attn)) for l in range(self.n_layers)]
+    def frozen_pass_patches(self, pattern: Callable) -> list[tuple[nn.Module, Callable]]:
+        # With the pattern frozen, attention is v = x W_v + b_v, pattern @ v, c_proj. HF's module
+        # would also compute q and k through the fused c_attn; autograd then multiplies their zero
+        # gradients back through 2/3 of that GEMM and concatenates zeros in every backward pass.
+        return [(self.attention(l), _frozen_gpt2_attention(self.attention(l), pattern)) for l in range(self.n_layers)]
 
 
 class LlamaAdapter(ModelAdapter):
@@ -172,16 +173,18 @@ _REGISTRY: dict[str, type[ModelAdapter]] = {
 SUPPORTED_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
 
 
-def _value_only_qkv(conv: nn.Module) -> Callable:
-    """Forward of a GPT-2 Conv1D [q | k | v] projection (weight [d, 3s]) whose q, k carry no grad."""
-    n_qk = 2 * conv.weight.shape[1] // 3
+def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:
+    """Forward of a GPT-2 self-attention module with its pattern frozen: only v is computed."""
+    conv, d = attn.c_attn, attn.split_size
+    n_heads, layer = attn.num_heads, attn.layer_idx
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
-        with torch.no_grad():
-            qk = torch.addmm(conv.bias[:n_qk], x2, conv.weight[:, :n_qk])
-        v = torch.addmm(conv.bias[n_qk:], x2, conv.weight[:, n_qk:])
-        return torch.cat([qk, v], -1).view(*x.shape[:-1], -1)
+    def forward(hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        B, P, _ = hidden_states.shape
+        v = torch.addmm(conv.bias[2 * d :], hidden_states.reshape(-1, d), conv.weight[:, 2 * d :])
+        v = v.view(B, P, n_heads, -1).transpose(1, 2)  # [B, H, P, dh]
+        p = pattern(layer, P).to(v.dtype)  # [1, H, P, P]
+        out = torch.matmul(p, v).transpose(1, 2).reshape(B, P, d)
+        return attn.c_proj(out), p  # (output, attention weights) as HF's module returns them
 
     return forward
 

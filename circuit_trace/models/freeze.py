@@ -68,6 +68,30 @@ AttentionInterface.register(ATTN_IMPL, _attention)
 AttentionMaskInterface.register(ATTN_IMPL, eager_mask)
 
 
+class _FrozenNorm(torch.autograd.Function):
+    """y = (x - mean(x) if centre else x) * gain, with gain = scale * weight [1, P, d] a constant.
+
+    Autograd's own chain for the centring materialises several full-size temporaries per norm
+    (neg, the expanded mean's division, an add); this backward is one multiply and one mean."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor, gain: torch.Tensor, centre: bool) -> torch.Tensor:
+        return (x - x.mean(-1, keepdim=True) if centre else x) * gain
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[1])
+        ctx.centre = inputs[2]
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (gain,) = ctx.saved_tensors
+        gx = g * gain
+        return (gx - gx.mean(-1, keepdim=True) if ctx.centre else gx), None, None
+
+
 def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_one: bool, eps: float):
     bias = getattr(module, "bias", None)
 
@@ -75,14 +99,14 @@ def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_on
         if _MODE.mode is None:
             return original(x)
         xf = x.float()
-        if centre:
-            xf = xf - xf.mean(-1, keepdim=True)
         if _MODE.mode == "record":
+            if centre:
+                xf = xf - xf.mean(-1, keepdim=True)
             _MODE.state.norm_scales[id(module)] = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)[:1].detach()
             return original(x)
-        out = xf * _MODE.state.norm_scales[id(module)][:, : x.shape[1]]  # positions: dim 1
         weight = module.weight.float()
-        out = out * (1.0 + weight if offset_one else weight)
+        gain = _MODE.state.norm_scales[id(module)][:, : x.shape[1]] * (1.0 + weight if offset_one else weight)
+        out = _FrozenNorm.apply(xf, gain, centre)  # positions: dim 1 of the recorded scale
         if bias is not None:
             out = out + bias.float()
         return out.to(x.dtype)
@@ -120,7 +144,7 @@ def freeze_mode(adapter: ModelAdapter, mode: str, state: FrozenState) -> Iterato
         eps = float(getattr(norm, kind.eps_attr, getattr(norm, "eps", 1e-5)))
         patches.append((norm, _norm_forward(norm, norm.forward, kind.centre, kind.offset_one, eps)))
     if mode == "frozen":
-        patches += adapter.frozen_pass_patches()
+        patches += adapter.frozen_pass_patches(lambda layer, n: state.patterns[layer][..., :n, :n])
     previous_impl = model.config._attn_implementation
     previous_mode = (_MODE.mode, _MODE.state)
     model.set_attn_implementation(ATTN_IMPL)
