@@ -101,16 +101,22 @@ def _row_store_fits(n_rows: int, n_src: int) -> bool:
 
 def _schedule(feats, features, bsz: int) -> list[list[int]]:
     """Backward batches for `features` (canonical indices): canonical order, cut at every layer
-    change and every `bsz` rows. A batch's pass then starts at its own layer (nothing above it) and
-    runs over the prefix up to its last position (nothing after it): causal-cone batching. The
-    vmapped backward costs in proportion to its rows, so the extra, smaller batches are cheap."""
+    change, each layer's run split into the fewest batches of at most `bsz` rows, of equal size.
+    A batch's pass then starts at its own layer (nothing above it) and runs over the prefix up to
+    its last position (nothing after it): causal-cone batching. The vmapped backward costs in
+    proportion to rows x prefix length, so equal, position-sorted batches beat a full one plus a
+    short tail (whose prefix is the whole prompt anyway)."""
     order = sorted(features)
     layers = feats.layer[torch.as_tensor(order, dtype=torch.long)].tolist()
     out: list[list[int]] = []
-    for i, (f, layer) in enumerate(zip(order, layers)):
-        if not out or len(out[-1]) == bsz or layer != layers[i - 1]:
-            out.append([])
-        out[-1].append(f)
+    lo = 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or layers[i] != layers[lo]:
+            n = i - lo
+            k = -(-n // bsz)  # batches for this layer
+            cuts = [lo + (n * j) // k for j in range(k + 1)]
+            out += [order[a:b] for a, b in zip(cuts, cuts[1:])]
+            lo = i
     return out
 
 

@@ -110,6 +110,10 @@ class GPT2Adapter(ModelAdapter):
     pre_mlp_norm_name = "ln_2"
     norm_kind = LAYER_NORM
 
+    def norm_modules(self) -> list[nn.Module]:
+        # listed, not searched for: this runs on every frozen pass
+        return [self.final_norm] + [m for layer in self.layers for m in (layer.ln_1, layer.ln_2)]
+
     def frozen_pass_patches(self, pattern: Callable) -> list[tuple[nn.Module, Callable]]:
         # With the pattern frozen, attention is v = x W_v + b_v, pattern @ v, c_proj. HF's module
         # would also compute q and k through the fused c_attn; autograd then multiplies their zero

@@ -89,7 +89,9 @@ class _FrozenNorm(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):
         (gain,) = ctx.saved_tensors
         gx = g * gain
-        return (gx - gx.mean(-1, keepdim=True) if ctx.centre else gx), None, None
+        if ctx.centre:  # sum / n, not mean: the vmapped backward has a batching rule for sum only
+            gx = gx - gx.sum(-1, keepdim=True) * (1.0 / gx.shape[-1])
+        return gx, None, None
 
 
 def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_one: bool, eps: float):
