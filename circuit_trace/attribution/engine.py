@@ -151,12 +151,13 @@ def compute_attribution(
     bar = tqdm(total=K + n_visit, desc="attribution", unit="node", disable=not progress, dynamic_ncols=True)
 
     # -- logit rows -------------------------------------------------------------------------------
-    fo = lr.frozen_forward()
-    dirs = torch.stack([t.direction for t in tgts]).to(fo.z.device, fo.z.dtype)  # [K, d]
-    logit_rows = src.rows(*batched_grads(fo.z, dirs[:, None, None, :], fo, L))  # [K, n_src]
+    # The whole-prompt forward (batch 1) is kept for every pass that needs all positions: the
+    # logits' and, per layer, the batch holding the last position.
+    full = lr.frozen_forward()
+    dirs = torch.stack([t.direction for t in tgts]).to(full.z.device, full.z.dtype)  # [K, d]
+    logit_rows = src.rows(*batched_grads(full.z, dirs[:, None, None, :], full, L, keep=True))  # [K, n_src]
     n_passes += 1
-    logit_values = ((fo.z[0, 0].float() * dirs.float()).sum(-1) + torch.tensor([t.bias for t in tgts])).detach()
-    del fo
+    logit_values = ((full.z[0, 0].float() * dirs.float()).sum(-1) + torch.tensor([t.bias for t in tgts])).detach()
     bar.update(K)
 
     # -- where rows go ----------------------------------------------------------------------------
@@ -200,13 +201,13 @@ def compute_attribution(
         idx = torch.as_tensor(batch)
         layer, pos = int(feats.layer[idx[0]]), feats.pos[idx]
         n_pos = int(pos.max()) + 1
-        fo = lr.frozen_forward(n_pos=n_pos)  # batch 1: the backward is vmapped over the seeds
+        fo = full if n_pos == P else lr.frozen_forward(n_pos=n_pos)  # batch 1: the backward is vmapped
         seed = fo.x[layer].new_zeros(len(batch), 1, n_pos, fo.x[layer].shape[-1])
         rows_b = torch.arange(len(batch), device=seed.device)
         seed[rows_b, 0, pos.to(seed.device)] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.device, seed.dtype)
         direct = dest is not None and dest.device == rm.device
         out = dest if direct else buffer[: len(batch)].zero_()
-        src.rows(*batched_grads(fo.x[layer], seed, fo, layer), out=out)
+        src.rows(*batched_grads(fo.x[layer], seed, fo, layer, keep=fo is full), out=out)
         n_passes += 1
         bar.update(len(batch))
         if dest is not None and not direct:
@@ -275,7 +276,7 @@ def compute_attribution(
         neg = (feat_neg[np.ix_(order, keep_cols >> 3)] >> bit) & 1
         np.negative(row_block, out=row_block, where=neg.astype(bool))
         feat_rows = feat_sum = feat_neg = neg = None
-    buffer = None
+    buffer = full = None
     bar.close()
 
     # -- assemble the graph: features (visited, canonical order), errors, embeddings, logits -------

@@ -71,10 +71,11 @@ class Sources:
         return out
 
 
-def batched_grads(out: torch.Tensor, seeds: torch.Tensor, fo, top: int) -> tuple[torch.Tensor, list]:
+def batched_grads(out: torch.Tensor, seeds: torch.Tensor, fo, top: int, keep: bool = False) -> tuple[torch.Tensor, list]:
     """Rows of d(seeds . out) for every seed (seeds [B, *out.shape]) with respect to the embeddings
-    and the MLP outputs of layers < top: (g_emb [B, P', d], per layer [B, P', d] or None)."""
+    and the MLP outputs of layers < top: (g_emb [B, P', d], per layer [B, P', d] or None).
+    `keep` retains the forward's graph for further passes."""
     g = torch.autograd.grad([out], [fo.embeds, *fo.mlp_out[:top]], [seeds], allow_unused=True,
-                            is_grads_batched=True)
+                            retain_graph=keep, is_grads_batched=True)
     g = [None if t is None else t[:, 0] for t in g]  # drop the forward's batch of 1
     return g[0], g[1:] + [None] * (len(fo.mlp_out) - top)
