@@ -47,7 +47,7 @@ def load_gpt2_tl(model_dir: Path, transcoders, device: str):
     circuit-tracer's from_pretrained_and_transcoders: no LN folding, no centring)."""
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import convert_gpt2_weights
-    from transformers import AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import AutoTokenizer, GPT2LMHeadModel
 
     from circuit_tracer.replacement_model.replacement_model_transformerlens import TransformerLensReplacementModel
 
@@ -59,10 +59,7 @@ def load_gpt2_tl(model_dir: Path, transcoders, device: str):
         normalization_type="LN", positional_embedding_type="standard", original_architecture="GPT2LMHeadModel",
         model_name="gpt2-random", default_prepend_bos=False, device=device, dtype=torch.float32,
     )
-    # transformers 5 writes tokenizer_class "TokenizersBackend", unknown to 4.57: build it from tokenizer.json
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), bos_token="<bos>",
-                                  eos_token="<eos>", unk_token="<unk>")
-    tok.save_pretrained(str(model_dir.parent / "ct_tokenizer"))  # TransformerLens reloads it by name_or_path
+    save_tokenizer_for_ct(model_dir, model_dir.parent / "ct_tokenizer")  # TransformerLens reloads it by path
     tok = AutoTokenizer.from_pretrained(str(model_dir.parent / "ct_tokenizer"))
     model = TransformerLensReplacementModel(cfg, tokenizer=tok, default_padding_side="right")
     sd = convert_gpt2_weights(hf, cfg)
@@ -71,10 +68,27 @@ def load_gpt2_tl(model_dir: Path, transcoders, device: str):
     return model
 
 
+def save_tokenizer_for_ct(model_dir: Path, out: Path) -> None:
+    """transformers 5 writes tokenizer_class "TokenizersBackend", unknown to circuit-tracer's 4.57:
+    rebuild the tokenizer from tokenizer.json and save it the 4.57 way."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), bos_token="<bos>",
+                                  eos_token="<eos>", unk_token="<unk>")
+    tok.save_pretrained(str(out))
+
+
 def load_nnsight(model_dir: Path, transcoders, device: str):
     from circuit_tracer import ReplacementModel
 
-    return ReplacementModel.from_pretrained_and_transcoders(str(model_dir), transcoders, backend="nnsight",
+    # the model's files, linked, beside a tokenizer circuit-tracer's transformers can read
+    ct_dir = model_dir.parent / "ct_model"
+    ct_dir.mkdir(exist_ok=True)
+    for f in model_dir.iterdir():
+        if not (f.name.startswith("tokenizer") or f.name == "special_tokens_map.json" or (ct_dir / f.name).exists()):
+            (ct_dir / f.name).symlink_to(f.resolve())
+    save_tokenizer_for_ct(model_dir, ct_dir)
+    return ReplacementModel.from_pretrained_and_transcoders(str(ct_dir), transcoders, backend="nnsight",
                                                             device=torch.device(device), dtype=torch.float32)
 
 
