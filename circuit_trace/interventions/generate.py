@@ -10,7 +10,7 @@ import torch
 
 from ..replacement.model import ReplacementModel
 from .edits import EditLike
-from .intervene import _FreeEdits, _layer_set, _validated
+from .intervene import _FreeEdits, _prepared
 
 __all__ = ["GenerationResult", "generate"]
 
@@ -50,10 +50,8 @@ def generate(
         raise ValueError(f"apply_to must be 'prompt' or 'all', got {apply_to!r}")
     if int(max_new_tokens) < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    ids = model.tokenize(prompt)
+    ids, flat, layer_set = _prepared(model, prompt, edits, layers)
     P = int(ids.numel())
-    flat = _validated(model, edits, P)
-    layer_set = _layer_set(layers, model.n_layers)
     n_ctx = model.adapter.n_ctx
     eos = getattr(model.tokenizer, "eos_token_id", None)
     runner = _FreeEdits(model, flat, layer_set, P if apply_to == "prompt" else None)

@@ -160,6 +160,13 @@ def _kl(before: torch.Tensor, after: torch.Tensor) -> float:
     return float((lp.exp() * (lp - lq)).sum().clamp_min(0.0))
 
 
+def _prepared(rm: ReplacementModel, prompt, edits, layers) -> tuple[torch.Tensor, list[EditLike], frozenset[int]]:
+    """(prompt ids [P], the edits flattened and checked against them, the layer set): every
+    argument of `intervene` / `generate` is checked before anything runs."""
+    ids = rm.tokenize(prompt)
+    return ids, _validated(rm, edits, int(ids.numel())), _layer_set(layers, rm.n_layers)
+
+
 def _validated(rm: ReplacementModel, edits, n_pos: int | None) -> list[EditLike]:
     flat = flatten_edits(edits)
     tc = rm.transcoders
@@ -332,10 +339,8 @@ def intervene(
         raise ValueError(f"mode must be 'free' or 'constrained', got {mode!r}")
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    ids = model.tokenize(prompt)
+    ids, flat, layer_set = _prepared(model, prompt, edits, layers)
     P = int(ids.numel())
-    flat = _validated(model, edits, P)
-    layer_set = _layer_set(layers, model.n_layers)
     prompt_text = prompt if isinstance(prompt, str) else " ".join(model.decode_tokens(ids))
     if mode == "free":
         before, xs = _clean_inputs(model, ids)

@@ -209,88 +209,91 @@ class ViewerHandler(BaseHTTPRequestHandler):
         return unquote(raw, errors="strict")
 
     # ---- methods --------------------------------------------------------------------------------
+    def _answer(self, handle) -> None:
+        """Run one request's handler: a refusal becomes its HTTP error, a vanished client is ignored."""
+        try:
+            handle()
+        except Refused as e:
+            self._error(e.status, str(e))
+        except UnicodeDecodeError:
+            self._error(400, "bad path encoding")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
-        try:
-            if not self._host_ok():
-                raise Refused(403, "unexpected Host header")
-            path = self._route_path()
-            if path in ("/", "/index.html"):
-                return self._file(STATIC_DIR / "index.html")
-            if path.startswith("/static/"):
-                return self._file(safe_join(STATIC_DIR, path[len("/static/"):]))
-            if path in ("/api/graphs", "/api/graphs/"):
-                return self._json(200, {"graphs": self.index.list()})
-            if path.startswith("/graphs/"):
-                rel = path[len("/graphs/"):]
-                if "/" in rel or not rel.endswith(".json"):
-                    raise Refused(403 if "/" in rel else 404, "graphs are the *.json files in the directory")
-                return self._file(safe_join(self.root, rel))
-            if path.startswith("/features/"):
-                rel = path[len("/features/"):]
-                if not rel.endswith(".json"):
-                    raise Refused(404, "not found")
-                return self._file(safe_join(self.root / "features", rel))
-            if path == "/favicon.ico":
-                return self._send(204, b"", "text/plain")
-            raise Refused(404, "not found")
-        except Refused as e:
-            self._error(e.status, str(e))
-        except UnicodeDecodeError:
-            self._error(400, "bad path encoding")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self._answer(self._get)
+
+    def _get(self) -> None:
+        if not self._host_ok():
+            raise Refused(403, "unexpected Host header")
+        path = self._route_path()
+        if path in ("/", "/index.html"):
+            return self._file(STATIC_DIR / "index.html")
+        if path.startswith("/static/"):
+            return self._file(safe_join(STATIC_DIR, path[len("/static/"):]))
+        if path in ("/api/graphs", "/api/graphs/"):
+            return self._json(200, {"graphs": self.index.list()})
+        if path.startswith("/graphs/"):
+            rel = path[len("/graphs/"):]
+            if "/" in rel or not rel.endswith(".json"):
+                raise Refused(403 if "/" in rel else 404, "graphs are the *.json files in the directory")
+            return self._file(safe_join(self.root, rel))
+        if path.startswith("/features/"):
+            rel = path[len("/features/"):]
+            if not rel.endswith(".json"):
+                raise Refused(404, "not found")
+            return self._file(safe_join(self.root / "features", rel))
+        if path == "/favicon.ico":
+            return self._send(204, b"", "text/plain")
+        raise Refused(404, "not found")
 
     def do_POST(self) -> None:  # noqa: N802
+        self._answer(self._post)
+
+    def _post(self) -> None:
+        if not self._host_ok():
+            raise Refused(403, "unexpected Host header")
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != self.headers.get("Host", ""):
+            raise Refused(403, "cross-origin request refused")
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise Refused(415, "Content-Type must be application/json")
+        path = self._route_path()
+        m = re.fullmatch(r"/api/graphs/([^/]+)/qparams", path)
+        if not m:
+            raise Refused(404, "not found")
         try:
-            if not self._host_ok():
-                raise Refused(403, "unexpected Host header")
-            origin = self.headers.get("Origin")
-            if origin is not None and urlsplit(origin).netloc != self.headers.get("Host", ""):
-                raise Refused(403, "cross-origin request refused")
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                raise Refused(415, "Content-Type must be application/json")
-            path = self._route_path()
-            m = re.fullmatch(r"/api/graphs/([^/]+)/qparams", path)
-            if not m:
-                raise Refused(404, "not found")
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                raise Refused(411, "Content-Length required") from None
-            if length < 0 or length > MAX_POST_BYTES:
-                raise Refused(413, "body too large")
-            body = self.rfile.read(length)
-            try:
-                q = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                raise Refused(400, "body is not JSON") from None
-            if isinstance(q, dict) and "qParams" in q and len(q) == 1:
-                q = q["qParams"]
-            q = validate_qparams(q)
-            target = safe_join(self.root, m.group(1) + ".json")
-            with self.save_lock:
-                with open(target, encoding="utf-8") as fh:
-                    data = json.load(fh)
-                if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
-                    raise Refused(400, "not a graph file")
-                ids = {str(n.get("node_id")) for n in data["nodes"] if isinstance(n, dict)}
-                bad = [i for i in q.get("pinnedIds", []) if i not in ids]
-                bad += [i for g in q.get("supernodes", []) for i in g[1:] if i not in ids]
-                if bad:
-                    raise Refused(400, f"unknown node ids: {bad[:5]}")
-                data["qParams"] = {**(data.get("qParams") or {}), **q}
-                atomic_write_json(target, data, compact=True)
-            self._json(200, {"ok": True, "qParams": data["qParams"]})
-        except Refused as e:
-            self._error(e.status, str(e))
-        except UnicodeDecodeError:
-            self._error(400, "bad path encoding")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise Refused(411, "Content-Length required") from None
+        if length < 0 or length > MAX_POST_BYTES:
+            raise Refused(413, "body too large")
+        body = self.rfile.read(length)
+        try:
+            q = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise Refused(400, "body is not JSON") from None
+        if isinstance(q, dict) and "qParams" in q and len(q) == 1:
+            q = q["qParams"]
+        q = validate_qparams(q)
+        target = safe_join(self.root, m.group(1) + ".json")
+        with self.save_lock:
+            with open(target, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+                raise Refused(400, "not a graph file")
+            ids = {str(n.get("node_id")) for n in data["nodes"] if isinstance(n, dict)}
+            bad = [i for i in q.get("pinnedIds", []) if i not in ids]
+            bad += [i for g in q.get("supernodes", []) for i in g[1:] if i not in ids]
+            if bad:
+                raise Refused(400, f"unknown node ids: {bad[:5]}")
+            data["qParams"] = {**(data.get("qParams") or {}), **q}
+            atomic_write_json(target, data, compact=True)
+        self._json(200, {"ok": True, "qParams": data["qParams"]})
 
     def do_PUT(self) -> None:  # noqa: N802
         self._error(405, "method not allowed")
