@@ -42,8 +42,16 @@ def load_graph(case: Path):
         "label": [""] * n,
     })  # fmt: skip
     ids = [int(t) for t in z["input_ids"]]
-    return Graph(prompt="bench", input_ids=ids, tokens=[str(t) for t in ids], nodes=nodes,
-                 adjacency=z["adjacency"], n_layers=int(z["layer"].max()), model_id="bench", transcoder_id="bench")
+    return Graph(
+        prompt="bench",
+        input_ids=ids,
+        tokens=[str(t) for t in ids],
+        nodes=nodes,
+        adjacency=z["adjacency"],
+        n_layers=int(z["layer"].max()),
+        model_id="bench",
+        transcoder_id="bench",
+    )
 
 
 def timed(fn, runs: int) -> tuple[float, list[float], object]:
@@ -83,13 +91,20 @@ def circuit_tracer(args) -> dict:
     kind = z["kind"]
     n_logit, n_tok, n_feat = (int((kind == k).sum()) for k in ("logit", "embedding", "feature"))
     g = types.SimpleNamespace(
-        input_tokens=torch.zeros(n_tok), logit_targets=list(range(n_logit)), selected_features=torch.zeros(n_feat),
+        input_tokens=torch.zeros(n_tok),
+        logit_targets=list(range(n_logit)),
+        selected_features=torch.zeros(n_feat),
         adjacency_matrix=torch.from_numpy(z["adjacency"]),
         logit_probabilities=torch.from_numpy(z["logit_prob"][kind == "logit"]).float(),
     )
     med, times, r = timed(lambda: prune_graph(g), args.runs)
-    return {"n_nodes": len(kind), "ct_prune_s": med, "ct_prune_runs": times,
-            "ct_pruned_nodes": int(r.node_mask.sum()), "ct_pruned_edges": int(r.edge_mask.sum())}
+    return {
+        "n_nodes": len(kind),
+        "ct_prune_s": med,
+        "ct_prune_runs": times,
+        "ct_pruned_nodes": int(r.node_mask.sum()),
+        "ct_pruned_edges": int(r.edge_mask.sum()),
+    }
 
 
 def main() -> None:
@@ -106,9 +121,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()
     res = circuit_tracer(args) if args.circuit_tracer else ours(args)
-    res.update(case=args.case, runs=args.runs, threads=args.threads, loadavg_start=load, loadavg_end=os.getloadavg(),
-               ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    res.update(
+        case=args.case,
+        runs=args.runs,
+        threads=args.threads,
+        loadavg_start=load,
+        loadavg_end=os.getloadavg(),
+        ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

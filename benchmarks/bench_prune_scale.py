@@ -47,8 +47,7 @@ MIB = 2**20
 
 def build(n_nodes: int, k: int, seed: int):
     n_other = N_LAYERS * (N_POS - 1) + N_POS + N_LOGITS  # errors + embeddings + logits
-    g = random_graph(N_LAYERS, N_POS, n_nodes - n_other, seed=seed, n_logits=N_LOGITS, sparse=True,
-                     edges_per_node=k)
+    g = random_graph(N_LAYERS, N_POS, n_nodes - n_other, seed=seed, n_logits=N_LOGITS, sparse=True, edges_per_node=k)
     assert g.n_nodes == n_nodes and g.is_sparse
     return g
 
@@ -103,9 +102,16 @@ def measure(fn, runs: int, traced: bool, summarise) -> dict:
         d_rss.append(m.peak - base)
         summary = summarise(out)
         del out
-    res = {**summary, "wall_s": statistics.median(times), "wall_runs": times,
-           "peak_rss_increase": max(d_rss), "peak_rss_increase_runs": d_rss,
-           "hwm_increase": max(d_hwm) if d_hwm else None, "hwm_increase_runs": d_hwm, "tracemalloc_peak": None}
+    res = {
+        **summary,
+        "wall_s": statistics.median(times),
+        "wall_runs": times,
+        "peak_rss_increase": max(d_rss),
+        "peak_rss_increase_runs": d_rss,
+        "hwm_increase": max(d_hwm) if d_hwm else None,
+        "hwm_increase_runs": d_hwm,
+        "tracemalloc_peak": None,
+    }
     if traced:
         gc.collect()
         _malloc_trim()
@@ -126,9 +132,16 @@ def run_case(n_nodes: int, k: int, args) -> list[dict]:
     a = g.adjacency
     nnz = int(a.nnz)
     graph_bytes = a.data.nbytes + a.indices.nbytes + a.indptr.nbytes
-    common = {"nodes": n_nodes, "edges_per_node": k, "nnz": nnz, "graph_bytes": graph_bytes,
-              "index_dtype": str(a.indices.dtype), "data_dtype": str(a.data.dtype), "build_s": build_s,
-              "dense_f32_bytes": n_nodes * n_nodes * 4}
+    common = {
+        "nodes": n_nodes,
+        "edges_per_node": k,
+        "nnz": nnz,
+        "graph_bytes": graph_bytes,
+        "index_dtype": str(a.indices.dtype),
+        "data_dtype": str(a.data.dtype),
+        "build_s": build_s,
+        "dense_f32_bytes": n_nodes * n_nodes * 4,
+    }
     rows = []
     summaries = {
         "prune": lambda res: {"pruned_nodes": int(res.graph.n_nodes), "pruned_edges": int(res.graph.n_edges)},
@@ -148,8 +161,22 @@ def run_case(n_nodes: int, k: int, args) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["nodes", "K", "edges (nnz)", "graph MiB", "op", "wall s (med)", "peak ΔRSS MiB", "ΔHWM MiB",
-            "tracemalloc MiB", "B/edge (ΔRSS)", "B/edge (ΔHWM)", "B/edge (tm)", "dense N² f32 GiB", "peak / dense"]
+    head = [
+        "nodes",
+        "K",
+        "edges (nnz)",
+        "graph MiB",
+        "op",
+        "wall s (med)",
+        "peak ΔRSS MiB",
+        "ΔHWM MiB",
+        "tracemalloc MiB",
+        "B/edge (ΔRSS)",
+        "B/edge (ΔHWM)",
+        "B/edge (tm)",
+        "dense N² f32 GiB",
+        "peak / dense",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
 
     def mib(x):
@@ -179,8 +206,12 @@ def parse_case(s: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", action="append", type=parse_case,
-                    help=f"NODES:EDGES_PER_NODE (repeatable; default: {' '.join(DEFAULT_CASES)})")
+    ap.add_argument(
+        "--case",
+        action="append",
+        type=parse_case,
+        help=f"NODES:EDGES_PER_NODE (repeatable; default: {' '.join(DEFAULT_CASES)})",
+    )
     ap.add_argument("--runs", type=int, default=2, help="timed + RSS-sampled calls per operation")
     ap.add_argument("--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (also set OMP_NUM_THREADS=1 for numpy)")
@@ -192,11 +223,21 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     cases = args.case or [parse_case(c) for c in DEFAULT_CASES]
-    info = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "host": platform.node(),
-            "cpu_count": os.cpu_count(), "mem_total_gib": psutil.virtual_memory().total / 2**30,
-            "python": platform.python_version(), "numpy": np.__version__, "scipy": __import__("scipy").__version__,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "threads": args.threads, "runs": args.runs,
-            "argv": sys.argv, "malloc_trim": _malloc_trim(), "loadavg_start": os.getloadavg()}
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "mem_total_gib": psutil.virtual_memory().total / 2**30,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": __import__("scipy").__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "threads": args.threads,
+        "runs": args.runs,
+        "argv": sys.argv,
+        "malloc_trim": _malloc_trim(),
+        "loadavg_start": os.getloadavg(),
+    }
     rows = []
     for n, k in cases:
         print(f"case {n} nodes, K={k} (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
@@ -204,8 +245,10 @@ def main(argv=None) -> int:
         print(table(rows[-2:]), file=sys.stderr, flush=True)
     info.update(loadavg_end=os.getloadavg(), ru_maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print(table(rows))
-    print(f"\nload {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f}; "
-          f"process peak RSS (incl. graph building) {info['ru_maxrss_mib']:.0f} MiB")
+    print(
+        f"\nload {info['loadavg_start'][0]:.2f} -> {info['loadavg_end'][0]:.2f}; "
+        f"process peak RSS (incl. graph building) {info['ru_maxrss_mib']:.0f} MiB"
+    )
     if args.json:
         atomic_write_json(args.json, {"info": info, "rows": rows})
     return 0

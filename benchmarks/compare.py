@@ -23,8 +23,15 @@ def keys(z) -> list[tuple]:
     out = []
     for k, l, p, f, t in zip(z["kind"], z["layer"], z["pos"], z["feature"], z["token_id"]):
         k = str(k)
-        out.append(("feature", int(l), int(p), int(f)) if k == "feature" else ("error", int(l), int(p)) if k == "error"
-                   else ("embedding", int(p)) if k == "embedding" else ("logit", int(t)))
+        out.append(
+            ("feature", int(l), int(p), int(f))
+            if k == "feature"
+            else ("error", int(l), int(p))
+            if k == "error"
+            else ("embedding", int(p))
+            if k == "embedding"
+            else ("logit", int(t))
+        )
     return out
 
 
@@ -68,16 +75,31 @@ def compare(case: Path) -> dict:
     res = {
         "case": str(case),
         "same_input_ids": bool(np.array_equal(ours["input_ids"], ref["input_ids"])),
-        "nodes_ours": len(ko), "nodes_ref": len(kr), "matched_nodes": len(common),
-        "features_ours": len(feat_o), "features_ref": len(feat_r), "features_common": len(feat_o & feat_r),
-        "logits_ours": [k[1] for k in logits_o], "logits_ref": [k[1] for k in logits_r],
-        "ref_only_nodes": len(only_r), "ref_only_abs_mass": only_r_mass, "ours_only_nodes": len(only_o),
-        "compared_rows": int(tmask.sum()), "compared_edges": int(Ao.size),
-        "max_abs_edge": float(scale), "max_abs_diff": float(diff.max()),
-        "max_rel_diff": float(diff.max() / scale), "max_diff_at": {"target": str(tk[r]), "source": str(common[c]),
-                                                                  "ours": float(Ao[r, c]), "ref": float(Ar[r, c])},
+        "nodes_ours": len(ko),
+        "nodes_ref": len(kr),
+        "matched_nodes": len(common),
+        "features_ours": len(feat_o),
+        "features_ref": len(feat_r),
+        "features_common": len(feat_o & feat_r),
+        "logits_ours": [k[1] for k in logits_o],
+        "logits_ref": [k[1] for k in logits_r],
+        "ref_only_nodes": len(only_r),
+        "ref_only_abs_mass": only_r_mass,
+        "ours_only_nodes": len(only_o),
+        "compared_rows": int(tmask.sum()),
+        "compared_edges": int(Ao.size),
+        "max_abs_edge": float(scale),
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float(diff.max() / scale),
+        "max_diff_at": {
+            "target": str(tk[r]),
+            "source": str(common[c]),
+            "ours": float(Ao[r, c]),
+            "ref": float(Ar[r, c]),
+        },
         "rel_diff_by_source_to_target": by_pair,
-        "nonzero_edges_ours": int(np.count_nonzero(a_o)), "nonzero_edges_ref": int(np.count_nonzero(a_r)),
+        "nonzero_edges_ours": int(np.count_nonzero(a_o)),
+        "nonzero_edges_ref": int(np.count_nonzero(a_r)),
     }
     for name, f in (("ours", "case.json"), ("ref", "ref.json")):
         p = case / f

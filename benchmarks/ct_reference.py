@@ -30,8 +30,13 @@ def load_transcoders(tc_dir: Path, device: str):
     import yaml
 
     cfg = yaml.safe_load((tc_dir / "config.yaml").read_text())
-    common = dict(scan="random", feature_input_hook=cfg["feature_input_hook"],
-                  feature_output_hook=cfg["feature_output_hook"], device=torch.device(device), dtype=torch.float32)
+    common = {
+        "scan": "random",
+        "feature_input_hook": cfg["feature_input_hook"],
+        "feature_output_hook": cfg["feature_output_hook"],
+        "device": torch.device(device),
+        "dtype": torch.float32,
+    }
     if cfg["model_kind"] == "cross_layer_transcoder":
         from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
 
@@ -45,19 +50,32 @@ def load_transcoders(tc_dir: Path, device: str):
 def load_gpt2_tl(model_dir: Path, transcoders, device: str):
     """Random GPT-2 from save_pretrained -> TransformerLensReplacementModel (same processing flags as
     circuit-tracer's from_pretrained_and_transcoders: no LN folding, no centring)."""
+    from circuit_tracer.replacement_model.replacement_model_transformerlens import (
+        TransformerLensReplacementModel,
+    )
     from transformer_lens import HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import convert_gpt2_weights
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    from circuit_tracer.replacement_model.replacement_model_transformerlens import TransformerLensReplacementModel
-
     hf = GPT2LMHeadModel.from_pretrained(str(model_dir)).eval()
     c = hf.config
     cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_ctx=c.n_positions, d_head=c.n_embd // c.n_head, n_heads=c.n_head,
-        d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, act_fn="gelu_new", eps=c.layer_norm_epsilon,
-        normalization_type="LN", positional_embedding_type="standard", original_architecture="GPT2LMHeadModel",
-        model_name="gpt2-random", default_prepend_bos=False, device=device, dtype=torch.float32,
+        n_layers=c.n_layer,
+        d_model=c.n_embd,
+        n_ctx=c.n_positions,
+        d_head=c.n_embd // c.n_head,
+        n_heads=c.n_head,
+        d_mlp=c.n_inner or 4 * c.n_embd,
+        d_vocab=c.vocab_size,
+        act_fn="gelu_new",
+        eps=c.layer_norm_epsilon,
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        original_architecture="GPT2LMHeadModel",
+        model_name="gpt2-random",
+        default_prepend_bos=False,
+        device=device,
+        dtype=torch.float32,
     )
     save_tokenizer_for_ct(model_dir, model_dir.parent / "ct_tokenizer")  # TransformerLens reloads it by path
     tok = AutoTokenizer.from_pretrained(str(model_dir.parent / "ct_tokenizer"))
@@ -73,8 +91,9 @@ def save_tokenizer_for_ct(model_dir: Path, out: Path) -> None:
     rebuild the tokenizer from tokenizer.json and save it the 4.57 way."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"), bos_token="<bos>",
-                                  eos_token="<eos>", unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_file=str(model_dir / "tokenizer.json"), bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
     tok.save_pretrained(str(out))
 
 
@@ -88,8 +107,9 @@ def load_nnsight(model_dir: Path, transcoders, device: str):
         if not (f.name.startswith("tokenizer") or f.name == "special_tokens_map.json" or (ct_dir / f.name).exists()):
             (ct_dir / f.name).symlink_to(f.resolve())
     save_tokenizer_for_ct(model_dir, ct_dir)
-    return ReplacementModel.from_pretrained_and_transcoders(str(ct_dir), transcoders, backend="nnsight",
-                                                            device=torch.device(device), dtype=torch.float32)
+    return ReplacementModel.from_pretrained_and_transcoders(
+        str(ct_dir), transcoders, backend="nnsight", device=torch.device(device), dtype=torch.float32
+    )
 
 
 def main(argv=None) -> int:
@@ -112,8 +132,12 @@ def main(argv=None) -> int:
     tcs = load_transcoders(case / "transcoders", args.device)
     model = (load_gpt2_tl if meta["family"] == "gpt2" else load_nnsight)(case / "model", tcs, args.device)
     ids = torch.tensor(meta["input_ids"], dtype=torch.long)
-    kw = dict(max_n_logits=s["max_n_logits"], desired_logit_prob=s["desired_logit_prob"],
-              batch_size=args.batch_size or s["batch_size"] or 256, max_feature_nodes=s["max_feature_nodes"])
+    kw = {
+        "max_n_logits": s["max_n_logits"],
+        "desired_logit_prob": s["desired_logit_prob"],
+        "batch_size": args.batch_size or s["batch_size"] or 256,
+        "max_feature_nodes": s["max_feature_nodes"],
+    }
     times, graph = [], None
     for r in range(args.warmup + args.runs):
         if args.device.startswith("cuda"):
@@ -131,24 +155,48 @@ def main(argv=None) -> int:
     sel = graph.selected_features
     af = graph.active_features[sel]  # [n, 3] (layer, pos, feature)
     nf = len(sel)
-    kind = (["feature"] * nf + ["error"] * (n_layers * P) + ["embedding"] * P + ["logit"] * len(graph.logit_targets))
-    layer = np.concatenate([af[:, 0].numpy(), np.repeat(np.arange(n_layers), P), -np.ones(P, int),
-                            np.full(len(graph.logit_targets), n_layers)])
-    pos = np.concatenate([af[:, 1].numpy(), np.tile(np.arange(P), n_layers), np.arange(P),
-                          np.full(len(graph.logit_targets), P - 1)])
+    kind = ["feature"] * nf + ["error"] * (n_layers * P) + ["embedding"] * P + ["logit"] * len(graph.logit_targets)
+    layer = np.concatenate(
+        [
+            af[:, 0].numpy(),
+            np.repeat(np.arange(n_layers), P),
+            -np.ones(P, int),
+            np.full(len(graph.logit_targets), n_layers),
+        ]
+    )
+    pos = np.concatenate(
+        [af[:, 1].numpy(), np.tile(np.arange(P), n_layers), np.arange(P), np.full(len(graph.logit_targets), P - 1)]
+    )
     feature = np.concatenate([af[:, 2].numpy(), -np.ones(n_layers * P + P + len(graph.logit_targets), int)])
-    token_id = np.concatenate([-np.ones(nf + n_layers * P, int), ids.numpy(),
-                               np.asarray([t.vocab_idx for t in graph.logit_targets])])
-    np.savez_compressed(case / "ref.npz", adjacency=graph.adjacency_matrix.float().numpy(), kind=np.asarray(kind),
-                        layer=layer, pos=pos, feature=feature, token_id=token_id,
-                        logit_prob=graph.logit_probabilities.float().numpy(), input_ids=graph.input_tokens.cpu().numpy(),
-                        activation=graph.activation_values[sel].float().numpy())
-    res = {"circuit_tracer": getattr(circuit_tracer, "__version__", "0.5.0"), "attribute_s": times,
-           "attribute_median_s": statistics.median(times), "settings": kw, "n_active_features": int(len(graph.active_features)),
-           "n_nodes": int(graph.adjacency_matrix.shape[0]), "n_edges": int((graph.adjacency_matrix != 0).sum()),
-           "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "loadavg": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
-           "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    token_id = np.concatenate(
+        [-np.ones(nf + n_layers * P, int), ids.numpy(), np.asarray([t.vocab_idx for t in graph.logit_targets])]
+    )
+    np.savez_compressed(
+        case / "ref.npz",
+        adjacency=graph.adjacency_matrix.float().numpy(),
+        kind=np.asarray(kind),
+        layer=layer,
+        pos=pos,
+        feature=feature,
+        token_id=token_id,
+        logit_prob=graph.logit_probabilities.float().numpy(),
+        input_ids=graph.input_tokens.cpu().numpy(),
+        activation=graph.activation_values[sel].float().numpy(),
+    )
+    res = {
+        "circuit_tracer": getattr(circuit_tracer, "__version__", "0.5.0"),
+        "attribute_s": times,
+        "attribute_median_s": statistics.median(times),
+        "settings": kw,
+        "n_active_features": len(graph.active_features),
+        "n_nodes": int(graph.adjacency_matrix.shape[0]),
+        "n_edges": int((graph.adjacency_matrix != 0).sum()),
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
     (case / "ref.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
     return 0

@@ -8,8 +8,28 @@ import torch
 
 import circuit_trace as ct
 
-CITIES = ["Dallas", "Oakland", "Seattle", "Chicago", "Miami", "Houston", "Denver", "Boston", "Atlanta", "Phoenix",
-          "Memphis", "Reno", "Tulsa", "Spokane", "Detroit", "Baltimore", "Omaha", "Boise", "Tampa", "Portland"]
+CITIES = [
+    "Dallas",
+    "Oakland",
+    "Seattle",
+    "Chicago",
+    "Miami",
+    "Houston",
+    "Denver",
+    "Boston",
+    "Atlanta",
+    "Phoenix",
+    "Memphis",
+    "Reno",
+    "Tulsa",
+    "Spokane",
+    "Detroit",
+    "Baltimore",
+    "Omaha",
+    "Boise",
+    "Tampa",
+    "Portland",
+]
 
 
 def main() -> None:

@@ -1,34 +1,148 @@
 """circuit_trace: attribution graphs that show how a transformer reaches an answer.
 
-    import circuit_trace as ct
-    model = ct.load()                       # the embedded states organism with its CLT
-    graph = ct.attribute(model, "Fact: the capital of the state containing Dallas is")
-    pruned = ct.prune(graph)                # node 0.8 / edge 0.98 thresholds (SPEC §4)
-    graph.to_json("graphs/dallas-austin.json", slug="dallas-austin")
+import circuit_trace as ct
+model = ct.load()                       # the embedded states organism with its CLT
+graph = ct.attribute(model, "Fact: the capital of the state containing Dallas is")
+pruned = ct.prune(graph)                # node 0.8 / edge 0.98 thresholds (docs/SPEC.md §4)
+graph.to_json("graphs/dallas-austin.json", slug="dallas-austin")
 """
 
-from .api import attribute, load
-from .attribution.targets import Target, custom_target, logit_difference
-from .graphs import Graph, GraphScores, PruneResult, prune
-from .interventions import (
-    Edit, InterventionResult, Supernode, ValidationReport, ablate_errors, add_feature, generate, intervene,
-    scale_feature, set_feature, swap, validate,
-)
-from .replacement.model import PromptError, ReplacementModel
-from .transcoders import Transcoder, load_transcoders
-from .transcoders.training import TrainConfig, TrainingReport, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Every public name and the module that defines it, imported on first use (PEP 562 `__getattr__`):
+# `import circuit_trace` stays cheap, and torch / transformers / plotly load with the first call
+# that needs them. To export a name, add it here and to the TYPE_CHECKING block below.
+_EXPORTS: dict[str, str] = {
+    # the front door
+    "load": "api",
+    "attribute": "api",
+    "prune": "graphs",
+    "Graph": "graphs",
+    "GraphScores": "graphs",
+    "PruneResult": "graphs",
+    "strongest_path": "graphs.paths",
+    "plot": "viz",
+    "ReplacementModel": "replacement.model",
+    "Target": "attribution.targets",
+    "custom_target": "attribution.targets",
+    "logit_difference": "attribution.targets",
+    "AttributionOptions": "attribution.options",
+    # transcoders and their training
+    "Transcoder": "transcoders",
+    "load_transcoders": "transcoders",
+    "TranscoderSetInfo": "transcoders.catalogue",
+    "get_transcoder_set": "transcoders.catalogue",
+    "list_transcoder_sets": "transcoders.catalogue",
+    "train": "transcoders.training",
+    "TrainConfig": "transcoders.training",
+    "TrainingReport": "transcoders.training",
+    # interventions
+    "intervene": "interventions",
+    "generate": "interventions",
+    "validate": "interventions",
+    "activations_from": "interventions",
+    "Edit": "interventions",
+    "Supernode": "interventions",
+    "InterventionResult": "interventions",
+    "ValidationReport": "interventions",
+    "set_feature": "interventions",
+    "scale_feature": "interventions",
+    "add_feature": "interventions",
+    "ablate_errors": "interventions",
+    "swap": "interventions",
+    # attention: head loadings and QK attribution
+    "head_loadings": "attention",
+    "head_loadings_top": "attention",
+    "qk_attribution": "attention",
+    "attach_attention": "attention",
+    "QKAttribution": "attention",
+    # prompt sweeps (in-process or on Ray)
+    "sweep": "sweeps",
+    "SweepOptions": "sweeps",
+    "SweepResult": "sweeps",
+    # feature dashboards (top contexts, logit effects, evidence-based labels)
+    "feature_dashboards": "dashboards",
+    "DashboardOptions": "dashboards",
+    "DashboardResult": "dashboards",
+    # errors (each also a ValueError, OSError or RuntimeError where that is what it is)
+    "PromptError": "replacement.model",
+    "TargetError": "attribution.targets",
+    "EditError": "interventions",
+    "TranscoderError": "transcoders",
+    "CheckpointError": "transcoders",
+    "TranscoderMismatchError": "transcoders",
+    "UnsupportedArchitectureError": "models",
+    "CorpusError": "transcoders.training",
+    "OutputDirError": "transcoders.training",
+}
+# Subpackages reachable as attributes (`ct.interventions.FEATURE_GOAL`) without an explicit import.
+_SUBPACKAGES = (
+    "api",
+    "atomic",
+    "attention",
+    "attribution",
+    "cli",
+    "dashboards",
+    "graphs",
+    "interventions",
+    "models",
+    "organisms",
+    "replacement",
+    "sweeps",
+    "transcoders",
+    "viz",
+)
 
-def plot(graph, **kwargs):
-    """Interactive plotly figure of a graph (see `circuit_trace.viz.plot`)."""
-    from .viz import plot as _plot
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .api import attribute, load
+    from .attention import QKAttribution, attach_attention, head_loadings, head_loadings_top, qk_attribution
+    from .attribution.options import AttributionOptions
+    from .attribution.targets import Target, TargetError, custom_target, logit_difference
+    from .dashboards import DashboardOptions, DashboardResult, feature_dashboards
+    from .graphs import Graph, GraphScores, PruneResult, prune
+    from .graphs.paths import strongest_path
+    from .interventions import (
+        Edit,
+        EditError,
+        InterventionResult,
+        Supernode,
+        ValidationReport,
+        ablate_errors,
+        activations_from,
+        add_feature,
+        generate,
+        intervene,
+        scale_feature,
+        set_feature,
+        swap,
+        validate,
+    )
+    from .models import UnsupportedArchitectureError
+    from .replacement.model import PromptError, ReplacementModel
+    from .sweeps import SweepOptions, SweepResult, sweep
+    from .transcoders import CheckpointError, Transcoder, TranscoderError, TranscoderMismatchError, load_transcoders
+    from .transcoders.catalogue import TranscoderSetInfo, get_transcoder_set, list_transcoder_sets
+    from .transcoders.training import CorpusError, OutputDirError, TrainConfig, TrainingReport, train
+    from .viz import plot
 
-    return _plot(graph, **kwargs)
 
-__all__ = [
-    "load", "attribute", "prune", "plot", "Graph", "GraphScores", "PruneResult", "ReplacementModel", "PromptError",
-    "Transcoder", "load_transcoders", "train", "TrainConfig", "TrainingReport", "intervene", "generate", "validate", "Edit", "Supernode",
-    "InterventionResult", "ValidationReport", "set_feature", "scale_feature", "add_feature", "ablate_errors", "swap", "Target", "custom_target", "logit_difference", "__version__",
-]
+def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBPACKAGES})
+
+
+__all__ = [*_EXPORTS, "__version__"]

@@ -1,4 +1,5 @@
-"""`circuit-trace`: trace | demo | train | intervene | serve, thin over the Python API.
+"""`circuit-trace SUBCOMMAND`, thin over the Python API: one `add_<name>_command` and `cmd_<name>` per
+subcommand, registered in `COMMANDS` (see `circuit-trace --help`).
 
 Exit codes: 0 success; 2 bad usage or bad input (prompt, target, thresholds, paths);
 3 the model or transcoders could not be loaded or do not fit each other; 1 anything unexpected."""
@@ -6,10 +7,14 @@ Exit codes: 0 success; 2 bad usage or bad input (prompt, target, thresholds, pat
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import re
 import sys
 import time
 from pathlib import Path
+
+from .graphs.defaults import DESIRED_LOGIT_PROB, EDGE_THRESHOLD, MAX_N_LOGITS, NODE_THRESHOLD
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_LOAD = 0, 1, 2, 3
 
@@ -51,19 +56,45 @@ def _positive_int(value: str) -> int:
     return v
 
 
+def _port(value: str) -> int:
+    v = int(value) if value.strip().isdigit() else -1
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return v
+
+
+def _device(name: str | None) -> str | None:
+    """`name` checked against this machine: a device torch cannot parse, or CUDA on a torch build or
+    machine without it, is bad input (exit 2) rather than a traceback deep in the model load."""
+    if name is None:
+        return None
+    from .api import check_device
+
+    try:
+        check_device(name)
+    except ValueError as exc:
+        raise CLIError(f"--device {name}: {exc}") from exc
+    return name
+
+
 def _load_model(args):
     from .api import load
 
+    device = _device(args.device)
     try:
-        return load(args.model, args.transcoders, device=args.device, dtype=args.dtype)
+        return load(args.model, args.transcoders, device=device, dtype=args.dtype)
     except (OSError, ValueError, TypeError, RuntimeError) as exc:
         raise CLIError(f"could not load the model/transcoders: {exc}", EXIT_LOAD) from exc
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="hub id or local directory (default: the embedded states organism)")
-    p.add_argument("--transcoders", default=None,
-                   help="hub id or directory in the circuit-tracer layout (default: the organism's CLT)")
+    p.add_argument(
+        "--transcoders",
+        default=None,
+        help="hub id, directory in the circuit-tracer layout, or a published set's short name "
+        "(`circuit-trace transcoders list`; default: the organism's CLT)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: float32")
 
@@ -89,14 +120,34 @@ def cmd_trace(args) -> int:
     out = _output_path(args.output, args.prompt)
     rm = _load_model(args)
     t0 = time.perf_counter()
-    graph = attribute(rm, args.prompt, max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size,
-                      max_n_logits=args.max_n_logits, desired_logit_prob=args.desired_logit_prob,
-                      progress=not args.quiet)
+    graph = attribute(
+        rm,
+        args.prompt,
+        max_feature_nodes=args.max_feature_nodes,
+        batch_size=args.batch_size,
+        max_n_logits=args.max_n_logits,
+        desired_logit_prob=args.desired_logit_prob,
+        progress=not args.quiet,
+    )
     pruned = prune(graph, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
-    graph.to_json(out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold,
-                  pruned=pruned)
+    graph.to_json(
+        out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold, pruned=pruned
+    )
     _print_trace(graph, pruned, time.perf_counter() - t0, out)
+    _print_details(rm, pruned.graph, out)
     return EXIT_OK
+
+
+def _print_details(rm, graph, out: Path) -> None:
+    """Write the graph's feature details when its transcoders ship dashboards, and say so."""
+    from .viz.feature_details import write_graph_details
+
+    n, folder = write_graph_details(rm.transcoders, graph, out)
+    print(
+        f"wrote {n} feature-detail files to {folder}"
+        if folder is not None
+        else "no feature dashboards for these transcoders (make them with `circuit-trace features`)"
+    )
 
 
 def cmd_intervene(args) -> int:
@@ -117,26 +168,153 @@ def cmd_intervene(args) -> int:
     return EXIT_OK
 
 
-def cmd_train(args) -> int:
+# `circuit-trace train` options: one per `TrainConfig` field, with the field's type and default, so a
+# field added to `TrainConfig` is reachable from the command line with no edit here. The tables below
+# only rename an option, give it a help text or choices, or list it among the common options.
+TRAIN_OPTION_NAMES = {"n_features": "features", "n_tokens": "tokens", "out_dir": "out"}
+TRAIN_COMMON = (
+    "kind",
+    "n_features",
+    "activation",
+    "k",
+    "steps",
+    "n_tokens",
+    "batch_size",
+    "lr",
+    "lambda_s",
+    "context_size",
+    "seed",
+    "checkpoint_every",
+    "out_dir",
+    "device",
+)
+TRAIN_HELP = {
+    "kind": "clt: cross-layer transcoder; plt: per-layer transcoders",
+    "n_features": "features per layer",
+    "activation": "feature nonlinearity",
+    "k": "TopK: active features per layer",
+    "skip": "learn a linear skip connection W_skip",
+    "steps": "optimiser steps (default: --tokens / --batch-size, else 2000)",
+    "n_tokens": "train on this many tokens instead of --steps",
+    "batch_size": "tokens per step",
+    "lr": "Adam learning rate (default 2e-4 / sqrt(features / 16384), at most 1e-2)",
+    "lr_warmup_steps": "linear warm-up steps (default 1%% of steps)",
+    "lr_decay_frac": "final fraction of steps over which the rate decays linearly to 0",
+    "lambda_s": "JumpReLU sparsity coefficient, reached after a linear ramp (default d_model / 256)",
+    "lambda_s_ramp": "fraction of steps over which the sparsity coefficient ramps up from 0",
+    "lambda_p": "pre-activation loss coefficient",
+    "tanh_c": "c in the sparsity penalty tanh(c * ||W_dec|| * a)",
+    "init_threshold": "initial JumpReLU threshold (normalised units)",
+    "init_density": "encoder bias set so each feature fires on this fraction of tokens at initialisation",
+    "bandwidth": "JumpReLU straight-through kernel width",
+    "aux_k": "TopK AuxK: dead features revived per step (default d_model / 2)",
+    "aux_coef": "TopK AuxK loss coefficient",
+    "dead_window": "tokens without firing after which a feature counts as dead (default min(1M, tokens / 5))",
+    "normalize": "normalise MLP inputs and outputs to mean norm sqrt(d) per layer (folded into the weights)",
+    "norm_tokens": "tokens used to estimate the normalisation",
+    "context_size": "tokens per window (capped at the model's context)",
+    "pack": "pack documents into windows (default: only when one does not fit)",
+    "input_hook": "hook the transcoders read (the MLP input, after its norm)",
+    "output_hook": "hook the transcoders reconstruct (the MLP output)",
+    "outlier_ratio": "drop tokens whose MLP input norm exceeds this multiple of the median",
+    "buffer_tokens": "tokens read and shuffled together (default 16 batches)",
+    "forward_batch_size": "windows per model forward (default about 2048 tokens)",
+    "eval_tokens": "held-out tokens for the final metrics (at most 10%% of the windows)",
+    "seed": "seed for initialisation and shuffling",
+    "checkpoint_every": "steps between checkpoints in OUT/checkpoints",
+    "keep_checkpoints": "checkpoints kept",
+    "log_every": "steps between progress-bar updates",
+    "out_dir": "output directory: checkpoints/, transcoder/ (circuit-tracer layout), report.json",
+    "device": "e.g. cpu, cuda (default: cuda when available)",
+    "dtype": "transcoder parameter dtype",
+    "autocast": "bf16 autocast on CUDA",
+    "name": "transcoder set name written to its config",
+}
+
+
+def _train_option(group, f: dataclasses.Field, hint, default) -> None:
+    """Add the option of `TrainConfig` field `f` (type `hint`) to `group`."""
+    from .transcoders.training.trainer import KINDS, TRAINABLE_ACTIVATIONS
+
+    flag = "--" + TRAIN_OPTION_NAMES.get(f.name, f.name).replace("_", "-")
+    help_ = TRAIN_HELP.get(f.name, f"TrainConfig.{f.name}")
+    if default not in (None, "") and "default" not in help_:
+        help_ += f" (default {default})"
+    kw: dict = {"dest": f.name, "default": default, "help": help_}
+    if hint in (bool, bool | None):
+        kw["action"] = argparse.BooleanOptionalAction
+    else:
+        kw["type"] = next(t for t in (int, float, str) if hint in (t, t | None))
+        kw["choices"] = {"kind": KINDS, "activation": TRAINABLE_ACTIVATIONS}.get(f.name)
+    group.add_argument(flag, **kw)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The `circuit-trace train` options: the run's (model, corpus, resume) and every `TrainConfig` field."""
+    import typing
+
+    from .transcoders.training import TrainConfig
+
+    parser.add_argument("--model", required=True, help="HF hub id or local model directory")
+    parser.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hints, defaults = typing.get_type_hints(TrainConfig), TrainConfig()
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    advanced = parser.add_argument_group("advanced options (TrainConfig fields)")
+    for name in [*TRAIN_COMMON, *sorted(set(fields) - set(TRAIN_COMMON))]:
+        _train_option(parser if name in TRAIN_COMMON else advanced, fields[name], hints[name], getattr(defaults, name))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace):
+    """The checked `TrainConfig` of parsed `circuit-trace train` arguments (ValueError if invalid)."""
+    from .transcoders.training import TrainConfig
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    config.validate()
+    return config
+
+
+def _remove_if_new_and_empty(directory: Path, existed: bool) -> None:
+    """A failed run must not leave behind an empty output directory it created itself."""
+    if not existed and directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
+
+
+def train_from_args(args: argparse.Namespace | list[str] | None = None):
+    """Parse (or take parsed) `circuit-trace train` arguments, load the model and train; the
+    `TrainingReport`. Errors are raised as `CLIError` with their exit code."""
     from .models import UnsupportedArchitectureError, load_hf
     from .transcoders.training import CorpusError, OutputDirError, train
-    from .transcoders.training.trainer import config_from_args
 
+    if not isinstance(args, argparse.Namespace):
+        args = add_train_arguments(argparse.ArgumentParser(prog="circuit-trace train")).parse_args(args)
     try:
         config = config_from_args(args)
     except ValueError as exc:
         raise CLIError(f"bad training option: {exc}") from exc
+    device = _device(config.device)
     try:
-        model, tokenizer = load_hf(args.model, device=args.device)
+        model, tokenizer = load_hf(args.model, device=device)
     except (OSError, ValueError) as exc:  # load_hf's OSError already names the model
         raise CLIError(str(exc) if isinstance(exc, OSError) else f"could not load the model: {exc}", EXIT_LOAD) from exc
+    out = Path(config.out_dir)
+    existed = out.exists()
     try:
         report = train(model, tokenizer, args.corpus, config, resume=args.resume, progress=not args.no_progress)
     except UnsupportedArchitectureError as exc:
         raise CLIError(str(exc), EXIT_LOAD) from exc
-    except (CorpusError, OutputDirError, FileExistsError) as exc:
+    except (CorpusError, OutputDirError, FileExistsError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
+    finally:
+        _remove_if_new_and_empty(out, existed)
     print(report.summary())
+    return report
+
+
+def cmd_train(args) -> int:
+    train_from_args(args)
     return EXIT_OK
 
 
@@ -146,95 +324,342 @@ def cmd_serve(args) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise CLIError(f"{str(directory)!r} is not a directory of graph JSON files")
-    serve(str(directory), host=args.host, port=args.port, open_browser=args.open)
+    try:
+        serve(str(directory), host=args.host, port=args.port, open_browser=args.open)
+    except OSError as exc:  # bind failed: port taken, address not on this machine, no permission
+        if exc.errno == errno.EADDRINUSE:
+            raise CLIError(
+                f"port {args.port} is already in use on {args.host} "
+                "(choose another with --port, or --port 0 for a free one)"
+            ) from exc
+        raise CLIError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     return EXIT_OK
-
-
-DEMO_PROMPT = "Fact: the capital of the state containing Dallas is"
-DEMO_OUTPUT = "graphs/dallas-austin.json"
-
-
-def _node_name(graph, i: int) -> str:
-    row = graph.nodes.iloc[i]
-    kind = row["kind"]
-    if kind == "embedding":
-        return f"token {row['token']!r} (pos {row['pos']})"
-    if kind == "logit":
-        return f"logit {row['token']!r} (p={row['logit_prob']:.3f})"
-    if kind == "error":
-        return f"error L{row['layer']} pos {row['pos']}"
-    label = f" \"{row['label']}\"" if row["label"] else ""
-    return f"feature L{row['layer']}#{row['feature']} at {row['token']!r}{label}"
-
-
-def _print_paths(g, city: str, answer: str) -> None:
-    """The strongest path from the city's token to the answer's logit, and the strongest one through
-    a feature labelled with the city's state (the intermediate hop of a two-hop question)."""
-    from .graphs.paths import strongest_path
-    from .organisms.world import CITY_TO_STATE
-
-    tokens, logits = g.embedding_nodes(), g.logit_nodes()
-    src = tokens.index[tokens["token"].str.strip() == city]
-    dst = logits.index[logits["token"].str.strip() == answer]
-    if not len(src) or not len(dst):
-        print(f"the pruned graph has no {city!r} token or no {answer!r} logit")
-        return
-    state = CITY_TO_STATE.get(city, "")
-    feats = g.feature_nodes()
-    via = feats.index[feats["label"].str.contains(state, regex=False)] if state else []
-    for title, path in (
-        (f"strongest path {city} -> {answer}:", strongest_path(g, int(src[0]), int(dst[0]))),
-        (f"strongest path {city} -> [{state} feature] -> {answer}:",
-         strongest_path(g, int(src[0]), int(dst[0]), via=via) if len(via) else []),
-    ):
-        print(title if path else f"{title} none in the pruned graph")
-        for k, i in enumerate(path):
-            print(f"  {'  ' * k}{_node_name(g, i)}")
-
-
-def _write_feature_details(rm, graph, directory: Path) -> int:
-    """Feature-detail files (top contexts, top outputs) of the graph's features, from the ones
-    packaged beside the organism's transcoders, so the offline viewer can show them."""
-    import gzip
-    import json
-
-    from .graphs.ids import cantor_pair
-    from .organisms.build_transcoders import DETAILS_FILE
-    from .viz.feature_details import write_feature_details
-
-    source = Path(getattr(rm.transcoders, "source_path", "") or "") / DETAILS_FILE
-    if not source.is_file():
-        return 0
-    feats = graph.feature_nodes()
-    wanted = {cantor_pair(int(l), int(f)) for l, f in zip(feats["layer"], feats["feature"])}
-    with gzip.open(source, "rt") as fh:
-        details = [d for d in json.load(fh) if d["index"] in wanted]
-    directory.mkdir(exist_ok=True)
-    write_feature_details(directory, details)
-    return len(details)
 
 
 def cmd_demo(args) -> int:
-    from .api import attribute, load
-    from .graphs import prune
-    from .viz import to_html
+    from .organisms.demo import DEMO_OUTPUT, run_demo
 
     if args.output == DEMO_OUTPUT:
-        Path(DEMO_OUTPUT).parent.mkdir(parents=True, exist_ok=True)
-    out = _output_path(args.output, DEMO_PROMPT)
-    t0 = time.perf_counter()
-    rm = load(device=args.device)
-    graph = attribute(rm, DEMO_PROMPT, progress=not args.quiet)
-    pruned = prune(graph)
-    graph.to_json(out, slug="dallas-austin", pruned=pruned)
-    _print_trace(graph, pruned, time.perf_counter() - t0, out)
-    html = to_html(graph, out.with_suffix(".html"))
-    print(f"wrote {html} (interactive view; `circuit-trace serve {out.parent}` for the full viewer)")
-    n = _write_feature_details(rm, pruned.graph, out.parent / "features")
-    if n:
-        print(f"wrote {n} feature-detail files to {out.parent / 'features'}")
-    _print_paths(pruned.graph, "Dallas", "Austin")
+        Path(DEMO_OUTPUT).parent.mkdir(parents=True, exist_ok=True)  # our own default location
+    out = _output_path(args.output, "")
+    result = run_demo(out, device=_device(args.device), progress=not args.quiet)
+    _print_trace(result.graph, result.pruned, result.seconds, out)
+    print(f"wrote {result.html_path} (interactive view; `circuit-trace serve {out.parent}` for the full viewer)")
+    if result.details_dir is not None:
+        print(f"wrote {result.n_details} feature-detail files to {result.details_dir}")
+    print("\n".join(result.paths))
     return EXIT_OK
+
+
+def add_trace_command(sub) -> None:
+    p = sub.add_parser("trace", help="attribute a prompt, prune the graph and write Neuronpedia JSON")
+    p.add_argument("prompt", help="the text to trace (BOS is prepended)")
+    _add_model_args(p)
+    p.add_argument(
+        "-o", "--output", default=None, help="graph JSON path; its directory must exist (default: graphs/<slug>.json)"
+    )
+    _add_graph_args(p)
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="targets per backward pass (default: as many as fit in memory, at most 256)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_trace)
+
+
+def _add_graph_args(p) -> None:
+    """Pruning thresholds, feature cap and logit-target selection (`trace`, `sweep`); SPEC defaults."""
+    p.add_argument(
+        "--node-threshold",
+        type=_threshold,
+        default=NODE_THRESHOLD,
+        help="cumulative node influence kept (default %(default)s)",
+    )
+    p.add_argument(
+        "--edge-threshold",
+        type=_threshold,
+        default=EDGE_THRESHOLD,
+        help="cumulative edge influence kept (default %(default)s)",
+    )
+    p.add_argument("--max-feature-nodes", type=_positive_int, default=None, help="cap on feature nodes (default 7500)")
+    p.add_argument(
+        "--max-n-logits", type=_positive_int, default=MAX_N_LOGITS, help="most logit targets (default %(default)s)"
+    )
+    p.add_argument(
+        "--desired-logit-prob",
+        type=_threshold,
+        default=DESIRED_LOGIT_PROB,
+        help="cumulative probability of logit targets (default %(default)s)",
+    )
+
+
+def add_demo_command(sub) -> None:
+    from .organisms.demo import DEMO_OUTPUT, DEMO_PROMPT
+
+    p = sub.add_parser("demo", help=f"trace {DEMO_PROMPT!r} on the embedded organism")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=DEMO_OUTPUT,
+        help=f"graph JSON path (default {DEMO_OUTPUT}, git-ignored; an .html view and a features/ "
+        "folder of feature details are written beside it)",
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_intervene_command(sub) -> None:
+    p = sub.add_parser("intervene", help="edit features in the real model and print top tokens before/after")
+    p.add_argument("prompt", help="the text to run (BOS is prepended)")
+    _add_model_args(p)
+    p.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="ID=F",
+        help="multiply a feature's activation by F (e.g. 3_117=-2); ID is layer_index (all positions), "
+        "layer_index_pos, or a supernode NAME; repeatable",
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="ID=V", help="set a feature's activation to V; repeatable"
+    )
+    p.add_argument(
+        "--supernode",
+        action="append",
+        default=[],
+        metavar="NAME=IDS",
+        help="name a group of feature ids (comma separated, each layer_index or layer_index_pos) "
+        "for --scale/--set; repeatable",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["free", "constrained"],
+        default="free",
+        help="free: everything downstream recomputed (default); constrained: attention, norms and "
+        "MLP outputs frozen (the local replacement model)",
+    )
+    p.add_argument("--top-k", type=_positive_int, default=5, help="top tokens shown (default 5)")
+    p.set_defaults(func=cmd_intervene)
+
+
+def add_train_command(sub) -> None:
+    p = sub.add_parser("train", help="train a PLT or CLT on a model's MLPs from a text corpus")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+
+def add_serve_command(sub) -> None:
+    p = sub.add_parser("serve", help="serve a directory of graph JSON files to the local viewer")
+    p.add_argument("directory", nargs="?", default="graphs", help="directory of graph JSON files (default: graphs)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8050, help="port (default 8050; 0 picks a free one)")
+    p.add_argument("--open", action="store_true", help="open a browser tab")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_sweep(args) -> int:
+    from .sweeps import SweepInputError, SweepLoadError, SweepOptions, sweep
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CLIError(f"the parent of the output directory {str(out)!r} does not exist (create it first)")
+    options = SweepOptions(
+        max_feature_nodes=args.max_feature_nodes,
+        max_n_logits=args.max_n_logits,
+        desired_logit_prob=args.desired_logit_prob,
+        batch_size=args.batch_size,
+        node_threshold=args.node_threshold,
+        edge_threshold=args.edge_threshold,
+        save_full_graph=args.full_graphs,
+        gzip_json=args.gzip_json,
+    )
+    try:
+        result = sweep(
+            args.prompts,
+            out,
+            model=args.model,
+            transcoders=args.transcoders,
+            device=_device(args.device),
+            dtype=args.dtype,
+            options=options,
+            workers=args.workers,
+            address=args.address,
+            retry_failed=args.retry_failed,
+            progress=not args.quiet,
+        )
+    except SweepInputError as exc:
+        raise CLIError(str(exc)) from exc
+    except SweepLoadError as exc:
+        raise CLIError(str(exc), EXIT_LOAD) from exc
+    n = len(result.summary)
+    print(
+        f"{n} prompts: {result.n_traced} traced, {result.n_skipped} already done, {result.n_failed} failed "
+        f"({result.seconds:.1f} s)"
+    )
+    for _, row in result.summary[result.summary["error"] != ""].head(10).iterrows():
+        print(f"  failed: line {row['index']}: {row['error']}")
+    print(f"wrote {result.summary_path} and {result.features_path}")
+    return EXIT_OK
+
+
+def add_sweep_command(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="trace every prompt of a file: graphs, Neuronpedia JSON, summary and feature tables"
+    )
+    p.add_argument("prompts", help='text file, one prompt a line, or .jsonl with {"prompt": ..., "targets": [...]}')
+    p.add_argument("--out", required=True, help="output directory (created; rerunning skips finished prompts)")
+    _add_model_args(p)
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="run on Ray with N actors (one GPU each where the cluster has GPUs)",
+    )
+    p.add_argument(
+        "--address", default=None, help="join this Ray cluster (e.g. auto or HOST:6379) instead of running locally"
+    )
+    _add_graph_args(p)
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="targets per backward pass (default: auto)")
+    p.add_argument(
+        "--full-graphs",
+        action="store_true",
+        help="save the unpruned graphs (default: the pruned ones, 35-1000x smaller)",
+    )
+    p.add_argument("--gzip-json", action="store_true", help="write json/<key>.json.gz (about 4x smaller)")
+    p.add_argument("--retry-failed", action="store_true", help="trace again the prompts that failed last time")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
+def _gib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def cmd_transcoders(args) -> int:
+    """`transcoders list`: the published sets (name, model, kind, width, size on disk / estimated);
+    `transcoders show NAME`: one set's catalogue entry."""
+    from .transcoders.catalogue import get_transcoder_set, list_transcoder_sets
+
+    if args.action == "show":
+        if not args.name:
+            raise CLIError("transcoders show needs a set name (see `circuit-trace transcoders list`)")
+        try:
+            info = get_transcoder_set(args.name)
+        except ValueError as exc:  # an unknown name is bad input here
+            raise CLIError(str(exc)) from exc
+        for key, value in info.__dict__.items():
+            print(f"{key:12} {value}")
+        print(f"{'hub_ref':12} {info.hub_ref}")
+        return EXIT_OK
+    sets = list_transcoder_sets()
+    if args.model:
+        sets = [s for s in sets if s.model.lower() == args.model.lower()]
+    rows = [
+        (
+            s.name,
+            s.model,
+            s.kind.upper(),
+            f"{s.width:,}" if s.width else "?",
+            _gib(s.cached_bytes()) if s.cached_bytes() else "not downloaded",
+            ("~" + _gib(s.estimated_bytes())) if s.estimated_bytes() else "?",
+            "" if s.verified else "unverified",
+        )
+        for s in sets
+    ]
+    head = ("name", "model", "kind", "width", "on disk", "download", "")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(
+        f"{len(rows)} sets; use one with --transcoders NAME (or ct.load(model, NAME)); "
+        "`circuit-trace transcoders show NAME` for details"
+    )
+    return EXIT_OK
+
+
+def add_transcoders_command(sub) -> None:
+    p = sub.add_parser("transcoders", help="list the published transcoder sets known by short name")
+    p.add_argument("action", choices=["list", "show"], nargs="?", default="list")
+    p.add_argument("name", nargs="?", default=None, help="the set to show")
+    p.add_argument("--model", default=None, help="only the sets for this model id")
+    p.set_defaults(func=cmd_transcoders)
+
+
+def cmd_features(args) -> int:
+    from .dashboards import CorpusError, DashboardError, DashboardStoreError, feature_dashboards
+
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.is_dir():
+        raise CLIError(f"output directory {str(out.parent)!r} does not exist (create it first)")
+    rm = _load_model(args)
+    concepts = None
+    if args.model is None:  # the organism: its world's facts say which state a text is about
+        from .organisms.labels import StateConcepts
+
+        concepts = StateConcepts()
+    try:
+        result = feature_dashboards(
+            rm,
+            args.corpus,
+            out,
+            concepts=concepts,
+            ctx_len=args.ctx_len,
+            batch_size=args.batch_size,
+            max_contexts=args.max_contexts,
+            top_k=args.top_k,
+            text_field=args.text_field,
+            neuronpedia_json=args.json,
+            resume=not args.restart,
+            progress=not args.quiet,
+        )
+    except (CorpusError, DashboardError, DashboardStoreError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(result.summary())
+    return EXIT_OK
+
+
+def add_features_command(sub) -> None:
+    p = sub.add_parser("features", help="build feature dashboards (top contexts, density, logit effects, labels)")
+    p.add_argument(
+        "corpus", help="text file (one document per line), JSONL file (`text` field), or a hub dataset id (online only)"
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default: features/ beside the transcoders, else a per-transcoder cache)",
+    )
+    p.add_argument("--ctx-len", type=_positive_int, default=64, help="tokens per context, BOS included (default 64)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="contexts per forward pass (default 32)")
+    p.add_argument("--max-contexts", type=_positive_int, default=None, help="stop after this many contexts")
+    p.add_argument("--top-k", type=_positive_int, default=12, help="top-activating contexts per feature (default 12)")
+    p.add_argument("--text-field", default="text", help="JSONL / dataset field holding the text (default text)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="also write one Neuronpedia feature-detail <index>.json per feature under OUT/json/",
+    )
+    p.add_argument("--restart", action="store_true", help="discard a partial run instead of resuming it")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_features)
+
+
+# One registration function per subcommand, in the order `--help` lists them. A new subcommand is a
+# `cmd_<name>(args) -> int` plus an `add_<name>_command(sub)` appended here.
+COMMANDS = [
+    add_trace_command,
+    add_demo_command,
+    add_intervene_command,
+    add_train_command,
+    add_serve_command,
+    add_sweep_command,
+    add_transcoders_command,
+    add_features_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,58 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 unexpected error, 2 bad input or usage, 3 model/transcoders failed to load",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("trace", help="attribute a prompt, prune the graph and write Neuronpedia JSON")
-    p.add_argument("prompt", help="the text to trace (BOS is prepended)")
-    _add_model_args(p)
-    p.add_argument("-o", "--output", default=None,
-                   help="graph JSON path; its directory must exist (default: graphs/<slug>.json)")
-    p.add_argument("--node-threshold", type=_threshold, default=0.8, help="cumulative node influence kept (default 0.8)")
-    p.add_argument("--edge-threshold", type=_threshold, default=0.98, help="cumulative edge influence kept (default 0.98)")
-    p.add_argument("--max-feature-nodes", type=_positive_int, default=None, help="cap on feature nodes (default 7500)")
-    p.add_argument("--max-n-logits", type=_positive_int, default=10, help="most logit targets (default 10)")
-    p.add_argument("--desired-logit-prob", type=_threshold, default=0.95,
-                   help="cumulative probability of logit targets (default 0.95)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="targets per backward pass (default: as many as fit in memory, at most 256)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_trace)
-
-    p = sub.add_parser("demo", help=f"trace {DEMO_PROMPT!r} on the embedded organism")
-    p.add_argument("-o", "--output", default=DEMO_OUTPUT,
-                   help="graph JSON path (default graphs/dallas-austin.json; an .html view is written beside it)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("intervene", help="edit features in the real model and print top tokens before/after")
-    p.add_argument("prompt", help="the text to run (BOS is prepended)")
-    _add_model_args(p)
-    p.add_argument("--scale", action="append", default=[], metavar="ID=F",
-                   help="multiply a feature's activation by F (e.g. 3_117=-2); ID is layer_index (all positions), "
-                        "layer_index_pos, or a supernode NAME; repeatable")
-    p.add_argument("--set", action="append", default=[], metavar="ID=V", help="set a feature's activation to V; repeatable")
-    p.add_argument("--supernode", action="append", default=[], metavar="NAME=IDS",
-                   help="name a group of feature ids (comma separated, each layer_index or layer_index_pos) "
-                        "for --scale/--set; repeatable")
-    p.add_argument("--mode", choices=["free", "constrained"], default="free",
-                   help="free: everything downstream recomputed (default); constrained: attention, norms and "
-                        "MLP outputs frozen (the local replacement model)")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="top tokens shown (default 5)")
-    p.set_defaults(func=cmd_intervene)
-
-    from .transcoders.training.trainer import add_train_arguments
-
-    p = sub.add_parser("train", help="train a PLT or CLT on a model's MLPs from a text corpus")
-    add_train_arguments(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("serve", help="serve a directory of graph JSON files to the local viewer")
-    p.add_argument("directory", nargs="?", default="graphs", help="directory of graph JSON files (default: graphs)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
-    p.add_argument("--open", action="store_true", help="open a browser tab")
-    p.set_defaults(func=cmd_serve)
+    for add_command in COMMANDS:
+        add_command(sub)
     return parser
 
 

@@ -6,9 +6,8 @@ Importable from any test folder as `helpers` (tests/conftest.py puts tests/ on s
 from __future__ import annotations
 
 import functools
-import random
-
 import os
+import random
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -24,19 +23,21 @@ WORDS = ["<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(VOCAB - 3)]
 PROMPT = "w1 w5 w7 w9 w11 w3 w4"  # 8 tokens with BOS (> Gemma's sliding window of 4)
 
 
-
-
 def ct_settings(max_examples: int) -> settings:
     """Hypothesis settings for model-building tests: few examples (each builds a model), no
     deadline, derandomised so CI time is stable. CT_HYPOTHESIS_SCALE=10 explores ten times more."""
     scale = float(os.environ.get("CT_HYPOTHESIS_SCALE", "1"))
-    return settings(max_examples=max(1, int(max_examples * scale)), deadline=None,
-                    derandomize=scale == 1, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=max(1, int(max_examples * scale)),
+        deadline=None,
+        derandomize=scale == 1,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 # -- tokenizer -------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer():
     """Word-level tokenizer over WORDS: "w5" is one token; BOS "<bos>" = 0 (prepended by
     ReplacementModel.tokenize, since the tokenizer itself adds no special tokens)."""
@@ -65,26 +66,59 @@ def make_hf_model(family: str, *, n_layers: int = 3, d_model: int = 32, seed: in
         cfg = tf.GPT2Config(n_layer=n_layers, n_embd=d_model, n_head=2, n_positions=n_ctx, **common)
         model = tf.GPT2LMHeadModel(cfg)
     elif family == "llama":  # grouped-query attention: 4 query heads share 2 key/value heads
-        cfg = tf.LlamaConfig(num_hidden_layers=n_layers, hidden_size=d_model, intermediate_size=2 * d_model,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=n_ctx, **common)
+        cfg = tf.LlamaConfig(
+            num_hidden_layers=n_layers,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=n_ctx,
+            **common,
+        )
         model = tf.LlamaForCausalLM(cfg)
     elif family == "qwen3":  # q/k norms inside attention, explicit head_dim
-        cfg = tf.Qwen3Config(num_hidden_layers=n_layers, hidden_size=d_model, intermediate_size=2 * d_model,
-                             num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                             max_position_embeddings=n_ctx, **common)
+        cfg = tf.Qwen3Config(
+            num_hidden_layers=n_layers,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=n_ctx,
+            **common,
+        )
         model = tf.Qwen3ForCausalLM(cfg)
     elif family == "gemma2":  # soft-capped attention and final logits; sliding window 4 < prompt
-        cfg = tf.Gemma2Config(num_hidden_layers=n_layers, hidden_size=d_model, intermediate_size=2 * d_model,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
-                              max_position_embeddings=n_ctx, sliding_window=4, attn_logit_softcapping=5.0,
-                              final_logit_softcapping=8.0, **common)
+        cfg = tf.Gemma2Config(
+            num_hidden_layers=n_layers,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            max_position_embeddings=n_ctx,
+            sliding_window=4,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=8.0,
+            **common,
+        )
         model = tf.Gemma2ForCausalLM(cfg)
     elif family == "gemma3":  # text-only Gemma-3: q/k norms, local/global layers, sliding window 4
         layer_types = ["sliding_attention" if (i % 2 == 0) else "full_attention" for i in range(n_layers)]
-        cfg = tf.Gemma3TextConfig(num_hidden_layers=n_layers, hidden_size=d_model, intermediate_size=2 * d_model,
-                                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8,
-                                  max_position_embeddings=n_ctx, sliding_window=4, layer_types=layer_types,
-                                  **common)
+        cfg = tf.Gemma3TextConfig(
+            num_hidden_layers=n_layers,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            query_pre_attn_scalar=8,
+            max_position_embeddings=n_ctx,
+            sliding_window=4,
+            layer_types=layer_types,
+            **common,
+        )
         model = tf.Gemma3ForCausalLM(cfg)
     else:
         raise ValueError(f"unknown test family {family!r}")
@@ -96,31 +130,88 @@ def default_hooks(family: str) -> tuple[str, str]:
     return ("ln2.hook_normalized" if family != "gpt2" else "hook_resid_mid"), "hook_mlp_out"
 
 
-def make_transcoder(n_layers=3, d_model=32, *, kind="clt", activation="jumprelu", skip=False,
-                    input_hook="hook_resid_mid", output_hook="hook_mlp_out", seed=0, d_features=48):
-    return Transcoder.random(n_layers, d_model, d_features, cross_layer=(kind == "clt"), activation=activation,
-                             skip=skip, seed=seed, input_hook=input_hook, output_hook=output_hook,
-                             name=f"random-{kind}-{activation}{'-skip' if skip else ''}")
+def make_transcoder(
+    n_layers=3,
+    d_model=32,
+    *,
+    kind="clt",
+    activation="jumprelu",
+    skip=False,
+    input_hook="hook_resid_mid",
+    output_hook="hook_mlp_out",
+    seed=0,
+    d_features=48,
+):
+    return Transcoder.random(
+        n_layers,
+        d_model,
+        d_features,
+        cross_layer=(kind == "clt"),
+        activation=activation,
+        skip=skip,
+        seed=seed,
+        input_hook=input_hook,
+        output_hook=output_hook,
+        name=f"random-{kind}-{activation}{'-skip' if skip else ''}",
+    )
 
 
-def make_replacement(family: str = "llama", kind: str = "clt", activation: str = "jumprelu", skip: bool = False,
-                     input_hook: str | None = None, output_hook: str | None = None, seed: int = 0, *,
-                     n_layers: int = 3, d_model: int = 32, d_features: int = 48):
+def make_replacement(
+    family: str = "llama",
+    kind: str = "clt",
+    activation: str = "jumprelu",
+    skip: bool = False,
+    input_hook: str | None = None,
+    output_hook: str | None = None,
+    seed: int = 0,
+    *,
+    n_layers: int = 3,
+    d_model: int = 32,
+    d_features: int = 48,
+):
     """A fresh `ReplacementModel` (tiny random `family` model + random PLT/CLT) via `ct.load`."""
     in_default, out_default = default_hooks(family)
     model = make_hf_model(family, n_layers=n_layers, d_model=d_model, seed=seed)
-    tc = make_transcoder(n_layers, d_model, kind=kind, activation=activation, skip=skip,
-                         input_hook=input_hook or in_default, output_hook=output_hook or out_default,
-                         seed=seed + 1000, d_features=d_features)
+    tc = make_transcoder(
+        n_layers,
+        d_model,
+        kind=kind,
+        activation=activation,
+        skip=skip,
+        input_hook=input_hook or in_default,
+        output_hook=output_hook or out_default,
+        seed=seed + 1000,
+        d_features=d_features,
+    )
     return ct.load(model, tc, tokenizer=tokenizer(), device="cpu")
 
 
 @functools.lru_cache(maxsize=64)
-def cached_replacement(family, kind="clt", activation="jumprelu", skip=False, input_hook=None, output_hook=None,
-                       seed=0, n_layers=3, d_model=32, d_features=48):
+def cached_replacement(
+    family,
+    kind="clt",
+    activation="jumprelu",
+    skip=False,
+    input_hook=None,
+    output_hook=None,
+    seed=0,
+    n_layers=3,
+    d_model=32,
+    d_features=48,
+):
     """`make_replacement`, memoised: tests must not modify what it returns."""
-    return make_replacement(family, kind, activation, skip, input_hook, output_hook, seed,
-                            n_layers=n_layers, d_model=d_model, d_features=d_features)
+    return make_replacement(
+        family,
+        kind,
+        activation,
+        skip,
+        input_hook,
+        output_hook,
+        seed,
+        n_layers=n_layers,
+        d_model=d_model,
+        d_features=d_features,
+    )
 
 
 # -- independent reference values --------------------------------------------------------------------
@@ -135,5 +226,6 @@ def plain_forward(rm, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     finally:
         h.remove()
     return logits, raw[-1][0]
+
 
 SUPPORTED = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")

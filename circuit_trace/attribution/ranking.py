@@ -3,6 +3,7 @@ through the rows computed so far (circuit-tracer's ranking, computed without N x
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -75,3 +76,40 @@ def propagate(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         x_total += x
         x = x @ m
     return x_total
+
+
+def left_out_share(
+    logit_abs: torch.Tensor,
+    logit_sum: torch.Tensor,
+    weights: torch.Tensor,
+    kept_abs: torch.Tensor,
+    lost_abs: torch.Tensor,
+    row_sum: torch.Tensor,
+    kept: np.ndarray,
+    n_feat: int,
+) -> float:
+    """Share of the targets' influence that ends on the active features left out by the cap.
+
+    With Â = |A| / row |.|_1 (the sum over every source: all active features, errors, embeddings),
+    mass x_0 = weights starts on the logit rows and moves back through the kept features only:
+    x_{t+1}[j] = (x_t Â)[kept[j]]. Every unit of mass that reaches a source column of a feature
+    left out stops there (its row was never computed); the share is that mass over Σ weights, in
+    [0, 1]. It is the influence the greedy ranking assigns to the unselected features once every
+    kept row is known, normalised by the total target weight.
+
+    logit_abs [K, n_src], logit_sum [K]: |logit rows| and their |.|_1; weights [K].
+    kept_abs [n_v, n_v]: |A| between the kept features (rows and columns in the order of `kept`);
+    lost_abs [n_v]: each kept row's |.|_1 over the left-out feature columns; row_sum [n_v]: its
+    full |.|_1; kept [n_v]: the kept features' source columns (< n_feat)."""
+    inv_l = 1.0 / logit_sum.double().clamp_min(1e-30)
+    w = weights.double()
+    left = torch.ones(n_feat, dtype=torch.bool)
+    left[torch.as_tensor(kept, dtype=torch.long)] = False
+    direct = (w * inv_l) @ logit_abs[:, :n_feat][:, left].double().sum(1)  # mass landing there at once
+    if len(kept):
+        cols = torch.as_tensor(kept, dtype=torch.long)
+        inv_f = 1.0 / row_sum.double().clamp_min(1e-30)
+        x = ((w * inv_l) @ logit_abs[:, cols].double()).float()  # [n_v] mass reaching each kept feature directly
+        x_total = propagate(x, kept_abs * inv_f.float()[:, None])  # all the mass through each kept row (float32)
+        direct = direct + x_total.double() @ (lost_abs.double() * inv_f)
+    return float(direct / w.sum().clamp_min(1e-30))

@@ -39,7 +39,9 @@ class Sources:
         self.embeds = lr.embeds.float()  # [P, d]
 
     @torch.no_grad()
-    def rows(self, g_emb: torch.Tensor, g_mlp: list[torch.Tensor | None], out: torch.Tensor | None = None) -> torch.Tensor:
+    def rows(
+        self, g_emb: torch.Tensor, g_mlp: list[torch.Tensor | None], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """g_emb [B, P', d], g_mlp: per layer [B, P', d] or None (unreached) -> [B, n_src] edge rows.
 
         P' <= P: gradients of a prefix pass; sources after it get no edge (causality). `out`, if
@@ -54,8 +56,9 @@ class Sources:
             if not reached or not segs:
                 continue
             j_max = reached[-1] + 1
-            gs = [g_mlp[layer + j] if g_mlp[layer + j] is not None else torch.zeros_like(g_mlp[layer + j_max - 1])
-                  for j in range(j_max)]
+            last = g_mlp[layer + j_max - 1]
+            assert last is not None  # layer + j_max - 1 is reached
+            gs = [g if (g := g_mlp[layer + j]) is not None else torch.zeros_like(last) for j in range(j_max)]
             g_cat = gs[0] if j_max == 1 else torch.cat(gs, -1)  # [B, P', j_max * d]
             w = writes[:, : j_max * d]
             # one GEMM per source position: [B, j_max*d] x [j_max*d, n_p]
@@ -71,11 +74,17 @@ class Sources:
         return out
 
 
-def batched_grads(out: torch.Tensor, seeds: torch.Tensor, fo, top: int, keep: bool = False) -> tuple[torch.Tensor, list]:
+def batched_grads(
+    out: torch.Tensor, seeds: torch.Tensor, fo, top: int, keep: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """Rows of d(seeds . out) for every seed (seeds [B, *out.shape]) with respect to the embeddings
     and the MLP outputs of layers < top: (g_emb [B, P', d], per layer [B, P', d] or None).
     `keep` retains the forward's graph for further passes."""
-    g = torch.autograd.grad([out], [fo.embeds, *fo.mlp_out[:top]], [seeds], allow_unused=True,
-                            retain_graph=keep, is_grads_batched=True)
-    g = [None if t is None else t[:, 0] for t in g]  # drop the forward's batch of 1
-    return g[0], g[1:] + [None] * (len(fo.mlp_out) - top)
+    grads = torch.autograd.grad(
+        [out], [fo.embeds, *fo.mlp_out[:top]], [seeds], allow_unused=True, retain_graph=keep, is_grads_batched=True
+    )
+    g = [None if t is None else t[:, 0] for t in grads]  # drop the forward's batch of 1
+    g_emb = g[0]
+    if g_emb is None:  # every target reads the embeddings
+        raise RuntimeError("the backward pass did not reach the embeddings")
+    return g_emb, g[1:] + [None] * (len(fo.mlp_out) - top)

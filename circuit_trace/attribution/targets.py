@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..graphs.defaults import DESIRED_LOGIT_PROB, MAX_N_LOGITS
+
 
 @dataclass
 class Target:
@@ -26,14 +28,12 @@ class TargetError(ValueError):
 
 
 def _demeaned(rm, token_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    w_u = rm.adapter.unembed_weight()  # [V, d]
-    dirs = w_u[token_ids].float() - w_u.float().mean(0, keepdim=True)
-    b = rm.adapter.unembed_bias()
-    bias = (b[token_ids].float() - b.float().mean()) if b is not None else torch.zeros(len(token_ids))
-    return dirs, bias
+    return rm.adapter.centred_logit_directions(token_ids, torch.float32)  # [K, d], [K]
 
 
-def salient_logits(rm, logits: torch.Tensor, max_n_logits: int = 10, desired_logit_prob: float = 0.95) -> list[Target]:
+def salient_logits(
+    rm, logits: torch.Tensor, max_n_logits: int = MAX_N_LOGITS, desired_logit_prob: float = DESIRED_LOGIT_PROB
+) -> list[Target]:
     """The most likely next tokens until their cumulative probability reaches `desired_logit_prob`,
     at most `max_n_logits`. logits: [vocab] at the last position."""
     if max_n_logits < 1:
@@ -52,8 +52,14 @@ def token_targets(rm, logits: torch.Tensor, tokens: list) -> list[Target]:
     ids = [resolve_token(rm, t) for t in tokens]
     dirs, bias = _demeaned(rm, ids)
     return [
-        Target(direction=dirs[k], weight=float(probs[i]), label=rm.tokenizer.decode([i]), token_id=i,
-               prob=float(probs[i]), bias=float(bias[k]))
+        Target(
+            direction=dirs[k],
+            weight=float(probs[i]),
+            label=rm.tokenizer.decode([i]),
+            token_id=i,
+            prob=float(probs[i]),
+            bias=float(bias[k]),
+        )
         for k, i in enumerate(ids)
     ]
 

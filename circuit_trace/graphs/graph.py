@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..atomic import atomic_write_bytes
+from .defaults import EDGE_THRESHOLD, NODE_THRESHOLD
 from .ids import node_ids
 from .influence import as_csr, row_of_entries
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from .prune import PruneResult
     from .scores import GraphScores
 
-__all__ = ["Graph", "NODE_COLUMNS", "NODE_KINDS"]
+__all__ = ["Graph", "INFLUENCE_COLUMNS", "NODE_COLUMNS", "NODE_KINDS", "json_default"]
 
 NODE_KINDS = ("feature", "error", "embedding", "logit")
 # Contract columns of `Graph.nodes`, in order.
@@ -36,11 +37,17 @@ NODE_COLUMNS = (
     "activation", "logit_prob", "target_weight", "label",
 )  # fmt: skip
 
+# Node-table columns added by `add_influence` (attribution output and pruned graphs carry them):
+# influence = wᵀB + w (SPEC §4 node score, higher = more important); cumulative_influence = share of
+# the total held by the nodes ranked at or above this one (Neuronpedia's `influence`, lower = more).
+INFLUENCE_COLUMNS = ("influence", "cumulative_influence")
+
 _FORMAT = "circuit_trace.graph"
 _FORMAT_VERSION = "1"
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for graph settings and headers."""
     # settings may hold numpy scalars/arrays or paths; store them as plain JSON values.
     if isinstance(obj, np.generic):
         return obj.item()
@@ -49,6 +56,27 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (Path, os.PathLike)):
         return os.fspath(obj)
     raise TypeError(f"settings value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _read_graph_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Tensors and metadata of a file written by `Graph.save`; ValueError in one sentence else."""
+    from safetensors import SafetensorError, safe_open
+
+    with open(path, "rb") as fh:  # FileNotFoundError passes through unchanged
+        head = fh.read(64).lstrip()
+    if head.startswith(b"{"):
+        raise ValueError(f"{path} is a JSON file, not a saved graph: use Graph.from_json for Neuronpedia graph JSON")
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != _FORMAT:
+                raise ValueError(f"{path} is a safetensors file but not a circuit_trace graph")
+            if metadata.get("version") != _FORMAT_VERSION:
+                raise ValueError(f"{path}: unsupported graph format version {metadata.get('version')}")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as exc:
+        raise ValueError(f"{path} is not a circuit_trace graph file (not safetensors: {exc})") from None
+    return tensors, metadata
 
 
 @dataclass(eq=False)
@@ -91,9 +119,7 @@ class Graph:
         else:
             self.adjacency = np.asarray(self.adjacency)
         if self.adjacency.shape != (n, n):
-            raise ValueError(
-                f"adjacency shape {self.adjacency.shape} != ({n}, {n}) from the node table"
-            )
+            raise ValueError(f"adjacency shape {self.adjacency.shape} != ({n}, {n}) from the node table")
         bad = set(self.nodes["kind"].unique()) - set(NODE_KINDS)
         if bad:
             raise ValueError(f"unknown node kinds {sorted(bad)}; expected {NODE_KINDS}")
@@ -125,7 +151,8 @@ class Graph:
         AttributionResult), without importing it. A missing node_id column is filled in."""
         from dataclasses import fields
 
-        return cls(**{f.name: getattr(result, f.name) for f in fields(cls)})
+        graph = cls(**{f.name: getattr(result, f.name) for f in fields(cls)})
+        return graph.add_influence()
 
     # ------------------------------------------------------------------ sizes and indices
     @property
@@ -206,25 +233,70 @@ class Graph:
         from .scores import graph_scores
 
         kinds = self.kinds
-        return graph_scores(
-            self.adjacency, self.logit_weights(), kinds == "embedding", kinds == "error"
-        )
+        return graph_scores(self.adjacency, self.logit_weights(), kinds == "embedding", kinds == "error")
 
     def node_influence(self) -> np.ndarray:
         """Node score [N] = wᵀB + w (logit influence; logits their own weight)."""
         from .influence import node_scores
 
-        return node_scores(self.adjacency, self.logit_weights())
+        # the CSR path is the one pruning takes: same values, and far faster on dense storage
+        return node_scores(as_csr(self.adjacency), self.logit_weights())
 
-    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
+    def add_influence(self, score: np.ndarray | None = None, cumulative: np.ndarray | None = None) -> Graph:
+        """Fill the INFLUENCE_COLUMNS of `nodes` in place and return self.
+
+        score [N]: node scores (default: `node_influence()` of this graph); cumulative [N]: their
+        cumulative shares (default: computed from `score` over this graph's nodes)."""
+        from .prune import cumulative_share
+
+        score = self.node_influence() if score is None else np.asarray(score, dtype=np.float64)
+        cumulative = cumulative_share(score) if cumulative is None else np.asarray(cumulative)
+        self.nodes = self.nodes.copy()
+        self.nodes["influence"] = score
+        self.nodes["cumulative_influence"] = np.asarray(cumulative, dtype=np.float64)
+        return self
+
+    def influence_columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(influence [N], cumulative_influence [N]) from the node table, computed when absent."""
+        if not all(c in self.nodes.columns for c in INFLUENCE_COLUMNS):
+            from .prune import cumulative_share
+
+            score = self.node_influence()
+            return score, cumulative_share(score)
+        return (
+            self.nodes["influence"].to_numpy(dtype=np.float64),
+            self.nodes["cumulative_influence"].to_numpy(dtype=np.float64),
+        )
+
+    @property
+    def pruning(self) -> dict | None:
+        """The thresholds this graph was pruned at (`settings["pruned"]`), None when unpruned."""
+        value = self.settings.get("pruned")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def is_pruned(self) -> bool:
+        return self.pruning is not None
+
+    def mark_pruned(self, node_threshold: float, edge_threshold: float, **extra: float) -> Graph:
+        """Record that this graph is a pruning result (exporters then never prune it again)."""
+        self.settings = {
+            **self.settings,
+            "pruned": {
+                "node_threshold": float(node_threshold),
+                "edge_threshold": float(edge_threshold),
+                **{k: float(v) for k, v in extra.items()},
+            },
+        }
+        return self
+
+    def prune(self, node_threshold: float = NODE_THRESHOLD, edge_threshold: float = EDGE_THRESHOLD) -> PruneResult:
         """`prune.prune(self, ...)`: masks, influences and the pruned, re-indexed Graph."""
         from .prune import prune
 
         return prune(self, node_threshold=node_threshold, edge_threshold=edge_threshold)
 
-    def subgraph(
-        self, index: Sequence[int], adjacency: np.ndarray | sp.csr_array | None = None
-    ) -> Graph:
+    def subgraph(self, index: Sequence[int], adjacency: np.ndarray | sp.csr_array | None = None) -> Graph:
         """Graph over the rows `index` (kept in the given order) [k].
 
         adjacency [k, k] replaces the induced submatrix when given (pruning passes its kept edges);
@@ -232,11 +304,7 @@ class Graph:
         """
         index = np.asarray(index, dtype=np.int64)
         if adjacency is None:
-            adjacency = (
-                self.adjacency[index][:, index]
-                if self.is_sparse
-                else self.adjacency[np.ix_(index, index)]
-            )
+            adjacency = self.adjacency[index][:, index] if self.is_sparse else self.adjacency[np.ix_(index, index)]
         if self.is_sparse:
             adjacency = sp.csr_array(adjacency, dtype=self.adjacency.dtype)
         elif sp.issparse(adjacency):
@@ -311,34 +379,132 @@ class Graph:
         self,
         path: str | os.PathLike,
         slug: str | None = None,
-        node_threshold: float = 0.8,
-        edge_threshold: float = 0.98,
+        node_threshold: float = NODE_THRESHOLD,
+        edge_threshold: float = EDGE_THRESHOLD,
         scan: str | None = None,
         info: dict | None = None,
         supernodes: Iterable[Sequence[Any]] | None = None,
         pinned_ids: Iterable[str] | None = None,
         pruned: PruneResult | None = None,
+        *,
+        prune: bool | None = None,
+        export_node_threshold: float | None = None,
+        export_edge_threshold: float | None = None,
     ) -> dict:
-        """Prune and write Neuronpedia JSON atomically; returns the written dict.
+        """Write Neuronpedia JSON atomically; returns the written dict.
 
+        A graph that is already pruned (`is_pruned`, e.g. `ct.prune(g).graph`) or prune=False is
+        written as it is: every node and edge. Otherwise the file holds the graph pruned at the
+        export thresholds (default max(node_threshold, 0.9) / max(edge_threshold, 0.99)) and says
+        that a viewer opens at node_threshold / edge_threshold (`metadata.node_threshold`,
+        `pruning_settings`); the viewer re-prunes in the browser between the two.
         slug defaults to the file stem, scan to `model_id`. pinned_ids / supernode members may be
         Neuronpedia ids or this table's node ids; unknown or pruned ids raise ValueError.
-        `pruned`: this graph's `prune(node_threshold, edge_threshold)` result, when already computed.
+        `pruned`: this graph's prune result at the export (or view) thresholds, when computed.
+        Without pinned_ids / supernodes, a graph read by `from_json` keeps its own qParams.
         """
-        from .neuronpedia import to_neuronpedia, write_json
+        from .neuronpedia import write_json
 
         path = Path(path)
-        data = to_neuronpedia(
-            self,
-            pruned if pruned is not None else self.prune(node_threshold, edge_threshold),
-            slug=slug if slug is not None else path.stem,
-            scan=scan,
-            info=info,
-            supernodes=supernodes,
-            pinned_ids=pinned_ids,
+        data = self.neuronpedia_dict(
+            slug if slug is not None else path.stem,
+            node_threshold,
+            edge_threshold,
+            scan,
+            info,
+            supernodes,
+            pinned_ids,
+            pruned,
+            prune=prune,
+            export_node_threshold=export_node_threshold,
+            export_edge_threshold=export_edge_threshold,
         )
         write_json(data, path)
         return data
+
+    def neuronpedia_dict(
+        self,
+        slug: str,
+        node_threshold: float = NODE_THRESHOLD,
+        edge_threshold: float = EDGE_THRESHOLD,
+        scan: str | None = None,
+        info: dict | None = None,
+        supernodes: Iterable[Sequence[Any]] | None = None,
+        pinned_ids: Iterable[str] | None = None,
+        pruned: PruneResult | None = None,
+        *,
+        prune: bool | None = None,
+        export_node_threshold: float | None = None,
+        export_edge_threshold: float | None = None,
+    ) -> dict:
+        """The Neuronpedia JSON dict `to_json` writes (see there), without writing it."""
+        from .neuronpedia import to_neuronpedia
+
+        q = self.settings.get("qParams") if isinstance(self.settings.get("qParams"), dict) else {}
+        if pinned_ids is None:
+            pinned_ids = q.get("pinnedIds") or []
+        if supernodes is None:
+            supernodes = q.get("supernodes") or []
+        common = dict(
+            slug=slug, scan=scan, info=info,
+            supernodes=supernodes, pinned_ids=pinned_ids, clicked_id=str(q.get("clickedId") or ""),
+            sg_pos=str(q.get("sg_pos") or ""),
+        )  # fmt: skip
+        if prune is False or (prune is None and self.is_pruned):
+            done = self.pruning or {}
+            view = (
+                done.get("view_node_threshold", done.get("node_threshold", 1.0)),
+                done.get("view_edge_threshold", done.get("edge_threshold", 1.0)),
+            )
+            data = to_neuronpedia(self, prune=False, view_thresholds=view, **common)
+        else:
+            export = self._export_thresholds(
+                node_threshold, edge_threshold, export_node_threshold, export_edge_threshold
+            )
+            if pruned is None or (pruned.node_threshold, pruned.edge_threshold) != export:
+                pruned = self.prune(*export)
+            data = to_neuronpedia(self, pruned, view_thresholds=(node_threshold, edge_threshold), **common)
+        return data
+
+    @staticmethod
+    def _export_thresholds(
+        node: float, edge: float, export_node: float | None, export_edge: float | None
+    ) -> tuple[float, float]:
+        from .neuronpedia import EXPORT_EDGE_THRESHOLD, EXPORT_NODE_THRESHOLD
+
+        en = max(node, EXPORT_NODE_THRESHOLD) if export_node is None else float(export_node)
+        ee = max(edge, EXPORT_EDGE_THRESHOLD) if export_edge is None else float(export_edge)
+        if en < node or ee < edge:
+            raise ValueError(f"export thresholds ({en}, {ee}) must be at least the view thresholds ({node}, {edge})")
+        return float(en), float(ee)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> Graph:
+        """Read a Neuronpedia graph JSON (ours or circuit-tracer's) back into a pruned Graph.
+
+        Nodes, links (A[t, s] = weight), qParams (kept in `settings["qParams"]` and written back by
+        `to_json`) and the pruning thresholds round-trip. The file holds no bias terms or target
+        values, so `bias_terms` / `target_values` are zeros. Raises ValueError with one sentence when
+        the file is not a graph JSON.
+        """
+        from .neuronpedia import graph_from_dict, load_json
+
+        try:
+            data = load_json(path)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a Neuronpedia graph JSON file: {exc}") from None
+        except OSError:  # a missing file stays a FileNotFoundError
+            raise
+        except Exception as exc:  # schema / structure errors from validate
+            msg = str(exc).splitlines()[0]
+            raise ValueError(f"{path} is not a valid Neuronpedia graph JSON file: {msg}") from None
+        try:
+            return graph_from_dict(data, cls)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(
+                f"{path} is a Neuronpedia graph JSON this reader cannot rebuild a Graph from "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
 
     # ------------------------------------------------------------------ persistence
     def _header(self) -> dict:
@@ -376,24 +542,15 @@ class Graph:
             tensors["adjacency.indptr"] = np.ascontiguousarray(a.indptr)
         else:
             tensors["adjacency"] = np.ascontiguousarray(self.adjacency)
-        header = json.dumps(self._header(), default=_json_default)
+        header = json.dumps(self._header(), default=json_default)
         metadata = {"format": _FORMAT, "version": _FORMAT_VERSION, "graph": header}
         atomic_write_bytes(path, st_save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Graph:
-        """Read a file written by `save`."""
-        from safetensors import safe_open
-
-        with safe_open(os.fspath(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a circuit_trace graph file")
-            if metadata.get("version") != _FORMAT_VERSION:
-                raise ValueError(
-                    f"{path}: unsupported graph format version {metadata.get('version')}"
-                )
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        """Read a file written by `save` (a Neuronpedia JSON needs `Graph.from_json`; any other
+        file raises ValueError saying what it is)."""
+        tensors, metadata = _read_graph_file(path)
         h = json.loads(metadata["graph"])
         n = h["n_nodes"]
         nodes = pd.DataFrame.from_records(h["nodes"], columns=list(h["node_dtypes"]))
@@ -440,9 +597,7 @@ class Graph:
                 and np.array_equal(a.data, b.data)
             )
         else:
-            same_adj = self.adjacency.dtype == other.adjacency.dtype and np.array_equal(
-                self.adjacency, other.adjacency
-            )
+            same_adj = self.adjacency.dtype == other.adjacency.dtype and np.array_equal(self.adjacency, other.adjacency)
         return (
             same_adj
             and self.prompt == other.prompt

@@ -13,9 +13,14 @@ __all__ = [
     "Adjacency",
     "InfluenceDidNotConvergeError",
     "as_csr",
+    "indptr_from_counts",
+    "indptr_from_rows",
     "normalize",
+    "normalized_csr",
     "influence",
     "node_scores",
+    "row_normalise_data",
+    "row_of_entries",
 ]
 
 Adjacency = np.ndarray | sp.csr_array | sp.csr_matrix
@@ -64,8 +69,7 @@ def _dense_to_csr(a: np.ndarray, dtype: type, block_elems: int = 1 << 22) -> sp.
         counts[lo : lo + step] = np.count_nonzero(block(lo), axis=1)
     nnz = int(counts.sum())
     idx_dtype = np.int32 if max(nnz, n_rows, n_cols) < np.iinfo(np.int32).max else np.int64
-    indptr = np.zeros(n_rows + 1, dtype=idx_dtype)
-    np.cumsum(counts, out=indptr[1:])
+    indptr = indptr_from_counts(counts, idx_dtype)
     data = np.empty(nnz, dtype=dtype)
     indices = np.empty(nnz, dtype=idx_dtype)
     for lo in range(0, n_rows, step):  # pass 2: fill values and column indices in place
@@ -80,7 +84,7 @@ def _dense_to_csr(a: np.ndarray, dtype: type, block_elems: int = 1 << 22) -> sp.
     return out
 
 
-def _row_normalise_data(
+def row_normalise_data(
     data: np.ndarray, row_of_entry: np.ndarray, n_rows: int, indptr: np.ndarray | None = None
 ) -> np.ndarray:
     """|data| scaled so each row sums to 1; rows summing to 0 stay 0 (no 1e-10 clamp needed).
@@ -97,17 +101,35 @@ def _row_normalise_data(
     return absdata * scale[row_of_entry]
 
 
-def row_of_entries(csr: sp.csr_array) -> np.ndarray:
+def row_of_entries(csr: sp.csr_array, dtype: type = np.int64) -> np.ndarray:
     """Row index of every stored entry [nnz] (the COO row array of a CSR matrix)."""
-    return np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+    return np.repeat(np.arange(csr.shape[0], dtype=dtype), np.diff(csr.indptr))
+
+
+def indptr_from_counts(counts: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    """CSR row pointer [n + 1] from the number of entries of each row [n]."""
+    indptr = np.zeros(len(counts) + 1, dtype=dtype)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr
+
+
+def indptr_from_rows(rows: np.ndarray, n_rows: int, dtype: type = np.int64) -> np.ndarray:
+    """CSR row pointer [n_rows + 1] of entries in row-major order whose rows are `rows` [nnz]."""
+    return indptr_from_counts(np.bincount(rows, minlength=n_rows), dtype)
+
+
+def normalized_csr(csr: sp.csr_array, rows: np.ndarray | None = None) -> sp.csr_array:
+    """Â of a canonical CSR `csr` (see `as_csr`), sharing its index arrays; rows: its
+    `row_of_entries` when already at hand."""
+    rows = row_of_entries(csr) if rows is None else rows
+    data = row_normalise_data(csr.data, rows, csr.shape[0], csr.indptr)
+    return sp.csr_array((data, csr.indices, csr.indptr), shape=csr.shape)
 
 
 def normalize(adjacency: Adjacency) -> Adjacency:
     """Â = |A| with rows scaled to sum to 1; zero rows stay zero. float64, same kind as input."""
     if sp.issparse(adjacency):
-        csr = as_csr(adjacency)
-        csr.data = _row_normalise_data(csr.data, row_of_entries(csr), csr.shape[0])
-        return csr
+        return normalized_csr(as_csr(adjacency))
     a = np.abs(np.asarray(adjacency, dtype=np.float64))  # [N, N]
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"adjacency must be square, got shape {a.shape}")

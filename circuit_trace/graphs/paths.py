@@ -5,11 +5,12 @@ target's input), found by dynamic programming over the DAG in layer order."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
 
+from ..arguments import check_type
 from .influence import normalize
 
 
@@ -45,11 +46,15 @@ def _trace(prev: np.ndarray, src: int, node: int) -> list[int]:
     return path[::-1]
 
 
-def strongest_path(graph, source: str | int, target: str | int, *, via: Iterable[int] | None = None,
-                   positive_only: bool = True) -> list[int]:
+def strongest_path(
+    graph, source: str | int, target: str | int, *, via: Iterable[int] | None = None, positive_only: bool = True
+) -> list[int]:
     """Node indices of the strongest path source -> ... -> target; with `via`, the strongest one that
     passes through at least one of those nodes. With `positive_only`, only excitatory edges
     (A[t, s] > 0) are followed. [] when there is no such path."""
+    from .graph import Graph
+
+    check_type(graph, Graph, "strongest_path()", "graph", "a Graph")
     src = graph.index_of(source) if isinstance(source, str) else int(source)
     dst = graph.index_of(target) if isinstance(target, str) else int(target)
     steps, order = _step_matrix(graph, positive_only), _topological(graph)

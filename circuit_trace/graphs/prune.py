@@ -12,11 +12,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from ..arguments import check_number, check_type
+from .defaults import EDGE_THRESHOLD, NODE_THRESHOLD
 from .influence import (
     Adjacency,
-    _row_normalise_data,
     as_csr,
+    indptr_from_rows,
     influence,
+    normalized_csr,
+    row_normalise_data,
+    row_of_entries,
 )
 
 if TYPE_CHECKING:  # graph.py imports this module; only the type is needed here
@@ -110,8 +115,8 @@ def prune_masks(
     is_feature: np.ndarray,
     is_error: np.ndarray,
     always_keep: np.ndarray,
-    node_threshold: float = 0.8,
-    edge_threshold: float = 0.98,
+    node_threshold: float = NODE_THRESHOLD,
+    edge_threshold: float = EDGE_THRESHOLD,
     max_iter: int = 1000,
 ) -> PruneMasks:
     """SPEC §4 pruning on bare arrays: weights [N], is_feature / is_error / always_keep [N] bool."""
@@ -122,13 +127,11 @@ def prune_masks(
     n, nnz = csr.shape[0], csr.nnz
     w = np.asarray(weights, dtype=np.float64)
     idx_dtype = csr.indices.dtype
-    rows = np.repeat(np.arange(n, dtype=idx_dtype), np.diff(csr.indptr))  # [nnz] target of each edge
+    rows = row_of_entries(csr, idx_dtype)  # [nnz] target of each edge
     cols = csr.indices  # [nnz] source of each edge
 
     # 1. Node scores on the full graph; logits score their own weight.
-    ahat = sp.csr_array(
-        (_row_normalise_data(csr.data, rows, n, csr.indptr), csr.indices, csr.indptr), shape=(n, n)
-    )
+    ahat = normalized_csr(csr, rows)
     score = influence(ahat, w, max_iter=max_iter) + w
     del ahat
     node_mask = score >= find_threshold(score, node_threshold)
@@ -139,9 +142,8 @@ def prune_masks(
     # product or score (x + 0.0 == x), so this is bit-identical to working on the full pattern.
     alive = np.flatnonzero(node_mask[rows] & node_mask[cols])  # [n_alive] entry indices
     r2 = rows[alive]
-    indptr2 = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(r2, minlength=n), out=indptr2[1:])
-    ahat2_data = _row_normalise_data(csr.data[alive], r2, n, indptr2)
+    indptr2 = indptr_from_rows(r2, n)
+    ahat2_data = row_normalise_data(csr.data[alive], r2, n, indptr2)
     ahat2 = sp.csr_array((ahat2_data, cols[alive], indptr2), shape=(n, n))
     score2 = influence(ahat2, w, max_iter=max_iter) + w
     edge_score = ahat2_data * score2[r2]  # Â'[t, s] x score'(t); logits: their weight
@@ -186,6 +188,14 @@ class PruneResult:
     node_threshold: float
     edge_threshold: float
 
+    def __repr__(self) -> str:  # the dataclass default would print every mask and array
+        n_all = int(self.node_mask.shape[0])
+        return (
+            f"PruneResult(kept {int(self.node_mask.sum())} of {n_all} nodes and {self.n_edges} of "
+            f"{int(self.edge_mask.nnz)} edges; node_threshold={self.node_threshold}, "
+            f"edge_threshold={self.edge_threshold})"
+        )
+
     @property
     def kept_nodes(self) -> np.ndarray:
         """Original indices of the kept nodes [n_kept], ascending (= rows of `graph`)."""
@@ -196,8 +206,13 @@ class PruneResult:
         return int(self.edge_mask.data.sum())
 
 
-def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
+def prune(graph: Graph, node_threshold: float = NODE_THRESHOLD, edge_threshold: float = EDGE_THRESHOLD) -> PruneResult:
     """Prune `graph` per SPEC §4 (defaults 0.8 / 0.98) and re-index it to the kept nodes."""
+    from .graph import Graph  # not at the top: graph.py imports this module
+
+    check_type(graph, Graph, "prune()", "graph", "a Graph (from ct.attribute or Graph.load)")
+    check_number(node_threshold, "prune()", "node_threshold")
+    check_number(edge_threshold, "prune()", "edge_threshold")
     kind = graph.nodes["kind"].to_numpy()
     masks = prune_masks(
         graph.adjacency,
@@ -214,12 +229,14 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
     kept = np.flatnonzero(masks.node_mask)
     # Kept edges only, with the original float weights, restricted to kept rows/columns.
     kidx = np.flatnonzero(masks.edge_keep)  # ascending = row-major, like csr itself
-    kept_rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[kidx]
-    kindptr = np.zeros(csr.shape[0] + 1, dtype=csr.indptr.dtype)
-    np.cumsum(np.bincount(kept_rows, minlength=csr.shape[0]), out=kindptr[1:])
+    kindptr = indptr_from_rows(row_of_entries(csr)[kidx], csr.shape[0], csr.indptr.dtype)
     kept_edges = sp.csr_array((csr.data[kidx], csr.indices[kidx], kindptr), shape=csr.shape)
     sub = kept_edges[kept][:, kept]
     pruned = graph.subgraph(kept, sub)
+    # The pruned graph carries its nodes' scores on the full graph and says it is pruned, so
+    # exporters write it as it is instead of pruning it again.
+    pruned.add_influence(masks.node_influence[kept], masks.cumulative_influence[kept])
+    pruned.mark_pruned(node_threshold, edge_threshold)
     return PruneResult(
         node_mask=masks.node_mask,
         edge_mask=edge_mask,

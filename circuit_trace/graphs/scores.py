@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from .influence import Adjacency, _row_normalise_data, as_csr, influence, row_of_entries
+from .influence import Adjacency, as_csr, influence, normalized_csr, row_of_entries
 
 __all__ = ["GraphScores", "graph_scores"]
 
@@ -36,7 +35,7 @@ def graph_scores(
     csr = as_csr(adjacency)
     n = csr.shape[0]
     rows = row_of_entries(csr)
-    ahat = sp.csr_array((_row_normalise_data(csr.data, rows, n, csr.indptr), csr.indices, csr.indptr), shape=(n, n))
+    ahat = normalized_csr(csr, rows)
     del csr  # ahat shares its index arrays; the float64 copy of A is no longer needed
     w = np.asarray(weights, dtype=np.float64)
     infl = influence(ahat, w, max_iter=max_iter)  # wᵀB [N]
@@ -49,7 +48,5 @@ def graph_scores(
     error_share = np.bincount(rows, weights=ahat.data * is_error[ahat.indices], minlength=n)
     out_weight = infl + w  # logits weigh their own probability
     total = out_weight.sum()
-    completeness = (
-        float(((1.0 - error_share) * out_weight).sum() / total) if total > 0 else float("nan")
-    )
+    completeness = float(((1.0 - error_share) * out_weight).sum() / total) if total > 0 else float("nan")
     return GraphScores(replacement=replacement, completeness=completeness)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .defaults import DESIRED_LOGIT_PROB
 from .graph import NODE_COLUMNS, Graph
 from .ids import node_ids
 
@@ -48,9 +49,7 @@ def random_graph(
     # Features: unique codes (layer, pos - 1, index) in row-major order, so sorting the codes
     # gives the contract order (layer, pos, feature).
     codes = (
-        np.sort(rng.choice(slots * d_features, size=n_features, replace=False))
-        if n_features
-        else np.zeros(0, np.int64)
+        np.sort(rng.choice(slots * d_features, size=n_features, replace=False)) if n_features else np.zeros(0, np.int64)
     )
     f_cell, f_idx = np.divmod(codes, d_features)
     f_layer, f_pos = np.divmod(f_cell, max(P - 1, 1))
@@ -63,12 +62,8 @@ def random_graph(
     probs = np.sort(rng.dirichlet(np.ones(n_logits)))[::-1] * 0.9  # descending, sum 0.9
 
     nf, ne = n_features, e_layer.size
-    kind = np.array(
-        ["feature"] * nf + ["error"] * ne + ["embedding"] * P + ["logit"] * n_logits, dtype=object
-    )
-    layer = np.concatenate([f_layer, e_layer, np.full(P, -1), np.full(n_logits, L)]).astype(
-        np.int64
-    )
+    kind = np.array(["feature"] * nf + ["error"] * ne + ["embedding"] * P + ["logit"] * n_logits, dtype=object)
+    layer = np.concatenate([f_layer, e_layer, np.full(P, -1), np.full(n_logits, L)]).astype(np.int64)
     pos = np.concatenate([f_pos, e_pos, np.arange(P), np.full(n_logits, P - 1)]).astype(np.int64)
     feature = np.concatenate([f_idx, np.full(ne + P + n_logits, -1)]).astype(np.int64)
     token_id = np.concatenate([np.full(nf + ne, -1), input_ids, logit_tokens]).astype(np.int64)
@@ -145,7 +140,7 @@ def random_graph(
         transcoder_id="synthetic-plt",
         settings={
             "max_n_logits": n_logits,
-            "desired_logit_prob": 0.95,
+            "desired_logit_prob": DESIRED_LOGIT_PROB,
             "batch_size": 256,
             "max_feature_nodes": 7500,
             "seed": seed,

@@ -123,7 +123,9 @@ def add_feature(layer: int, index: int, amount: float, positions: Sequence[int] 
     return Edit((layer, index), "add", amount, positions)
 
 
-def ablate_errors(layers: Sequence[int] | int | None = None, positions: Sequence[int] | int | None = None) -> ErrorAblation:
+def ablate_errors(
+    layers: Sequence[int] | int | None = None, positions: Sequence[int] | int | None = None
+) -> ErrorAblation:
     return ErrorAblation(layers, positions)
 
 
@@ -266,7 +268,9 @@ def check_edits(edits: Sequence[EditLike], *, n_layers: int, d_features: int, n_
         if isinstance(e, Edit):
             layer, index = e.feature
             if not 0 <= layer < n_layers:
-                raise EditError(f"feature {layer}_{index}: layer {layer} out of range (the transcoder has {n_layers} layers)")
+                raise EditError(
+                    f"feature {layer}_{index}: layer {layer} out of range (the transcoder has {n_layers} layers)"
+                )
             if not 0 <= index < d_features:
                 raise EditError(
                     f"feature {layer}_{index}: index {index} out of range (layer {layer} has {d_features} features)"

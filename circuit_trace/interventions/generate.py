@@ -10,7 +10,7 @@ import torch
 
 from ..replacement.model import ReplacementModel
 from .edits import EditLike
-from .intervene import _FreeEdits, _prepared
+from .intervene import FreeEdits, check_choice, prepare_edits
 
 __all__ = ["GenerationResult", "generate"]
 
@@ -46,15 +46,14 @@ def generate(
     "all": also on every generated token. Edits with explicit positions act there only. The whole
     sequence is re-run at each step (no KV cache), so an edit at the prompt keeps acting on the
     recomputed prompt states and every step sees the same edited model."""
-    if apply_to not in ("prompt", "all"):
-        raise ValueError(f"apply_to must be 'prompt' or 'all', got {apply_to!r}")
+    check_choice("apply_to", apply_to, ("prompt", "all"))
     if int(max_new_tokens) < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    ids, flat, layer_set = _prepared(model, prompt, edits, layers)
+    ids, flat, layer_set = prepare_edits(model, prompt, edits, layers)
     P = int(ids.numel())
     n_ctx = model.adapter.n_ctx
     eos = getattr(model.tokenizer, "eos_token_id", None)
-    runner = _FreeEdits(model, flat, layer_set, P if apply_to == "prompt" else None)
+    runner = FreeEdits(model, flat, layer_set, P if apply_to == "prompt" else None)
     seq = ids.clone()
     new: list[int] = []
     with runner.installed():
@@ -69,6 +68,10 @@ def generate(
     text = model.tokenizer.decode(new) if new else ""
     prompt_text = prompt if isinstance(prompt, str) else model.tokenizer.decode(ids.tolist())
     return GenerationResult(
-        prompt=prompt_text, text=text, token_ids=new, tokens=model.decode_tokens(new), input_ids=ids.tolist(),
+        prompt=prompt_text,
+        text=text,
+        token_ids=new,
+        tokens=model.decode_tokens(new),
+        input_ids=ids.tolist(),
         settings={"max_new_tokens": int(max_new_tokens), "apply_to": apply_to, "n_edits": len(flat)},
     )

@@ -18,18 +18,20 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from ..arguments import check_type
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..replacement.model import ReplacementModel, decode_layer
+from ..models.mlp_hooks import mlp_hooks
+from ..replacement.full import kl_divergence, reconstruct_layer
+from ..replacement.model import ReplacementModel
 from .edits import (
     Edit,
     EditError,
@@ -42,7 +44,20 @@ from .edits import (
 
 Mode = Literal["free", "constrained"]
 
-__all__ = ["InterventionResult", "TokenProb", "activations_from", "format_result", "intervene"]
+__all__ = [
+    "FreeEdits",
+    "InterventionResult",
+    "TokenProb",
+    "activations_from",
+    "check_choice",
+    "constrained_mlp_outputs",
+    "edit_activations",
+    "format_result",
+    "forward_inputs",
+    "intervene",
+    "prepare_edits",
+    "resolve_positions",
+]
 
 
 @dataclass
@@ -88,15 +103,28 @@ class InterventionResult:
 
         p = Path(path)
         meta = {
-            "format": "circuit_trace.intervention", "version": "1", "prompt": self.prompt, "mode": self.mode,
-            "input_ids": self.input_ids, "tokens": self.tokens, "kl": self.kl, "settings": self.settings,
-            "top_before": [vars(t) for t in self.top_before], "top_after": [vars(t) for t in self.top_after],
+            "format": "circuit_trace.intervention",
+            "version": "1",
+            "prompt": self.prompt,
+            "mode": self.mode,
+            "input_ids": self.input_ids,
+            "tokens": self.tokens,
+            "kl": self.kl,
+            "settings": self.settings,
+            "top_before": [vars(t) for t in self.top_before],
+            "top_after": [vars(t) for t in self.top_after],
             "features": self.features.to_dict(orient="records"),
         }
         atomic_write_text(p.with_suffix(".json"), json.dumps(meta, indent=1, default=float))
-        atomic_write_bytes(p.with_suffix(".safetensors"), save({
-            "logits_before": self.logits_before.contiguous().float().cpu(),
-            "logits_after": self.logits_after.contiguous().float().cpu()}))
+        atomic_write_bytes(
+            p.with_suffix(".safetensors"),
+            save(
+                {
+                    "logits_before": self.logits_before.contiguous().float().cpu(),
+                    "logits_after": self.logits_after.contiguous().float().cpu(),
+                }
+            ),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InterventionResult:
@@ -106,10 +134,17 @@ class InterventionResult:
         meta = json.loads(p.with_suffix(".json").read_text())
         t = load_file(str(p.with_suffix(".safetensors")))
         return cls(
-            prompt=meta["prompt"], mode=meta["mode"], input_ids=meta["input_ids"], tokens=meta["tokens"],
-            logits_before=t["logits_before"], logits_after=t["logits_after"],
-            top_before=[TokenProb(**d) for d in meta["top_before"]], top_after=[TokenProb(**d) for d in meta["top_after"]],
-            features=pd.DataFrame(meta["features"], columns=_FEATURE_COLUMNS), kl=meta["kl"], settings=meta["settings"],
+            prompt=meta["prompt"],
+            mode=meta["mode"],
+            input_ids=meta["input_ids"],
+            tokens=meta["tokens"],
+            logits_before=t["logits_before"],
+            logits_after=t["logits_after"],
+            top_before=[TokenProb(**d) for d in meta["top_before"]],
+            top_after=[TokenProb(**d) for d in meta["top_after"]],
+            features=pd.DataFrame(meta["features"], columns=_FEATURE_COLUMNS),
+            kl=meta["kl"],
+            settings=meta["settings"],
         )
 
     def __str__(self) -> str:
@@ -130,23 +165,12 @@ def _layer_set(layers, n_layers: int) -> frozenset[int]:
     return out
 
 
-def _resolve_positions(positions: tuple[int, ...] | None, seq_len: int, limit: int | None = None) -> list[int]:
-    """None -> every position after BOS (up to `limit` when edits stay on the prompt)."""
+def resolve_positions(positions: tuple[int, ...] | None, seq_len: int, limit: int | None = None) -> list[int]:
+    """An edit's positions in a sequence of `seq_len` tokens: None -> every position after BOS (up to
+    `limit` when edits stay on the prompt); explicit positions beyond the sequence are dropped."""
     if positions is None:
         return list(range(1, seq_len if limit is None else min(seq_len, limit)))
     return [p for p in positions if p < seq_len]
-
-
-def _first(out):
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _replace_first(out, new):
-    return (new, *out[1:]) if isinstance(out, tuple) else new
-
-
-def _input_of(args, kwargs):
-    return args[0] if args else next(iter(kwargs.values()))
 
 
 def _top(logits: torch.Tensor, rm: ReplacementModel, k: int) -> list[TokenProb]:
@@ -155,34 +179,65 @@ def _top(logits: torch.Tensor, rm: ReplacementModel, k: int) -> list[TokenProb]:
     return [TokenProb(rm.tokenizer.decode([int(i)]), int(i), float(pp), float(logits[i])) for pp, i in zip(p, idx)]
 
 
-def _kl(before: torch.Tensor, after: torch.Tensor) -> float:
-    lp, lq = F.log_softmax(before.double(), -1), F.log_softmax(after.double(), -1)
-    return float((lp.exp() * (lp - lq)).sum().clamp_min(0.0))
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """ValueError naming `name` unless `value` is one of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
 
 
-def _prepared(rm: ReplacementModel, prompt, edits, layers) -> tuple[torch.Tensor, list[EditLike], frozenset[int]]:
+def prepare_edits(rm: ReplacementModel, prompt, edits, layers) -> tuple[torch.Tensor, list[EditLike], frozenset[int]]:
     """(prompt ids [P], the edits flattened and checked against them, the layer set): every
     argument of `intervene` / `generate` is checked before anything runs."""
+    check_type(rm, ReplacementModel, "intervene()/generate()", "model", "a ReplacementModel (from ct.load())")
     ids = rm.tokenize(prompt)
-    return ids, _validated(rm, edits, int(ids.numel())), _layer_set(layers, rm.n_layers)
-
-
-def _validated(rm: ReplacementModel, edits, n_pos: int | None) -> list[EditLike]:
     flat = flatten_edits(edits)
     tc = rm.transcoders
-    check_edits(flat, n_layers=tc.n_layers, d_features=tc.d_features, n_pos=n_pos)
-    return flat
+    check_edits(flat, n_layers=tc.n_layers, d_features=tc.d_features, n_pos=int(ids.numel()))
+    return ids, flat, _layer_set(layers, rm.n_layers)
+
+
+# ----------------------------------------------------------------------------------- the kernel
+AddDelta = Callable[[int, list[int], torch.Tensor], None]  # (target layer, positions, delta [B, k, d])
+
+
+def edit_activations(
+    tc,
+    layer: int,
+    acts: torch.Tensor,
+    edits: Iterable[tuple[int, Edit]],
+    positions: Callable[[Edit], list[int]],
+    layers: frozenset[int],
+    add: AddDelta,
+    applied: dict[int, list[float]],
+) -> None:
+    """The feature-edit kernel of both modes. Applies `edits` ((k, edit) of layer-`layer` features)
+    in order to acts [B, P, F] in place, so two edits of one feature compose; records edit k's new
+    values (batch row 0) in applied[k]; hands the decoder delta (a' - a) W_dec^{layer -> t}
+    [B, k, d] of every target layer t in `layers` to add(t, positions, delta)."""
+    for k, e in edits:
+        pos = positions(e)
+        if not pos:
+            continue
+        old = acts[:, pos, e.index]  # [B, k]
+        new = e.new_value(old)
+        acts[:, pos, e.index] = new
+        applied[k] = new[0].tolist()
+        delta = (new - old)[..., None]  # [B, k, 1]
+        dec = tc.decoder_vectors(layer, [e.index])[0]  # [n_out, d]
+        for j, target in enumerate(tc.output_layers(layer)):
+            if target in layers:
+                add(target, pos, delta * dec[j])
 
 
 # ----------------------------------------------------------------------------------- free mode
-class _FreeEdits:
-    """Forward hooks that apply edits to the real model; one instance per call, removed on exit.
+class FreeEdits:
+    """Hooks that apply edits to the real model (free mode); one instance per call, removed on exit.
 
-    Per forward pass, the pre-hook of layer l's transcoder input encodes the live input (only for
-    layers that some edit or error ablation needs), applies the edits of layer-l features in order
-    (so two edits of one feature compose) and accumulates their decoder deltas for every target
-    layer; the output hook of layer l adds those deltas (after replacing the output by the live
-    reconstruction where errors are ablated)."""
+    Per forward pass, layer l's transcoder input is encoded live (only for layers that some edit or
+    error ablation needs), the edits of layer-l features are applied by `edit_activations` and their
+    decoder deltas accumulated per target layer; layer l's output gets those deltas added (after
+    being replaced by the live reconstruction where errors are ablated). `applied_now[k]`: edit k's
+    new values in the last pass."""
 
     def __init__(self, rm: ReplacementModel, edits: Sequence[EditLike], layers: frozenset[int], limit: int | None):
         self.rm, self.tc, self.layers, self.limit = rm, rm.transcoders, layers, limit
@@ -194,113 +249,102 @@ class _FreeEdits:
             top = max(max(e.layers) if e.layers is not None else L - 1 for e in self.error_edits)
             need |= set(range(top + 1))  # a CLT's reconstruction of layer l needs every layer <= l
         self.need = need
+        self.applied_now: dict[int, list[float]] = {}
         self._reset()
 
     def _reset(self) -> None:
-        self.acts: dict[int, torch.Tensor] = {}
-        self.xs: dict[int, torch.Tensor] = {}
-        self.deltas: dict[int, torch.Tensor] = {}
+        self.acts: dict[int, torch.Tensor] = {}  # layer -> clean live activations [B, P, F]
+        self.xs: dict[int, torch.Tensor] = {}  # layer -> transcoder input [B, P, d]
+        self.deltas: dict[int, torch.Tensor] = {}  # target layer -> summed decoder deltas [B, P, d]
 
-    def _pre(self, layer: int):
-        def hook(_module, args, kwargs):
-            if layer == 0:
-                self._reset()  # a new forward pass starts
-            if layer not in self.need:
-                return
-            x = _input_of(args, kwargs)
-            tdt = self.tc.dtype
-            self.xs[layer] = x
-            acts = self.tc.encode(x.to(tdt), layer)  # [B, P, F]
-            self.acts[layer] = acts
-            mine = [(k, e) for k, e in enumerate(self.feature_edits) if e.layer == layer]
-            if not mine:
-                return
-            eff = acts.clone()  # edits of one feature compose in order
-            seq = x.shape[1]
-            new_vals = self.applied_now
-            for k, e in mine:
-                pos = _resolve_positions(e.positions, seq, self.limit)
-                if not pos:
-                    continue
-                old = eff[:, pos, e.index]  # [B, k]
-                new = e.new_value(old)
-                eff[:, pos, e.index] = new
-                new_vals[k] = new[0].tolist()
-                delta = (new - old)[..., None]  # [B, k, 1]
-                dec = self.tc.decoder_vectors(layer, [e.index])[0]  # [n_out, d]
-                for j, target in enumerate(self.tc.output_layers(layer)):
-                    if target not in self.layers:
-                        continue
-                    buf = self.deltas.get(target)
-                    if buf is None:
-                        buf = self.deltas[target] = torch.zeros(x.shape[0], seq, dec.shape[-1], dtype=tdt, device=x.device)
-                    buf[:, pos] += delta * dec[j]
+    def _read(self, layer: int, x: torch.Tensor) -> None:
+        if layer == 0:
+            self._reset()  # a new forward pass starts
+        if layer not in self.need:
             return
+        x = x.to(self.tc.device)  # a no-op unless the model is placed over several devices
+        self.xs[layer] = x
+        acts = self.acts[layer] = self.tc.encode(x.to(self.tc.dtype), layer)  # [B, P, F]
+        mine = [(k, e) for k, e in enumerate(self.feature_edits) if e.layer == layer]
+        if mine:
+            seq = x.shape[1]
+            edit_activations(
+                self.tc,
+                layer,
+                acts.clone(),
+                mine,
+                lambda e: resolve_positions(e.positions, seq, self.limit),
+                self.layers,
+                self._add_delta(x),
+                self.applied_now,
+            )
 
-        return hook
+    def _add_delta(self, x: torch.Tensor) -> AddDelta:
+        def add(target: int, pos: list[int], delta: torch.Tensor) -> None:
+            buf = self.deltas.get(target)
+            if buf is None:
+                buf = self.deltas[target] = torch.zeros(
+                    x.shape[0], x.shape[1], delta.shape[-1], dtype=self.tc.dtype, device=x.device
+                )
+            buf[:, pos] += delta
 
-    def _post(self, layer: int):
-        def hook(_module, _args, output):
-            out = _first(output)
-            changed = False
-            for e in self.error_edits:
-                if e.layers is not None and layer not in e.layers:
-                    continue
-                pos = _resolve_positions(e.positions, out.shape[1], self.limit)
-                if not pos:
-                    continue
-                tc = self.tc
-                srcs = {s: a for s, a in self.acts.items() if s <= layer}
-                recon = decode_layer(tc, srcs, layer) + tc.skip(self.xs[layer].to(tc.dtype), layer)
-                if not changed:
-                    out, changed = out.clone(), True
-                out[:, pos] = recon[:, pos].to(out.dtype)
-            d = self.deltas.get(layer)
-            if d is not None:
-                out, changed = out + d.to(out.dtype), True
-            return _replace_first(output, out) if changed else None
+        return add
 
-        return hook
+    def _write(self, layer: int, out: torch.Tensor) -> torch.Tensor | None:
+        changed = False
+        for e in self.error_edits:
+            if e.layers is not None and layer not in e.layers:
+                continue
+            pos = resolve_positions(e.positions, out.shape[1], self.limit)
+            if not pos:
+                continue
+            srcs = {s: a for s, a in self.acts.items() if s <= layer}
+            recon = reconstruct_layer(self.tc, srcs, self.xs[layer], layer)
+            if not changed:
+                out, changed = out.clone(), True
+            out[:, pos] = recon[:, pos].to(out.device, out.dtype)
+        d = self.deltas.get(layer)
+        if d is not None:
+            out, changed = out + d.to(out.device, out.dtype), True
+        return out if changed else None
 
     @contextmanager
-    def installed(self) -> Iterator[_FreeEdits]:
-        ad, tc = self.rm.adapter, self.tc
-        handles = []
-        self.applied_now: dict[int, list[float]] = {}
+    def installed(self) -> Iterator[FreeEdits]:
+        tc = self.tc
+        self.applied_now = {}
         try:
-            for layer in range(ad.n_layers):
-                in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
-                out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
-                handles.append(in_mod.register_forward_pre_hook(self._pre(layer), with_kwargs=True))
-                handles.append(out_mod.register_forward_hook(self._post(layer)))
-            yield self
+            with mlp_hooks(
+                self.rm.adapter,
+                tc.feature_input_hook,
+                tc.feature_output_hook,
+                on_input=self._read,
+                on_output=self._write,
+            ):
+                yield self
         finally:
-            for h in handles:
-                h.remove()
             self._reset()
 
 
 @torch.no_grad()
-def _clean_inputs(rm: ReplacementModel, ids: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Clean last-position logits [V] and the transcoder inputs per layer [P, d] of one prompt."""
+def forward_inputs(
+    rm: ReplacementModel, ids: torch.Tensor, edits: FreeEdits | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """One forward pass of the prompt ids [P] in the real model, under `edits` when given:
+    (last-position logits [V], the transcoder input of every layer [P, d], the last position's
+    lm_head input [d])."""
     ad, tc = rm.adapter, rm.transcoders
-    xs: list[torch.Tensor | None] = [None] * ad.n_layers
-    handles = []
-
-    def store(layer):
-        def pre(_m, args, kwargs):
-            xs[layer] = _input_of(args, kwargs)[0]
-        return pre
-
+    xs: list = [None] * ad.n_layers
+    zs: list[torch.Tensor] = []
+    capture = mlp_hooks(
+        ad, tc.feature_input_hook, tc.feature_output_hook, on_input=lambda l, x: xs.__setitem__(l, x[0])
+    )
+    hook = ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0]))
     try:
-        for layer in range(ad.n_layers):
-            in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
-            handles.append(in_mod.register_forward_pre_hook(store(layer), with_kwargs=True))
-        logits = rm.model(input_ids=ids[None]).logits[0, -1]
+        with capture, edits.installed() if edits is not None else nullcontext():
+            logits = rm.model(input_ids=ids[None]).logits[0, -1]
     finally:
-        for h in handles:
-            h.remove()
-    return logits, xs  # type: ignore[return-value]
+        hook.remove()
+    return logits, xs, zs[-1][0, -1]
 
 
 def _clean_activation(rm, xs, e: Edit, pos: list[int]) -> list[float]:
@@ -311,7 +355,7 @@ def _clean_activation(rm, xs, e: Edit, pos: list[int]) -> list[float]:
 def _feature_table(rm, edits, xs, n_pos: int, applied: dict[int, list[float]], limit=None) -> pd.DataFrame:
     rows = []
     for k, e in enumerate(x for x in edits if isinstance(x, Edit)):
-        pos = _resolve_positions(e.positions, n_pos, limit)
+        pos = resolve_positions(e.positions, n_pos, limit)
         before = _clean_activation(rm, xs, e, pos)
         after = applied.get(k, before)
         for p, b, a in zip(pos, before, after):
@@ -335,16 +379,15 @@ def intervene(
     replacement (attention, norms and all MLP outputs fixed except for the edits' decoder deltas).
     `layers`: the layers whose MLP outputs receive decoder deltas (default all; e.g. range(2, 5)
     confines a CLT feature's writes to that band). Every edit is checked before anything runs."""
-    if mode not in ("free", "constrained"):
-        raise ValueError(f"mode must be 'free' or 'constrained', got {mode!r}")
+    check_choice("mode", mode, ("free", "constrained"))
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    ids, flat, layer_set = _prepared(model, prompt, edits, layers)
+    ids, flat, layer_set = prepare_edits(model, prompt, edits, layers)
     P = int(ids.numel())
     prompt_text = prompt if isinstance(prompt, str) else " ".join(model.decode_tokens(ids))
     if mode == "free":
-        before, xs = _clean_inputs(model, ids)
-        runner = _FreeEdits(model, flat, layer_set, None)
+        before, xs, _ = forward_inputs(model, ids)
+        runner = FreeEdits(model, flat, layer_set, None)
         with torch.no_grad(), runner.installed():
             after = model.model(input_ids=ids[None]).logits[0, -1]
             applied = dict(runner.applied_now)
@@ -354,9 +397,16 @@ def intervene(
         table = _feature_table(model, flat, xs, P, applied)
     before, after = before.detach().float().cpu(), after.detach().float().cpu()
     return InterventionResult(
-        prompt=prompt_text, mode=mode, input_ids=ids.tolist(), tokens=model.decode_tokens(ids),
-        logits_before=before, logits_after=after, top_before=_top(before, model, top_k),
-        top_after=_top(after, model, top_k), features=table, kl=_kl(before, after),
+        prompt=prompt_text,
+        mode=mode,
+        input_ids=ids.tolist(),
+        tokens=model.decode_tokens(ids),
+        logits_before=before,
+        logits_after=after,
+        top_before=_top(before, model, top_k),
+        top_after=_top(after, model, top_k),
+        features=table,
+        kl=float(kl_divergence(before, after).clamp_min(0.0)),
         settings={"layers": sorted(layer_set), "top_k": int(top_k), "n_edits": len(flat)},
     )
 
@@ -371,21 +421,19 @@ def constrained_mlp_outputs(lr, edits: Sequence[EditLike], layers: frozenset[int
     mlp = lr.y.clone()
     acts: dict[int, torch.Tensor] = {}
     applied: dict[int, list[float]] = {}
+
+    def add(target: int, pos: list[int], delta: torch.Tensor) -> None:
+        mlp[target, pos] += delta[0].to(mlp.dtype)  # delta [1, k, d]
+
     for k, e in enumerate(x for x in edits if isinstance(x, Edit)):
-        pos = _resolve_positions(e.positions, P)
         if e.layer not in acts:
-            acts[e.layer] = tc.encode(lr.x[e.layer], e.layer).clone()  # [P, F]
-        old = acts[e.layer][pos, e.index]
-        new = e.new_value(old)
-        acts[e.layer][pos, e.index] = new
-        applied[k] = new.tolist()
-        dec = tc.decoder_vectors(e.layer, [e.index])[0]  # [n_out, d]
-        for j, target in enumerate(tc.output_layers(e.layer)):
-            if target in layers:
-                mlp[target, pos] += (new - old)[:, None].to(mlp.dtype) * dec[j].to(mlp.dtype)
+            acts[e.layer] = tc.encode(lr.x[e.layer], e.layer)[None].clone()  # [1, P, F]
+        edit_activations(
+            tc, e.layer, acts[e.layer], [(k, e)], lambda e: resolve_positions(e.positions, P), layers, add, applied
+        )
     for e in edits:
         if isinstance(e, ErrorAblation):
-            pos = _resolve_positions(e.positions, P)
+            pos = resolve_positions(e.positions, P)
             for l in e.layers if e.layers is not None else range(tc.n_layers):
                 if l in layers:
                     mlp[l, pos] -= lr.errors[l, pos]
@@ -411,9 +459,13 @@ def activations_from(
     position there (e.g. the California features of an Oakland prompt, for `swap`)."""
     feats = nodes.features(graph) if isinstance(nodes, Supernode) else [tuple(map(int, n)) for n in nodes]
     ids = model.tokenize(prompt)
-    check_edits([Edit((l, i), "set", 0.0, (p,)) for l, i, p in feats], n_layers=model.transcoders.n_layers,
-                d_features=model.transcoders.d_features, n_pos=int(ids.numel()))
-    _, xs = _clean_inputs(model, ids)
+    check_edits(
+        [Edit((l, i), "set", 0.0, (p,)) for l, i, p in feats],
+        n_layers=model.transcoders.n_layers,
+        d_features=model.transcoders.d_features,
+        n_pos=int(ids.numel()),
+    )
+    _, xs, _ = forward_inputs(model, ids)
     out: dict[tuple[int, int], float] = {}
     for l, i, p in feats:
         a = float(model.transcoders.encode(xs[l][p].to(model.transcoders.dtype), l)[i])

@@ -25,13 +25,15 @@ import scipy.sparse.linalg as spla
 import torch
 from scipy.stats import spearmanr
 
+from ..arguments import check_type
 from ..atomic import atomic_write_text
 from ..graphs.influence import as_csr
+from ..replacement.full import kl_divergence
 from ..replacement.model import ReplacementModel
 from .edits import Edit, EditError
-from .intervene import _FreeEdits, _input_of
+from .intervene import FreeEdits, forward_inputs
 
-__all__ = ["FEATURE_GOAL", "ValidationReport", "validate"]
+__all__ = ["FEATURE_GOAL", "ValidationReport", "total_effects", "validate"]
 
 FEATURE_GOAL = 0.72  # Spearman, feature→feature, published reference on 20 prompts
 
@@ -60,8 +62,16 @@ class ValidationReport:
             rd, rt = self._rho(kind, "predicted_direct"), self._rho(kind, "predicted_total")
             goal = self.goal if kind == "feature" else float("nan")
             passed = bool(rt >= goal) if kind == "feature" and not np.isnan(rt) else None
-            rows.append({"pairs": f"feature->{kind}", "n": n, "spearman_direct": rd, "spearman_total": rt,
-                         "goal": goal, "passed": passed})
+            rows.append(
+                {
+                    "pairs": f"feature->{kind}",
+                    "n": n,
+                    "spearman_direct": rd,
+                    "spearman_total": rt,
+                    "goal": goal,
+                    "passed": passed,
+                }
+            )
         return pd.DataFrame(rows)
 
     @property
@@ -82,16 +92,22 @@ class ValidationReport:
         fig = go.Figure()
         for kind in ("feature", "logit"):
             d = self.pairs[self.pairs["kind"] == kind]
-            fig.add_trace(go.Scatter(
-                x=d[predictor], y=d["measured"], mode="markers", name=f"feature→{kind}",
-                text=[f"{s} → {t}" for s, t in zip(d["source"], d["target"])],
-                hovertemplate="%{text}<br>predicted %{x:.4g}<br>measured %{y:.4g}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Scatter(
+                    x=d[predictor],
+                    y=d["measured"],
+                    mode="markers",
+                    name=f"feature→{kind}",
+                    text=[f"{s} → {t}" for s, t in zip(d["source"], d["target"])],
+                    hovertemplate="%{text}<br>predicted %{x:.4g}<br>measured %{y:.4g}<extra></extra>",
+                )
+            )
         s = self.summary
         fig.update_layout(
             title=f"Graph vs ablation ({self.prompt!r}): Spearman f→f {s.iloc[0]['spearman_total']:.2f} "
-                  f"(goal {self.goal}), f→logit {s.iloc[1]['spearman_total']:.2f}",
-            xaxis_title=f"graph prediction ({predictor.split('_')[1]})", yaxis_title="measured drop when the source is ablated",
+            f"(goal {self.goal}), f→logit {s.iloc[1]['spearman_total']:.2f}",
+            xaxis_title=f"graph prediction ({predictor.split('_')[1]})",
+            yaxis_title="measured drop when the source is ablated",
         )
         return fig
 
@@ -99,19 +115,30 @@ class ValidationReport:
         return f"ValidationReport({self.prompt!r})\n{self.summary.to_string(index=False)}"
 
     def save(self, path: str | os.PathLike) -> None:
-        meta = {"format": "circuit_trace.validation", "version": "1", "prompt": self.prompt, "goal": self.goal,
-                "settings": self.settings, "pairs": self.pairs.to_dict(orient="list"),
-                "ablations": self.ablations.to_dict(orient="list")}
+        meta = {
+            "format": "circuit_trace.validation",
+            "version": "1",
+            "prompt": self.prompt,
+            "goal": self.goal,
+            "settings": self.settings,
+            "pairs": self.pairs.to_dict(orient="list"),
+            "ablations": self.ablations.to_dict(orient="list"),
+        }
         atomic_write_text(path, json.dumps(meta, default=float))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ValidationReport:
         meta = json.loads(Path(path).read_text())
-        return cls(prompt=meta["prompt"], pairs=pd.DataFrame(meta["pairs"]), ablations=pd.DataFrame(meta["ablations"]),
-                   goal=meta["goal"], settings=meta["settings"])
+        return cls(
+            prompt=meta["prompt"],
+            pairs=pd.DataFrame(meta["pairs"]),
+            ablations=pd.DataFrame(meta["ablations"]),
+            goal=meta["goal"],
+            settings=meta["settings"],
+        )
 
 
-def _total_effects(graph, sources: np.ndarray) -> np.ndarray:
+def total_effects(graph, sources: np.ndarray) -> np.ndarray:
     """Predicted drop [N, len(sources)] of every node when each source feature is removed."""
     A = as_csr(graph.adjacency, dtype=np.float64)
     feats = graph.feature_indices
@@ -143,6 +170,10 @@ def validate(
     """Compare `graph`'s predicted effects with free-mode ablations of up to `max_sources` source
     features, sampling up to `n_pairs` feature→feature pairs with a nonzero edge (plus every
     feature→logit pair of the ablated sources)."""
+    from ..graphs import Graph
+
+    check_type(model, ReplacementModel, "validate()", "model", "a ReplacementModel (from ct.load())")
+    check_type(graph, Graph, "validate()", "graph", "a Graph (from ct.attribute)")
     tc, ad = model.transcoders, model.adapter
     if graph.n_layers != ad.n_layers:
         raise ValueError(f"graph has {graph.n_layers} layers, the model {ad.n_layers}: not this model's graph")
@@ -158,48 +189,27 @@ def validate(
         raise EditError("graph features do not fit this transcoder/prompt (layer, index or position out of range)")
     logits_idx = np.array([i for i in graph.logit_indices if nodes["token_id"].iat[i] >= 0], dtype=int)
     tok = nodes["token_id"].to_numpy()[logits_idx]
-    W_U = ad.unembed_weight().double()
-    b = ad.unembed_bias()
-    dirs = (W_U[tok] - W_U.mean(0)).to(model.device)  # [K, d] centred logit directions
-    dbias = (b.double()[tok] - b.double().mean()) if b is not None else torch.zeros(len(tok), dtype=torch.float64)
+    dirs, dbias = ad.centred_logit_directions(tok.tolist(), torch.float64)  # [K, d], [K]
+    dirs, dbias = dirs.to(model.device), dbias.cpu()
 
     def measure(edits) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """(feature pre-activations [n_feat], centred logits [K], last-position logits [V])."""
-        xs: dict[int, torch.Tensor] = {}
-        zs: list[torch.Tensor] = []
-        handles = []
-
-        def store(layer):
-            def pre(_m, args, kwargs):
-                xs[layer] = _input_of(args, kwargs)[0]
-            return pre
-
-        runner = _FreeEdits(model, edits, frozenset(range(ad.n_layers)), None)
-        try:
-            for layer in range(ad.n_layers):
-                in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
-                handles.append(in_mod.register_forward_pre_hook(store(layer), with_kwargs=True))
-            handles.append(ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0])))
-            with runner.installed():
-                logits = model.model(input_ids=ids[None]).logits[0, -1]
-        finally:
-            for h in handles:
-                h.remove()
+        runner = FreeEdits(model, edits, frozenset(range(ad.n_layers)), None)
+        logits, xs, z = forward_inputs(model, ids, runner)
         h = np.zeros(len(feats))
         for layer in np.unique(fl):
             sel = np.flatnonzero(fl == layer)
             x = xs[int(layer)][torch.as_tensor(fp[sel])].to(tc.dtype)  # [n, d]
             enc = tc.encoder_vectors(int(layer), ff[sel])  # [n, d]
             h[sel] = ((x * enc).sum(-1) + tc.encoder_bias(int(layer), ff[sel])).double().cpu().numpy()
-        z = zs[-1][0, -1].double()
-        lg = (dirs @ z).cpu() + dbias
+        lg = (dirs @ z.double()).cpu() + dbias
         return h, lg.numpy(), logits.float().cpu()
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(feats))[: int(max_sources)]
     sources = feats[order]
     A = as_csr(graph.adjacency, dtype=np.float64)
-    total = _total_effects(graph, sources)
+    total = total_effects(graph, sources)
     feat_row = {int(n): k for k, n in enumerate(feats)}
     h0, lg0, logits0 = measure([])
     p0 = torch.softmax(logits0.double(), -1)
@@ -222,11 +232,28 @@ def validate(
         for q, t in enumerate(logits_idx):
             pair_rows.append(("logit", ids_of[s], ids_of[t], col[t], total[t, j], lg0[q] - lg1[q]))
         p1 = torch.softmax(logits1.double(), -1)
-        lp0, lp1 = p0.clamp_min(1e-300).log(), p1.clamp_min(1e-300).log()
-        abl_rows.append((ids_of[s], model.tokenizer.decode([top0]), model.tokenizer.decode([int(p1.argmax())]),
-                         float(p0[top0]), float(p1[top0]), float((p0 * (lp0 - lp1)).sum())))
-    pairs = pd.DataFrame(pair_rows, columns=["kind", "source", "target", "predicted_direct", "predicted_total", "measured"])
+        abl_rows.append(
+            (
+                ids_of[s],
+                model.tokenizer.decode([top0]),
+                model.tokenizer.decode([int(p1.argmax())]),
+                float(p0[top0]),
+                float(p1[top0]),
+                float(kl_divergence(logits0, logits1)),
+            )
+        )
+    pairs = pd.DataFrame(
+        pair_rows, columns=["kind", "source", "target", "predicted_direct", "predicted_total", "measured"]
+    )
     ablations = pd.DataFrame(abl_rows, columns=["source", "top_before", "top_after", "p_before", "p_after", "kl"])
-    return ValidationReport(prompt=graph.prompt, pairs=pairs, ablations=ablations,
-                            settings={"n_pairs": int(n_pairs), "seed": int(seed), "max_sources": int(max_sources),
-                                      "n_sources_ablated": len(abl_rows)})
+    return ValidationReport(
+        prompt=graph.prompt,
+        pairs=pairs,
+        ablations=ablations,
+        settings={
+            "n_pairs": int(n_pairs),
+            "seed": int(seed),
+            "max_sources": int(max_sources),
+            "n_sources_ablated": len(abl_rows),
+        },
+    )

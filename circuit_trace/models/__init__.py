@@ -4,8 +4,18 @@ attention and the unembedding live, and how to freeze them. Only this package kn
 from .activations import mlp_io
 from .adapters import HOOK_NAMES, SUPPORTED_FAMILIES, ModelAdapter, UnsupportedArchitectureError, get_adapter
 from .loading import default_device, load_hf, resolve_dtype
+from .mlp_hooks import mlp_hooks, module_input
 
 __all__ = [
-    "HOOK_NAMES", "SUPPORTED_FAMILIES", "ModelAdapter", "UnsupportedArchitectureError", "get_adapter",
-    "mlp_io", "load_hf", "default_device", "resolve_dtype",
+    "HOOK_NAMES",
+    "SUPPORTED_FAMILIES",
+    "ModelAdapter",
+    "UnsupportedArchitectureError",
+    "get_adapter",
+    "mlp_io",
+    "mlp_hooks",
+    "module_input",
+    "load_hf",
+    "default_device",
+    "resolve_dtype",
 ]

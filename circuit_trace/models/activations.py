@@ -17,10 +17,9 @@ def _envoy(root, path: str):
 
 def nnsight_wrapper(adapter: ModelAdapter) -> NNsight:
     """A cached plain NNsight wrapper over the adapter's model (no tokenizer needed)."""
-    wrapped = getattr(adapter, "_nnsight_plain", None)
-    if wrapped is None:
-        wrapped = adapter._nnsight_plain = NNsight(adapter.model)
-    return wrapped
+    if adapter.nnsight_plain is None:
+        adapter.nnsight_plain = NNsight(adapter.model)
+    return adapter.nnsight_plain
 
 
 @torch.no_grad()

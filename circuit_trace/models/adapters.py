@@ -3,14 +3,17 @@ unembedding live in the HF module tree. Nothing outside `models/` knows module n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-# TransformerLens hook names a transcoder config may use, and what each means.
-HOOK_NAMES = ("hook_resid_mid", "ln2.hook_normalized", "mlp.hook_in", "hook_mlp_out", "mlp.hook_out")
+# The TransformerLens hook names a transcoder config may use. Their one list lives with the checkpoint
+# format (transcoders/hooks.py imports nothing, so transcoders stay free of transformers); what each
+# name means in an HF module tree is `ModelAdapter.hook_module` below.
+from ..transcoders.hooks import VALID_HOOKS as HOOK_NAMES
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -45,16 +48,20 @@ class ModelAdapter:
     mlp_name: str = "mlp"
     pre_mlp_norm_name: str = ""  # its input is hook_resid_mid, its output ln2.hook_normalized
     post_mlp_norm_name: str | None = None  # Gemma: its output is hook_mlp_out
+    layer_norm_names: tuple[str, ...] = ()  # every norm of a layer on the residual path
     norm_kind: NormKind = RMS_NORM
+    # A plain nnsight wrapper over `model`, built on first use by `models.activations.nnsight_wrapper`.
+    nnsight_plain: Any | None = None
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self.nnsight_plain = None
         self.config = model.config
         self.layers: nn.ModuleList = model.get_submodule(self.layers_path)
         self.n_layers = len(self.layers)
         self.d_model = int(self.config.hidden_size)
         self.vocab_size = int(self.config.vocab_size)
-        self.n_ctx = int(getattr(self.config, "max_position_embeddings", 0) or getattr(self.config, "n_positions"))
+        self.n_ctx = int(getattr(self.config, "max_position_embeddings", 0) or self.config.n_positions)
         self.embed_tokens: nn.Module = model.get_submodule(self.embed_path)
         self.final_norm: nn.Module = model.get_submodule(self.final_norm_path)
         self.lm_head: nn.Linear = model.get_submodule(self.lm_head_path)
@@ -84,9 +91,16 @@ class ModelAdapter:
         return self.layers[layer].get_submodule(self.attn_name)
 
     def norm_modules(self) -> list[nn.Module]:
-        """Every norm on the residual path (their denominators are frozen in the local replacement)."""
-        norm_types = tuple(type(m) for m in [self.final_norm])
-        return [m for m in self.model.modules() if isinstance(m, norm_types)]
+        """Every norm whose denominator is frozen in the local replacement: the final norm, each
+        layer's `layer_norm_names` and its attention's q/k norms (Qwen3, Gemma-3). Listed, not
+        searched for: this runs on every frozen pass."""
+        mods = [self.final_norm]
+        for layer in self.layers:
+            mods += [layer.get_submodule(name) for name in self.layer_norm_names]
+            # q/k norms only shape the pattern, which is frozen anyway; they are frozen too so that
+            # QK attribution (attention/) sees q and k as affine functions of the residual stream.
+            mods += _qk_norms(layer.get_submodule(self.attn_name))
+        return mods
 
     def frozen_pass_patches(self, pattern: Callable) -> list[tuple[nn.Module, Callable]]:
         """(module, forward) replacements for the frozen pass only (see freeze.freeze_mode);
@@ -100,6 +114,21 @@ class ModelAdapter:
     def unembed_bias(self) -> torch.Tensor | None:
         return self.lm_head.bias
 
+    def centred_logit_directions(
+        self, token_ids: list[int] | torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(directions [K, d], bias [K]) of the centred logits (logit - mean logit over the vocabulary)
+        of `token_ids` (None: every token), in `dtype`: W_U rows and bias minus their vocabulary means.
+        The bias is zeros (on the CPU) when the unembedding has none."""
+        w_u = self.unembed_weight().to(dtype)  # [V, d]
+        rows = w_u if token_ids is None else w_u[token_ids]
+        dirs = rows - w_u.mean(0, keepdim=True)
+        b = self.unembed_bias()
+        if b is None:
+            return dirs, torch.zeros(dirs.shape[0], dtype=dtype)
+        b = b.to(dtype)
+        return dirs, (b if token_ids is None else b[token_ids]) - b.mean()
+
 
 class GPT2Adapter(ModelAdapter):
     family = "gpt2"
@@ -108,11 +137,8 @@ class GPT2Adapter(ModelAdapter):
     final_norm_path = "transformer.ln_f"
     attn_name = "attn"
     pre_mlp_norm_name = "ln_2"
+    layer_norm_names = ("ln_1", "ln_2")
     norm_kind = LAYER_NORM
-
-    def norm_modules(self) -> list[nn.Module]:
-        # listed, not searched for: this runs on every frozen pass
-        return [self.final_norm] + [m for layer in self.layers for m in (layer.ln_1, layer.ln_2)]
 
     def frozen_pass_patches(self, pattern: Callable) -> list[tuple[nn.Module, Callable]]:
         # With the pattern frozen, attention is v = x W_v + b_v, pattern @ v, c_proj. HF's module
@@ -130,38 +156,29 @@ class LlamaAdapter(ModelAdapter):
     final_norm_path = "model.norm"
     attn_name = "self_attn"
     pre_mlp_norm_name = "post_attention_layernorm"
+    layer_norm_names = ("input_layernorm", "post_attention_layernorm")
     norm_kind = RMS_NORM
 
-    def norm_modules(self) -> list[nn.Module]:
-        # q_norm / k_norm (Qwen3) sit inside attention: the frozen pattern makes them irrelevant.
-        mods = [self.final_norm]
-        for layer in self.layers:
-            mods += [layer.input_layernorm, layer.post_attention_layernorm]
-        return mods
 
-
-class GemmaAdapter(ModelAdapter):
-    """Gemma-2 / Gemma-3: (1 + w) RMSNorm, pre- and post-norms around attention and MLP, softcaps."""
+class GemmaAdapter(LlamaAdapter):
+    """Gemma-2 / Gemma-3: Llama's module tree with (1 + w) RMSNorm, pre- and post-norms around
+    attention and MLP, and softcaps."""
 
     family = "gemma"
-    layers_path = "model.layers"
-    embed_path = "model.embed_tokens"
-    final_norm_path = "model.norm"
-    attn_name = "self_attn"
     pre_mlp_norm_name = "pre_feedforward_layernorm"
     post_mlp_norm_name = "post_feedforward_layernorm"
+    layer_norm_names = (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "pre_feedforward_layernorm",
+        "post_feedforward_layernorm",
+    )
     norm_kind = GEMMA_RMS_NORM
 
-    def norm_modules(self) -> list[nn.Module]:
-        mods = [self.final_norm]
-        for layer in self.layers:
-            mods += [
-                layer.input_layernorm,
-                layer.post_attention_layernorm,
-                layer.pre_feedforward_layernorm,
-                layer.post_feedforward_layernorm,
-            ]
-        return mods
+
+def _qk_norms(attn: nn.Module) -> list[nn.Module]:
+    """The per-head query/key norms of an attention module (Qwen3, Gemma-3), or none."""
+    return [m for m in (getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)) if m is not None]
 
 
 # model_type (config.model_type) -> adapter
@@ -174,7 +191,7 @@ _REGISTRY: dict[str, type[ModelAdapter]] = {
     "gemma2": GemmaAdapter,
     "gemma3_text": GemmaAdapter,
 }
-SUPPORTED_FAMILIES = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+SUPPORTED_FAMILIES: tuple[str, ...] = tuple(_REGISTRY)  # config.model_type values
 
 
 def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:

@@ -8,9 +8,9 @@ module (rotary, GQA, softcaps, sliding-window masks) is used unchanged up to the
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -107,7 +107,11 @@ def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_on
             _MODE.state.norm_scales[id(module)] = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)[:1].detach()
             return original(x)
         weight = module.weight.float()
-        gain = _MODE.state.norm_scales[id(module)][:, : x.shape[1]] * (1.0 + weight if offset_one else weight)
+        # a prefix pass: cut the recorded scale to x's positions, wherever they sit (dim 1, or dim 2
+        # for per-head QK-norms applied after the heads' transpose, as Gemma-3 does)
+        scale = _MODE.state.norm_scales[id(module)]
+        scale = scale[(slice(None), *(slice(0, n) for n in x.shape[1:-1]))]
+        gain = scale * (1.0 + weight if offset_one else weight)
         out = _FrozenNorm.apply(xf, gain, centre)  # positions: dim 1 of the recorded scale
         if bias is not None:
             out = out + bias.float()

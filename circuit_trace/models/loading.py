@@ -7,12 +7,20 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ..hub import HubUnavailableError, cached_file, unavailable_message, use_local_files_only
+
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(table)}")
     return table[dtype]
@@ -39,10 +47,19 @@ def load_hf(model_id_or_path: str, *, device=None, dtype=None) -> tuple[PreTrain
             kwargs["gguf_file"] = ggufs[0].name
     source = str(path) if path.exists() else model_id_or_path
     torch_dtype = resolve_dtype(dtype) or torch.float32
+    # A hub id with the hub off or unreachable: use the HF cache only, and fail in one line.
+    cache_only = not path.exists() and use_local_files_only()
+    hint = "ct.load('path/to/model_dir', ...) or --model path/to/model_dir"
+    if cache_only:
+        kwargs["local_files_only"] = True
+        if not cached_file(model_id_or_path, "config.json"):  # known before transformers imports anything
+            raise HubUnavailableError(unavailable_message("model", model_id_or_path, hint))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as exc:
+        if cache_only:
+            raise HubUnavailableError(unavailable_message("model", model_id_or_path, hint)) from exc
         raise OSError(
             f"could not load model {model_id_or_path!r}: {str(exc).rstrip('.')}. A hub id needs network access "
             "(or a populated HF cache); a local path must hold config.json and weights."

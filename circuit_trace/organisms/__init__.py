@@ -26,7 +26,7 @@ __all__ = [
 
 ORGANISM_NAME = "states"
 #: Directory of the embedded model (HF ``save_pretrained`` layout: config, safetensors, tokenizer).
-ORGANISM_DIR: Path = Path(str(resources.files(__name__).joinpath("states", "model")))
+ORGANISM_DIR: Path = Path(str(resources.files(__name__) / "states" / "model"))
 
 
 def load_organism(device=None, dtype=None):
@@ -37,7 +37,7 @@ def load_organism(device=None, dtype=None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with resources.as_file(resources.files(__name__).joinpath("states", "model")) as path:
+    with resources.as_file(resources.files(__name__) / "states" / "model") as path:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
     if device is not None:
@@ -48,4 +48,4 @@ def load_organism(device=None, dtype=None):
 
 def organism_metrics() -> dict:
     """The ``metrics.json`` written beside the model by training (accuracies and settings)."""
-    return json.loads(resources.files(__name__).joinpath("states", "model", "metrics.json").read_text())
+    return json.loads((resources.files(__name__) / "states" / "model" / "metrics.json").read_text())

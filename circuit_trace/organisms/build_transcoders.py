@@ -3,59 +3,42 @@
     python -m circuit_trace.organisms.build_transcoders            # CLT (the default) and PLT
 
 Writes, for each kind, into `organisms/states/<kind>/`: the checkpoint in the circuit-tracer layout,
-`feature_labels.json` ({"layer_index": label}), `metrics.json` (the TrainingReport), and
-`feature_details.json.gz` (Neuronpedia feature-detail dicts for the offline viewer)."""
+`metrics.json` (the TrainingReport), and `features/` (feature dashboards with evidence-based labels,
+made by `build_dashboards` as for any transcoder)."""
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..atomic import atomic_directory
 from . import ORGANISM_DIR, generate_corpus, load_organism
-from .corpus import eval_sets
 
 STATES_DIR = ORGANISM_DIR.parent
-DETAILS_FILE = "feature_details.json.gz"
 TRAINING_SEED_CORPUS = 123
-DEFAULTS = {
-    "clt": dict(kind="clt", n_features=512, steps=1000),
-    "plt": dict(kind="plt", n_features=512, steps=1000),
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "clt": {"kind": "clt", "n_features": 512, "steps": 1000},
+    "plt": {"kind": "plt", "n_features": 512, "steps": 1000},
 }
-
-
-def _labelling_sentences(n_corpus: int = 1500) -> list[str]:
-    """A corpus sample plus every eval question (so two-hop prompts are among the contexts)."""
-    sents = generate_corpus(seed=7, n_sentences=n_corpus)
-    for items in eval_sets().values():
-        sents += [item.prompt for item in items]
-    return sents
 
 
 def package(kind: str, checkpoint: Path, metrics: dict) -> Path:
     """Copy a trained checkpoint into the package with its labels, feature details and metrics
     (staged beside the target, then swapped in)."""
-    from ..api import load
-    from .labels import feature_details, label_features
+    from .build_dashboards import build as build_dashboards
 
-    target, staging = STATES_DIR / kind, STATES_DIR / f".{kind}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging)
-    profiles = label_features(load(None, str(staging)), _labelling_sentences())
-    labels = {f"{layer}_{f}": p.label for (layer, f), p in sorted(profiles.items()) if p.label}
-    (staging / "feature_labels.json").write_text(json.dumps(labels, indent=0, sort_keys=True))
-    with gzip.open(staging / DETAILS_FILE, "wt") as fh:
-        json.dump(feature_details(profiles), fh)
-    (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    target = STATES_DIR / kind
+    with atomic_directory(target) as staging:
+        shutil.copytree(checkpoint, staging, dirs_exist_ok=True)
+        build_dashboards(kind, staging, progress=False)  # features/: dashboards and evidence-based labels
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return target
 
 
@@ -71,12 +54,19 @@ def build(kind: str, *, steps: int | None = None, n_features: int | None = None,
     model, tok = load_organism()
     work = Path(tempfile.mkdtemp(prefix=f"organism-{kind}-"))
     t0 = time.time()
-    report = train(model, tok, generate_corpus(seed=TRAINING_SEED_CORPUS, n_sentences=20000),
-                   TrainConfig(**cfg, out_dir=str(work), name=f"circuit-trace/states-{kind}"), progress=False)
+    report = train(
+        model,
+        tok,
+        generate_corpus(seed=TRAINING_SEED_CORPUS, n_sentences=20000),
+        TrainConfig(**cfg, out_dir=str(work), name=f"circuit-trace/states-{kind}"),
+        progress=False,
+    )
     metrics = {k: v for k, v in json.loads(Path(work / "report.json").read_text()).items() if k != "history"}
     metrics.pop("transcoder_path", None)
     metrics["build_seconds"] = time.time() - t0
     metrics["command"] = f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"
+    if report.transcoder_path is None:  # set whenever training completes, as it does here
+        raise RuntimeError(f"training the {kind} stopped before saving a transcoder")
     package(kind, Path(report.transcoder_path), metrics)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
@@ -89,9 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    for kind in (["clt", "plt"] if args.kind == "both" else [args.kind]):
+    for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
         m = build(kind, steps=args.steps, n_features=args.features, threads=args.threads)
-        print(kind, json.dumps({k: m[k] for k in ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")}))
+        print(
+            kind,
+            json.dumps({k: m[k] for k in ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")}),
+        )
 
 
 if __name__ == "__main__":

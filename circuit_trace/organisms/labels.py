@@ -1,181 +1,113 @@
-"""Automatic feature labels for the organism, from what we know of its world.
+"""What the organism's world knows about words, for feature labels: which US state a name (state,
+city, capital, postal abbreviation) stands for, and which state a piece of text is about.
 
-Each feature gets (1) its top-activating corpus contexts, (2) its top output tokens (the logit lens
-of its decoder: summed decoder vectors through the final norm's weight and the demeaned
-unembedding), and a short label from both:
-    - "say a capital"  when several different state capitals lead its output tokens;
-    - "say <X>"        when one known name (state, city, capital, abbreviation) dominates its output;
-    - "<State>"        when its top contexts fire on that state or on its cities / capital;
-    - otherwise the token it fires on most, quoted.
-The contexts also become Neuronpedia feature-detail files for the offline viewer."""
+`StateConcepts` is the `dashboards.labels.ConceptMap` of the organism: a context's concept is the
+state named last in the text up to the token the feature fires on ("…containing Dallas is" → Texas),
+a logit token's concept is the state it names (" Austin", " TX", " Texas" → Texas), and the two are
+comparable, so a feature whose contexts are about one state while its logits promote another is
+labelled "mixed" instead of being given either state's name. The labels are made by
+`circuit_trace.dashboards` (`python -m circuit_trace.organisms.build_dashboards`)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-
-import torch
+import re
+from collections.abc import Sequence
 
 from .world import CITY_TO_STATE, STATE_BY_NAME, STATES
 
+__all__ = ["ABBREVIATIONS", "CAPITALS", "STATE_NAMES", "StateConcepts", "state_of", "states_in", "text_state"]
+
 CAPITALS = {s.capital: s.name for s in STATES}
 ABBREVIATIONS = {s.abbreviation: s.name for s in STATES}
+STATE_NAMES: tuple[str, ...] = tuple(sorted(STATE_BY_NAME))
 
 
-def _state_of(word: str) -> str | None:
-    """The state a single word (a token without its space) stands for, if any."""
-    if word in STATE_BY_NAME:
-        return word
-    return CITY_TO_STATE.get(word) or CAPITALS.get(word) or ABBREVIATIONS.get(word)
+def _all_names() -> dict[str, str]:
+    names = {c: s for c, s in CITY_TO_STATE.items()}
+    names.update(CAPITALS)
+    names.update(ABBREVIATIONS)
+    names.update({s: s for s in STATE_BY_NAME})
+    return names
 
 
-@dataclass
-class FeatureProfile:
-    layer: int
-    index: int
-    contexts: list[tuple[float, list[str], list[float]]] = field(default_factory=list)  # (max act, tokens, acts)
-    fired_on: Counter = field(default_factory=Counter)  # word -> summed activation
-    state_mass: Counter = field(default_factory=Counter)  # state a sentence is about -> summed max activation
-    top_outputs: list[str] = field(default_factory=list)
-    label: str = ""
+_NAMES = _all_names()
+# First word of a multi-word name that only one state's names start with (" Salt" -> Utah): what a
+# single logit token of such a name can stand for.
+_first: dict[str, set] = {}
+for _name, _state in _NAMES.items():
+    if " " in _name:
+        _first.setdefault(_name.split()[0], set()).add(_state)
+_FIRST_WORD = {w: next(iter(s)) for w, s in _first.items() if len(s) == 1 and w not in _NAMES}
+_CAPITAL_FIRST = {w for w in _FIRST_WORD if any(c.startswith(w + " ") for c in CAPITALS)}
+_PATTERN = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(_NAMES, key=len, reverse=True)) + r")\b")
 
 
-def _output_tokens(rm, n: int = 5) -> dict[tuple[int, int], list[str]]:
-    """Top output tokens of every feature: the decoder summed over target layers, through the final
-    norm's weight and the demeaned unembedding (a linear read-out; no denominators)."""
-    ad, tc = rm.adapter, rm.transcoders
-    w_u = ad.unembed_weight().float()
-    w_u = w_u - w_u.mean(0, keepdim=True)  # [V, d]
-    gain = ad.final_norm.weight.float()
-    if ad.norm_kind.offset_one:
-        gain = 1.0 + gain
-    out = {}
-    with torch.no_grad():
-        for layer in range(tc.n_layers):
-            dec = tc.decoder(layer).float().sum(1) * gain  # [F, d]
-            top = (dec @ w_u.T).topk(n, dim=-1).indices  # [F, n]
-            for f, ids in enumerate(top.tolist()):
-                out[(layer, f)] = [rm.tokenizer.decode([i]) for i in ids]
-    return out
+def state_of(word: str) -> str | None:
+    """The state a single word or full name (no surrounding spaces) stands for, if any."""
+    return _NAMES.get(word)
 
 
-def _batches(rm, sentences: list[str], batch_size: int):
-    """(offset, ids [B, P], mask [B, P], x [L, B, P, d]) for right-padded batches of sentences."""
-    from ..models import mlp_io
-
-    tc = rm.transcoders
-    for lo in range(0, len(sentences), batch_size):
-        enc = rm.tokenizer(sentences[lo : lo + batch_size], padding=True, return_tensors="pt")
-        ids = enc["input_ids"].to(rm.device)
-        x, _ = mlp_io(rm.adapter, ids, tc.feature_input_hook, tc.feature_output_hook)
-        yield lo, ids, enc["attention_mask"].bool().to(rm.device), x
+def states_in(text: str) -> list[str]:
+    """The states named in `text` (by state, city, capital or abbreviation), in order of mention."""
+    return [_NAMES[m.group(1)] for m in _PATTERN.finditer(text)]
 
 
-@torch.no_grad()
-def profile_features(rm, sentences: list[str], *, n_contexts: int = 8, batch_size: int = 64) -> dict[tuple[int, int], FeatureProfile]:
-    """Two passes over `sentences`: (1) each feature's top sentences (by max activation) and its
-    activation summed per token id; (2) the per-token activations of just those sentences."""
-    tc, tok, L, F = rm.transcoders, rm.tokenizer, rm.transcoders.n_layers, rm.transcoders.d_features
-    V = rm.adapter.vocab_size
-    top_v = torch.full((L, F, n_contexts), -1.0)
-    top_s = torch.full((L, F, n_contexts), -1, dtype=torch.long)
-    per_token = torch.zeros(L, F, V)
-    states = sorted(STATE_BY_NAME)
-    about = torch.tensor([states.index(s) if (s := _sentence_state(t)) else -1 for t in sentences])
-    per_state = torch.zeros(L, F, len(states) + 1)  # last column: sentences about no state
-    for lo, ids, mask, x in _batches(rm, sentences, batch_size):
-        for layer in range(L):
-            acts = tc.encode(x[layer].to(tc.dtype), layer).float()  # [B, P, F]
-            acts[:, 0] = 0  # BOS
-            acts[~mask] = 0
-            m = acts.amax(1).T.cpu()  # [F, B]
-            sent = torch.arange(lo, lo + m.shape[1]).expand(F, -1)
-            v, i = torch.cat([top_v[layer], m], 1).topk(n_contexts, dim=1)
-            top_s[layer] = torch.cat([top_s[layer], sent], 1).gather(1, i)
-            top_v[layer] = v
-            per_token[layer].index_add_(1, ids.reshape(-1).cpu(), acts.reshape(-1, F).T.cpu())
-            per_state[layer].index_add_(1, about[lo : lo + m.shape[1]] % (len(states) + 1), m)
-    wanted = sorted({int(s) for s in top_s[top_v > 0].tolist()})
-    where = {s: k for k, s in enumerate(wanted)}
-    profiles: dict[tuple[int, int], FeatureProfile] = {}
-    chosen = [sentences[s] for s in wanted]
-    acts_of: dict[int, list] = {}  # layer -> per chosen sentence (tokens, acts [P, F])
-    for lo, ids, mask, x in _batches(rm, chosen, batch_size):
-        for layer in range(L):
-            acts = tc.encode(x[layer].to(tc.dtype), layer).float().clamp_min(0).cpu()
-            acts[:, 0] = 0
-            for b in range(ids.shape[0]):
-                n = int(mask[b].sum())
-                words = [tok.decode([i]) for i in ids[b, :n].tolist()]
-                acts_of.setdefault(layer, []).append((words, acts[b, :n]))
-    for layer in range(L):
-        fired = (top_v[layer] > 0).any(1).nonzero().squeeze(1).tolist()
-        for f in fired:
-            prof = profiles[(layer, f)] = FeatureProfile(layer, f)
-            weights = per_token[layer, f]
-            for t in weights.nonzero().squeeze(1).tolist():
-                prof.fired_on[tok.decode([t]).strip()] += float(weights[t])
-            for k, mass in enumerate(per_state[layer, f, :-1].tolist()):
-                if mass > 0:
-                    prof.state_mass[states[k]] = mass
-            prof.state_mass[None] = float(per_state[layer, f, -1])
-            for v, s in zip(top_v[layer, f].tolist(), top_s[layer, f].tolist()):
-                if v > 0:
-                    words, a = acts_of[layer][where[s]]
-                    prof.contexts.append((v, words, a[:, f].tolist()))
-    return profiles
+def text_state(text: str) -> str | None:
+    """The state `text` is about: the one named last (None if none is named)."""
+    found = states_in(text)
+    return found[-1] if found else None
 
 
-def _sentence_state(text: str) -> str | None:
-    """The state a sentence is about: its first word or two-word name that belongs to a state."""
-    words = text.replace(",", " ").replace(".", " ").replace("?", " ").replace("'s", " ").split()
-    for i, w in enumerate(words):
-        for name in (" ".join(words[i : i + 3]), " ".join(words[i : i + 2]), w):
-            if (s := _state_of(name)) is not None:
-                return s
-    return None
+class StateConcepts:
+    """The organism's `ConceptMap`: concepts are the 50 states (see the module docstring)."""
 
+    concepts = STATE_NAMES
+    comparable = True
 
-def label_from(profile: FeatureProfile) -> str:
-    outputs = [t.strip() for t in profile.top_outputs]
-    if len({t for t in outputs[:5] if t in CAPITALS}) >= 3:
-        return "say a capital"
-    total = sum(profile.state_mass.values())
-    named = Counter({k: v for k, v in profile.state_mass.items() if k is not None})
-    if named and total > 0 and named.most_common(1)[0][1] >= 0.5 * total:
-        state = named.most_common(1)[0][0]
-        capital = STATE_BY_NAME[state].capital
-        return f"say {capital}" if outputs and outputs[0] == capital else state
-    if outputs and _state_of(outputs[0]) is not None:
-        return f"say {outputs[0]}"
-    if profile.fired_on:
-        return f"\u201c{profile.fired_on.most_common(1)[0][0]}\u201d"
-    return ""
+    def context_concept(self, tokens: Sequence[str], pos: int) -> str | None:
+        return text_state("".join(t for t in tokens[: pos + 1] if not t.startswith("<|")))
 
+    def context_concepts(self, tokens: Sequence[str]) -> list[str | None]:
+        """The concept at every position of one context (one regex pass over its text)."""
+        text, ends = "", []
+        for t in tokens:
+            text += "" if t.startswith("<|") else t
+            ends.append(len(text))
+        matches = [(m.end(), _NAMES[m.group(1)]) for m in _PATTERN.finditer(text)]
+        out, k, cur = [], 0, None
+        for end in ends:
+            while k < len(matches) and matches[k][0] <= end:
+                cur = matches[k][1]
+                k += 1
+            out.append(cur)
+        return out
 
-def label_features(rm, sentences: list[str], **kwargs) -> dict[tuple[int, int], FeatureProfile]:
-    """Profiles with `top_outputs` and `label` filled in, for every feature that fires on `sentences`."""
-    profiles = profile_features(rm, sentences, **kwargs)
-    outputs = _output_tokens(rm)
-    for key, prof in profiles.items():
-        prof.top_outputs = outputs[key]
-        prof.label = label_from(prof)
-    return profiles
+    def token_concept(self, token: str) -> str | None:
+        w = token.strip()
+        return _NAMES.get(w) or _FIRST_WORD.get(w)
 
+    def token_category(self, token: str) -> str | None:
+        w = token.strip()
+        if w in CAPITALS or w in _CAPITAL_FIRST:
+            return "capital"
+        if w in STATE_BY_NAME:
+            return "state"
+        if w in ABBREVIATIONS:
+            return "abbreviation"
+        return "city" if w in CITY_TO_STATE else None
 
-def feature_details(profiles: dict[tuple[int, int], FeatureProfile]) -> list[dict]:
-    """Neuronpedia feature-detail dicts (index = Cantor pairing of layer and feature index)."""
-    from ..graphs.ids import cantor_pair
-
-    return [
-        {
-            "index": cantor_pair(layer, f),
-            "examples_quantiles": [{
-                "quantile_name": "Top activations",
-                "examples": [{"tokens": toks, "tokens_acts_list": acts} for _, toks, acts in prof.contexts],
-            }],
-            "top_logits": prof.top_outputs,
-            "bottom_logits": [],
-        }
-        for (layer, f), prof in sorted(profiles.items())
-    ]
+    def describe(self, kind: str, concept: str | None, top_token: str, other: str | None) -> str:
+        tok = top_token.strip()
+        # "<State>" when only where it fires names the state, "say <name>" when what it writes names
+        # it (the name's state is the label's: `state_of(name)`); the evidence says which agreed.
+        if kind == "contexts":
+            return concept or ""
+        if kind in ("agree", "logits"):
+            return f"say {tok}" if state_of(tok) == concept else f"say {concept}"
+        if kind == "mixed":
+            return "mixed: contexts and logits disagree"
+        if kind == "category":
+            return f"say {'an' if str(concept)[:1] in 'aeiou' else 'a'} {concept}"
+        if kind == "names":
+            return f"{concept} names"
+        return f"\u201c{concept}\u201d" if concept else ""

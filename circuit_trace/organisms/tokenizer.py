@@ -9,7 +9,7 @@ and ``<|pad|>`` pads batches.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 

@@ -16,10 +16,11 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_directory, atomic_write_text
 from .corpus import HELD_OUT_CITIES, MIX, fact_sentences, generate_corpus
 from .evaluation import evaluate_organism
 from .tokenizer import EOS, train_tokenizer
@@ -28,7 +29,9 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "states" / "model"
 
 
 @dataclass
-class TrainConfig:
+class OrganismTrainConfig:
+    """Settings of the organism's own training (the model, not transcoders: see `circuit_trace.TrainConfig`)."""
+
     seed: int = 0
     steps: int = 3000
     batch_size: int = 64
@@ -47,7 +50,7 @@ class TrainConfig:
     dtype: str = "float32"
 
 
-def build_model(cfg: TrainConfig, tokenizer):
+def build_model(cfg: OrganismTrainConfig, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -71,7 +74,9 @@ def _brief(res: dict) -> dict:
     return {k: {m: round(v[m], 4) for m in ("n", "first_token", "exact")} for k, v in res.items()}
 
 
-def train(cfg: TrainConfig, out: Path, log=print, command: str = "") -> dict:
+def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str = "") -> dict:
+    """Train the tokenizer and the small Llama from scratch, evaluate it and save it to `out` (HF
+    layout plus `metrics.json`); the metrics."""
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -80,7 +85,7 @@ def train(cfg: TrainConfig, out: Path, log=print, command: str = "") -> dict:
     pools = fact_sentences()
     tokenizer = train_tokenizer([s for v in pools.values() for s in v])
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
-    pad_id = tokenizer.pad_token_id
+    pad_id = cast(int, tokenizer.pad_token_id)  # the trained tokenizer always has one
 
     corpus = generate_corpus(cfg.seed, cfg.steps * cfg.batch_size)
     uniq = sorted(set(corpus))
@@ -93,7 +98,8 @@ def train(cfg: TrainConfig, out: Path, log=print, command: str = "") -> dict:
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98),
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
     )
 
     def lr_at(step: int) -> float:
@@ -134,44 +140,62 @@ def train(cfg: TrainConfig, out: Path, log=print, command: str = "") -> dict:
     for f in results["two_hop_held_out"]["failures"]:
         log(f"  held-out miss: {f}")
 
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.dtype != "float32":
         model = model.to(getattr(torch, cfg.dtype))
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    metrics = {
+    # The model directory is swapped in whole, metrics.json included: a failed save keeps the old one.
+    with atomic_directory(out) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        size = sum(p.stat().st_size for p in staging.iterdir() if p.is_file())
+        metrics = _metrics(cfg, brief, history, n_params, len(uniq), train_s, size, command)
+        atomic_write_text(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _metrics(
+    cfg: OrganismTrainConfig,
+    brief: dict,
+    history: list,
+    n_params: int,
+    n_distinct: int,
+    train_s: float,
+    size: int,
+    command: str,
+) -> dict:
+    """What `metrics.json` beside the organism says about its training."""
+    return {
         "accuracy": brief,
         "history": history,
         "held_out_cities": list(HELD_OUT_CITIES),
         "mix": MIX,
         "train": asdict(cfg),
         "params": n_params,
-        "distinct_sentences": len(uniq),
+        "distinct_sentences": n_distinct,
         "train_seconds": round(train_s, 1),
         "bytes_on_disk": size,
         "command": command or "python -m circuit_trace.organisms.train",
         "torch": torch.__version__,
         "machine": f"{platform.machine()} CPU, {cfg.threads} threads",
     }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    for f, v in asdict(TrainConfig()).items():
-        ap.add_argument(f"--{f.replace('_', '-')}", type=type(v) if not isinstance(v, bool) else int, default=v)
+    for f, v in asdict(OrganismTrainConfig()).items():
+        flag = f"--{f.replace('_', '-')}"
+        if isinstance(v, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=v)
+        else:
+            ap.add_argument(flag, type=type(v), default=v)
     a = vars(ap.parse_args(argv))
     out = a.pop("out")
-    cfg = TrainConfig(**{k: (bool(v) if isinstance(TrainConfig.__dataclass_fields__[k].default, bool) else v)
-                         for k, v in a.items()})
+    cfg = OrganismTrainConfig(**a)
     import shlex
     import sys
 
     args = sys.argv[1:] if argv is None else list(argv)
-    train(cfg, out, command=" ".join(["python -m circuit_trace.organisms.train", *map(shlex.quote, args)]))
+    train_organism(cfg, out, command=" ".join(["python -m circuit_trace.organisms.train", *map(shlex.quote, args)]))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,15 @@ the embeddings and the C_l, so gradients with respect to those leaves give exact
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..models.freeze import FrozenState, freeze_mode, patched_forward
+from ..models.freeze import FrozenState, freeze_mode
+from ..models.mlp_hooks import mlp_hooks
+
+if TYPE_CHECKING:  # model.py imports this module lazily; only the type is needed here
+    from .model import ReplacementModel
 
 
 @dataclass
@@ -43,7 +48,7 @@ class FrozenOutputs:
 
 @dataclass
 class LocalReplacement:
-    rm: "object"  # ReplacementModel
+    rm: ReplacementModel
     input_ids: torch.Tensor  # [P]
     state: FrozenState
     embeds: torch.Tensor  # [P, d] token embeddings as added to the residual stream
@@ -62,45 +67,54 @@ class LocalReplacement:
     # ------------------------------------------------------------------------------------------
     @classmethod
     @torch.no_grad()
-    def record(cls, rm, input_ids: torch.Tensor) -> "LocalReplacement":
+    def record(cls, rm, input_ids: torch.Tensor) -> LocalReplacement:
         ad, tc = rm.adapter, rm.transcoders
         L, dev = ad.n_layers, rm.device
         ids = input_ids.to(dev)[None]  # [1, P]
-        xs, ys = [None] * L, [None] * L
-        hooks = []
-        for layer in range(L):
-            in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
-            out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
-            hooks.append(in_mod.register_forward_pre_hook(_store_input(xs, layer), with_kwargs=True))
-            hooks.append(out_mod.register_forward_hook(_store_output(ys, layer)))
+        xs: list = [None] * L
+        ys: list = [None] * L
         state = FrozenState()
         embeds = ad.embed_tokens(ids)  # [1, P, d]
-        try:
-            with freeze_mode(ad, "record", state):
-                logits = rm.model(inputs_embeds=embeds).logits[0]  # [P, V]
-        finally:
-            for h in hooks:
-                h.remove()
+        capture = mlp_hooks(
+            ad, tc.feature_input_hook, tc.feature_output_hook, on_input=xs.__setitem__, on_output=ys.__setitem__
+        )  # __setitem__ returns None
+        with capture, freeze_mode(ad, "record", state):
+            logits = rm.model(inputs_embeds=embeds).logits[0]  # [P, V]
         tdt = tc.dtype
-        x = torch.stack([t[0] for t in xs]).to(tdt)  # [L, P, d]
-        y = torch.stack([t[0] for t in ys]).to(tdt)
+        # a model placed over several devices (device_map) records each layer on its own device
+        x = torch.stack([t[0].to(tc.device) for t in xs]).to(tdt)  # [L, P, d]
+        y = torch.stack([t[0].to(tc.device) for t in ys]).to(tdt)
         pre = [tc.pre_activations(x[l], l) for l in range(L)]  # L x [P, F]
         acts = [tc.activations(pre[l], l) for l in range(L)]
         skip_clean = torch.stack([tc.skip(x[l], l) for l in range(L)])
         errors = y - tc.decode(acts) - skip_clean
         for name, t in (("MLP inputs", x), ("MLP outputs", y), ("errors", errors)):
             if not torch.isfinite(t).all():
-                raise FloatingPointError(f"non-finite values in the recorded {name}: check the model and transcoder weights")
+                raise FloatingPointError(
+                    f"non-finite values in the recorded {name}: check the model and transcoder weights"
+                )
         act = torch.stack(acts)  # [L, P, F]
         act[:, 0] = 0  # BOS position: constants, not nodes
         layer, pos, index = act.nonzero(as_tuple=True)  # row-major: sorted by layer, pos, feature
         feats = ActiveFeatures(
-            layer=layer, pos=pos, index=index,
+            layer=layer,
+            pos=pos,
+            index=index,
             activation=act[layer, pos, index],
             pre_activation=torch.stack(pre)[layer, pos, index],
         )
-        return cls(rm=rm, input_ids=input_ids.to(dev), state=state, embeds=embeds[0].to(tdt), x=x, y=y,
-                   skip_clean=skip_clean, errors=errors, logits=logits, features=feats)
+        return cls(
+            rm=rm,
+            input_ids=input_ids.to(dev),
+            state=state,
+            embeds=embeds[0].to(tdt),
+            x=x,
+            y=y,
+            skip_clean=skip_clean,
+            errors=errors,
+            logits=logits,
+            features=feats,
+        )
 
     # ------------------------------------------------------------------------------------------
     def frozen_forward(
@@ -125,34 +139,37 @@ class LocalReplacement:
         emb = self.embeds if embeds is None else embeds
         emb_leaf = emb[..., :P, :].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad)
         consts = self.y if mlp_out is None else mlp_out
-        c_leaves = [consts[l][..., :P, :].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad)
-                    for l in range(L)]
-        xs: list[torch.Tensor | None] = [None] * L
+        c_leaves = [
+            consts[l][..., :P, :].to(mdt).expand(batch, P, -1).detach().requires_grad_(requires_grad) for l in range(L)
+        ]
+        xs: list = [None] * L
         zs: list[torch.Tensor] = []
-        hooks, patches = [], []
-        for layer in range(L):
-            in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
-            out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
-            hooks.append(in_mod.register_forward_pre_hook(_store_input(xs, layer), with_kwargs=True))
-            patches.append((out_mod, self._constant_output(layer, c_leaves[layer], xs, P)))
-        hooks.append(ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0])))
+        constants = mlp_hooks(
+            ad,
+            tc.feature_input_hook,
+            tc.feature_output_hook,
+            on_input=xs.__setitem__,
+            output_forward=lambda l: self._constant_output(l, c_leaves[l], xs, P),
+        )
+        hook = ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0]))
         try:
-            with torch.enable_grad(), freeze_mode(ad, "frozen", self.state), patched_forward(patches):
+            with torch.enable_grad(), freeze_mode(ad, "frozen", self.state), constants:
                 logits = rm.model(inputs_embeds=emb_leaf, logits_to_keep=1).logits
         finally:
-            for h in hooks:
-                h.remove()
+            hook.remove()
         return FrozenOutputs(embeds=emb_leaf, mlp_out=c_leaves, x=xs, z=zs[-1], logits=logits)
 
     def _constant_output(self, layer: int, const: torch.Tensor, xs: list, n_pos: int):
         tc = self.rm.transcoders
+        # .to(the layer's device): a no-op unless the model is placed over several devices
         if not tc.has_skip:
-            return lambda *args, **kwargs: const
+            return lambda *args, **kwargs: const.to(xs[layer].device)
         skip_clean = self.skip_clean[layer, :n_pos]
 
         def forward(*args, **kwargs):
             # Only the skip path is live: its gradient flows back into the MLP input.
-            return const + (tc.skip(xs[layer], layer) - skip_clean).to(const.dtype)
+            x = xs[layer]
+            return (const + (tc.skip(x.to(const.device), layer) - skip_clean).to(const.dtype)).to(x.device)
 
         return forward
 
@@ -164,15 +181,3 @@ class LocalReplacement:
         mlp = self.y.clone()
         mlp[:, 1:] = tc.b_dec[:, None, :].to(mlp.dtype) + self.skip_clean[:, 1:]
         return torch.zeros_like(self.embeds), mlp
-
-
-def _store_input(store: list, layer: int):
-    def pre(_module, args, kwargs):
-        store[layer] = args[0] if args else next(iter(kwargs.values()))
-    return pre
-
-
-def _store_output(store: list, layer: int):
-    def hook(_module, _args, output):
-        store[layer] = output[0] if isinstance(output, tuple) else output
-    return hook

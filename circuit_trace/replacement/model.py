@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
 
 from ..models import ModelAdapter, get_adapter
-from ..models.freeze import patched_forward
-
-
-def decode_layer(tc, acts: dict[int, torch.Tensor], layer: int) -> torch.Tensor:
-    """ŷ_layer [..., d] from the activations [..., F] of the source layers that write to `layer`."""
-    out = tc.b_dec[layer]
-    for src, a in acts.items():
-        if layer not in tc.output_layers(src):
-            continue
-        active = (a != 0).reshape(-1, a.shape[-1]).any(0).nonzero().squeeze(1)  # [k]
-        dec = tc.decoder_vectors(src, active)[:, layer - src]  # [k, d]
-        out = out + a[..., active] @ dec
-    return out
+from .full import replace_mlps
 
 
 @torch.no_grad()
@@ -73,7 +61,7 @@ class ReplacementModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def to(self, device=None, dtype=None) -> "ReplacementModel":
+    def to(self, device=None, dtype=None) -> ReplacementModel:
         """Move the model and transcoders (dtype given as a torch dtype or a name like "bfloat16")."""
         from ..models import resolve_dtype
 
@@ -87,13 +75,22 @@ class ReplacementModel:
     def n_layers(self) -> int:
         return self.adapter.n_layers
 
+    def __repr__(self) -> str:
+        tc = self.transcoders
+        kind = "CLT" if tc.is_cross_layer else "PLT"
+        return (
+            f"ReplacementModel(model={self.model_id!r} ({self.adapter.family}, {self.n_layers} layers, "
+            f"d_model {self.adapter.d_model}), transcoders={tc.name or None!r} ({kind}, {tc.d_features} "
+            f"{tc.activation} features per layer), device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
     @property
     def nnsight(self):
         """The same HF model wrapped as an nnsight LanguageModel for your own interventions."""
         if self._nnsight is None:
-            from nnsight.modeling.language import LanguageModel
-
             import warnings
+
+            from nnsight.modeling.language import LanguageModel
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -115,9 +112,7 @@ class ReplacementModel:
         if len(ids) < 2:
             raise PromptError("the prompt has no token after BOS: give at least one token of text to trace")
         if len(ids) > self.adapter.n_ctx:
-            raise PromptError(
-                f"prompt is {len(ids)} tokens (with BOS) but the model's context is {self.adapter.n_ctx}"
-            )
+            raise PromptError(f"prompt is {len(ids)} tokens (with BOS) but the model's context is {self.adapter.n_ctx}")
         bad = [i for i in ids if not 0 <= i < self.adapter.vocab_size]
         if bad:
             raise PromptError(f"token ids {bad[:5]} are outside the model's vocabulary of {self.adapter.vocab_size}")
@@ -129,43 +124,10 @@ class ReplacementModel:
     # -- full replacement ------------------------------------------------------------------------
     @contextmanager
     def replaced(self) -> Iterator[None]:
-        """Inside, every MLP output is the transcoder's reconstruction (the replacement model).
-
-        A CLT's layer-l output needs features of layers <= l, which are encoded as each layer's input
-        passes by; the per-layer activations are cached for the duration of one forward pass."""
-        tc, ad = self.transcoders, self.adapter
-        acts: dict[int, torch.Tensor] = {}
-        xs: dict[int, torch.Tensor] = {}
-        hooks, patches = [], []
-
-        def make_pre(layer: int):
-            def pre(_module, args, kwargs):
-                x = args[0] if args else next(iter(kwargs.values()))
-                xs[layer] = x
-                acts[layer] = tc.encode(x.to(tc_dtype), layer)
-            return pre
-
-        tc_dtype = next(tc.parameters()).dtype
-        for layer in range(ad.n_layers):
-            in_mod, _, _ = ad.hook_module(tc.feature_input_hook, layer)
-            hooks.append(in_mod.register_forward_pre_hook(make_pre(layer), with_kwargs=True))
-
-        def make_out(layer: int, original):
-            def forward(*args, **kwargs):
-                out = original(*args, **kwargs)  # keeps shapes/dtypes; its value is replaced
-                recon = decode_layer(tc, acts, layer) + tc.skip(xs[layer].to(tc_dtype), layer)
-                return recon.to(out.dtype)
-            return forward
-
-        for layer in range(ad.n_layers):
-            out_mod, _, _ = ad.hook_module(tc.feature_output_hook, layer)
-            patches.append((out_mod, make_out(layer, out_mod.forward)))
-        try:
-            with patched_forward(patches):
-                yield
-        finally:
-            for h in hooks:
-                h.remove()
+        """Inside, every MLP output is the transcoder's reconstruction (the replacement model; see
+        `replacement.full.replace_mlps`)."""
+        with replace_mlps(self.adapter, self.transcoders):
+            yield
 
     def local_context(self, prompt):
         """The local replacement model of one prompt (see `LocalReplacement`)."""

@@ -1,7 +1,8 @@
 """Per-layer and cross-layer transcoders (JumpReLU, ReLU, TopK, optional skip), their on-disk
-formats (circuit-tracer layout), and the trainer that fits them to a model's MLPs."""
+formats (circuit-tracer, GemmaScope(-2), sparsify), the catalogue of published sets, and the trainer."""
 
 from .activations import ACTIVATIONS, jumprelu, jumprelu_ste, relu, step_ste, topk
+from .catalogue import TranscoderSetInfo, get_transcoder_set, list_transcoder_sets, resolve_transcoders
 from .errors import CheckpointError, TranscoderError, TranscoderMismatchError
 from .formats import load_transcoders, save_transcoder
 from .hooks import VALID_HOOKS, normalize_hook_name
@@ -10,6 +11,10 @@ from .transcoder import Transcoder
 __all__ = [
     "Transcoder",
     "load_transcoders",
+    "list_transcoder_sets",
+    "get_transcoder_set",
+    "resolve_transcoders",
+    "TranscoderSetInfo",
     "save_transcoder",
     "TranscoderError",
     "CheckpointError",

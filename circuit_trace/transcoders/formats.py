@@ -16,11 +16,9 @@ per-layer transcoders do.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,8 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..atomic import atomic_directory
+from ..hub import unavailable_message, use_local_files_only
 from .errors import CheckpointError
 from .hooks import normalize_hook_name
 from .lazy import SafetensorsDecoderSource
@@ -77,10 +77,9 @@ def _layer_files(tc: Transcoder, l: int) -> dict[str, dict[str, torch.Tensor]]:
 def save_transcoder(tc: Transcoder, path: str | os.PathLike) -> None:
     """Write `tc` to directory `path` in the circuit-tracer layout.
 
-    Atomic in the sense that matters: everything is written into a temporary sibling directory
-    which is then renamed into place, so a crash or error never leaves a half-written or mixed
-    checkpoint at `path` (an old one stays intact until the new one is complete; a concurrent
-    reader may briefly find no directory, never a partial one). An existing `path` is replaced only if it is
+    Atomic: everything is written into a temporary sibling directory which is then swapped into
+    place (`atomic.atomic_directory`), so a crash or error never leaves a half-written or mixed
+    checkpoint at `path`, and an old one stays intact until the new one is complete. An existing `path` is replaced only if it is
     empty or already a checkpoint (has config.yaml), so a typo cannot wipe an unrelated folder.
     Lazy decoder layers are read one at a time, so saving never holds the whole decoder.
     """
@@ -90,9 +89,7 @@ def save_transcoder(tc: Transcoder, path: str | os.PathLike) -> None:
             raise FileExistsError(f"{path} exists and is not a directory")
         if any(path.iterdir()) and not (path / CONFIG_NAME).exists():
             raise FileExistsError(f"{path} is a non-empty directory without {CONFIG_NAME}; refusing to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         for l in range(tc.n_layers):
             for fname, tensors in _layer_files(tc, l).items():
                 save_file(tensors, str(tmp / fname), metadata={"format": "pt"})
@@ -101,16 +98,6 @@ def save_transcoder(tc: Transcoder, path: str | os.PathLike) -> None:
             cfg["threshold_param"] = tc.threshold_param
         with open(tmp / CONFIG_NAME, "w") as f:
             yaml.safe_dump(cfg, f, sort_keys=False)
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ====================================================================== reading helpers
@@ -133,7 +120,7 @@ class _File:
     def close(self) -> None:
         self._cm.__exit__(None, None, None)
 
-    def __enter__(self) -> "_File":
+    def __enter__(self) -> _File:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -150,7 +137,8 @@ class _File:
         if key not in self.keys:
             raise CheckpointError(
                 f"{self.path}: missing tensor {key!r} (found: {', '.join(sorted(self.keys)) or 'none'})",
-                path=str(self.path), tensor=key,
+                path=str(self.path),
+                tensor=key,
             )
 
     def get(self, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -161,7 +149,9 @@ class _File:
         try:
             t = self.f.get_tensor(key)
         except Exception as e:
-            raise CheckpointError(f"{self.path}: cannot read tensor {key!r}: {e}", path=str(self.path), tensor=key) from e
+            raise CheckpointError(
+                f"{self.path}: cannot read tensor {key!r}: {e}", path=str(self.path), tensor=key
+            ) from e
         _check_finite(t, self.path, key)
         return t
 
@@ -170,7 +160,8 @@ def _check_shape(path: Path | str, key: str, actual: tuple[int, ...], expected: 
     if tuple(actual) != tuple(expected):
         raise CheckpointError(
             f"{path}: tensor {key!r} has shape {list(actual)}, expected {list(expected)}",
-            path=str(path), tensor=key,
+            path=str(path),
+            tensor=key,
         )
 
 
@@ -179,9 +170,7 @@ def _check_finite(t: torch.Tensor, path: Path | str, key: str) -> None:
         raise CheckpointError(f"{path}: tensor {key!r} has non-float dtype {t.dtype}", path=str(path), tensor=key)
     if not torch.isfinite(t).all():
         n_bad = int((~torch.isfinite(t)).sum())
-        raise CheckpointError(
-            f"{path}: tensor {key!r} contains {n_bad} NaN/inf value(s)", path=str(path), tensor=key
-        )
+        raise CheckpointError(f"{path}: tensor {key!r} contains {n_bad} NaN/inf value(s)", path=str(path), tensor=key)
 
 
 def _scan_lazy(src: SafetensorsDecoderSource, n_rows: int) -> None:
@@ -193,7 +182,10 @@ def _scan_lazy(src: SafetensorsDecoderSource, n_rows: int) -> None:
 def _read_config(folder: Path) -> dict[str, Any]:
     cfg_path = folder / CONFIG_NAME
     if not cfg_path.is_file():
-        raise CheckpointError(f"missing {CONFIG_NAME} in {folder} (needs model_kind, feature_input_hook, feature_output_hook)", path=str(cfg_path))
+        raise CheckpointError(
+            f"missing {CONFIG_NAME} in {folder} (needs model_kind, feature_input_hook, feature_output_hook)",
+            path=str(cfg_path),
+        )
     try:
         cfg = yaml.safe_load(cfg_path.read_text())
     except yaml.YAMLError as e:
@@ -226,7 +218,10 @@ def _numbered(folder: Path, pattern: str) -> list[Path]:
     n = max(found) + 1
     missing = [i for i in range(n) if i not in found]
     if missing:
-        raise CheckpointError(f"missing checkpoint file {folder / pattern.format(missing[0])}", path=str(folder / pattern.format(missing[0])))
+        raise CheckpointError(
+            f"missing checkpoint file {folder / pattern.format(missing[0])}",
+            path=str(folder / pattern.format(missing[0])),
+        )
     return [found[i] for i in range(n)]
 
 
@@ -237,26 +232,54 @@ def _activation_from(cfg: dict[str, Any], has_threshold: bool) -> tuple[str, int
     if act is None:
         act = "jumprelu" if has_threshold else "relu"
     if act == "jumprelu" and not has_threshold:
-        raise CheckpointError(f"{cfg['_path']}: activation is jumprelu but the checkpoint has no thresholds", path=cfg["_path"])
+        raise CheckpointError(
+            f"{cfg['_path']}: activation is jumprelu but the checkpoint has no thresholds", path=cfg["_path"]
+        )
     k = cfg.get("k")
     if act == "topk" and k is None:
         raise CheckpointError(f"{cfg['_path']}: activation is topk but no 'k' is given", path=cfg["_path"])
     return act, (int(k) if act == "topk" else None)
 
 
-def _new(cfg: dict[str, Any], L: int, F: int, d: int, *, cross_layer: bool, act: str, k: int | None,
-         skip: bool, threshold_param: str, name: str, device: Any, dtype: torch.dtype) -> Transcoder:
+def _new(
+    cfg: dict[str, Any],
+    L: int,
+    F: int,
+    d: int,
+    *,
+    cross_layer: bool,
+    act: str,
+    k: int | None,
+    skip: bool,
+    threshold_param: str,
+    name: str,
+    device: Any,
+    dtype: torch.dtype,
+) -> Transcoder:
     if cfg.get("n_layers") is not None and int(cfg["n_layers"]) != L:
-        raise CheckpointError(f"{cfg['_path']}: n_layers = {cfg['n_layers']} but {L} layers of files were found", path=cfg["_path"])
+        raise CheckpointError(
+            f"{cfg['_path']}: n_layers = {cfg['n_layers']} but {L} layers of files were found", path=cfg["_path"]
+        )
     for key, val in (("d_model", d), ("d_features", F)):
         if cfg.get(key) is not None and int(cfg[key]) != val:
             raise CheckpointError(f"{cfg['_path']}: {key} = {cfg[key]} but the tensors say {val}", path=cfg["_path"])
     try:
         return Transcoder(
-            L, d, F, cross_layer=cross_layer, activation=act, skip=skip, k=k,
-            feature_input_hook=cfg["feature_input_hook"], feature_output_hook=cfg["feature_output_hook"],
-            name=name, model_name=cfg.get("model_name"), threshold_param=threshold_param,
-            bandwidth=float(cfg.get("jumprelu_bandwidth", 0.1)), device=device, dtype=dtype,
+            L,
+            d,
+            F,
+            cross_layer=cross_layer,
+            activation=act,
+            skip=skip,
+            k=k,
+            feature_input_hook=cfg["feature_input_hook"],
+            feature_output_hook=cfg["feature_output_hook"],
+            name=name,
+            model_name=cfg.get("model_name"),
+            threshold_param=threshold_param,
+            bandwidth=float(cfg.get("jumprelu_bandwidth", 0.1)),
+            device=device,
+            dtype=dtype,
             materialize_decoders=False,
         )
     except ValueError as e:
@@ -264,8 +287,9 @@ def _new(cfg: dict[str, Any], L: int, F: int, d: int, *, cross_layer: bool, act:
 
 
 # ====================================================================== CLT layout
-def _load_clt(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None,
-              lazy: bool, verify: bool) -> Transcoder:
+def _load_clt(
+    folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None, lazy: bool, verify: bool
+) -> Transcoder:
     enc_paths = _numbered(folder, "W_enc_{}.safetensors")
     L = len(enc_paths)
     with _File(enc_paths[0]) as f0:
@@ -278,8 +302,20 @@ def _load_clt(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: 
         file_dtype = f0.f.get_slice("b_enc_0").get_dtype() if f0.has("b_enc_0") else None
     act, k = _activation_from(cfg, has_thr)
     dtype = dtype or _torch_dtype(file_dtype) or torch.float32
-    tc = _new(cfg, L, F, d, cross_layer=True, act=act, k=k, skip=skip,
-              threshold_param=thr_param, name=name, device=device, dtype=dtype)
+    tc = _new(
+        cfg,
+        L,
+        F,
+        d,
+        cross_layer=True,
+        act=act,
+        k=k,
+        skip=skip,
+        threshold_param=thr_param,
+        name=name,
+        device=device,
+        dtype=dtype,
+    )
     with torch.no_grad():
         for l, p in enumerate(enc_paths):
             with _File(p) as f:
@@ -291,7 +327,9 @@ def _load_clt(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: 
                 if skip:
                     tc.W_skip[l].copy_(f.get(f"W_skip_{l}", (d, d)))  # type: ignore[index]
                 elif f.has(f"W_skip_{l}"):
-                    raise CheckpointError(f"{p}: has W_skip_{l} but layer 0 has no skip", path=str(p), tensor=f"W_skip_{l}")
+                    raise CheckpointError(
+                        f"{p}: has W_skip_{l} but layer 0 has no skip", path=str(p), tensor=f"W_skip_{l}"
+                    )
             dec_path = folder / f"W_dec_{l}.safetensors"
             key, shape = f"W_dec_{l}", (F, L - l, d)
             with _File(dec_path) as f:
@@ -309,12 +347,16 @@ def _load_clt(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: 
 def _shape2(f: _File, key: str) -> tuple[int, int]:
     s = f.shape(key)
     if len(s) != 2:
-        raise CheckpointError(f"{f.path}: tensor {key!r} has shape {list(s)}, expected [F, d_model]", path=str(f.path), tensor=key)
+        raise CheckpointError(
+            f"{f.path}: tensor {key!r} has shape {list(s)}, expected [F, d_model]", path=str(f.path), tensor=key
+        )
     return int(s[0]), int(s[1])
 
 
 def _torch_dtype(st_dtype: str | None) -> torch.dtype | None:
-    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(st_dtype or "")
+    return {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(
+        st_dtype or ""
+    )
 
 
 # ====================================================================== transcoder_set layout
@@ -360,7 +402,12 @@ def _read_plt_layer(p: Path) -> tuple[dict[str, torch.Tensor], _File | None]:
         return out, None
     f = _File(p)
     if f.has("w_enc"):  # GemmaScope-2 naming: w_enc [d, F], w_dec [F, d], affine_skip_connection [d_in, d_out]
-        out = {"W_enc": f.get("w_enc").T.contiguous(), "W_dec": f.get("w_dec"), "b_enc": f.get("b_enc"), "b_dec": f.get("b_dec")}
+        out = {
+            "W_enc": f.get("w_enc").T.contiguous(),
+            "W_dec": f.get("w_dec"),
+            "b_enc": f.get("b_enc"),
+            "b_dec": f.get("b_dec"),
+        }
         if f.has("threshold"):
             out["threshold"] = f.get("threshold")
         if f.has("affine_skip_connection"):
@@ -381,8 +428,9 @@ def _read_plt_layer(p: Path) -> tuple[dict[str, torch.Tensor], _File | None]:
     return out, f
 
 
-def _load_plt_set(folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None,
-                  lazy: bool, verify: bool) -> Transcoder:
+def _load_plt_set(
+    folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None, lazy: bool, verify: bool
+) -> Transcoder:
     paths = _plt_paths(folder, cfg)
     L = len(paths)
     tc: Transcoder | None = None
@@ -393,14 +441,32 @@ def _load_plt_set(folder: Path, cfg: dict[str, Any], name: str, device: Any, dty
             try:
                 if tc is None:
                     if t["W_enc"].ndim != 2:
-                        raise CheckpointError(f"{p}: tensor 'W_enc' has shape {list(t['W_enc'].shape)}, expected [F, d_model]", path=str(p), tensor="W_enc")
+                        raise CheckpointError(
+                            f"{p}: tensor 'W_enc' has shape {list(t['W_enc'].shape)}, expected [F, d_model]",
+                            path=str(p),
+                            tensor="W_enc",
+                        )
                     F, d = t["W_enc"].shape
-                    has_log = "log_threshold" in t and not ("threshold" in t and cfg.get("threshold_param") != "log_threshold")
+                    has_log = "log_threshold" in t and not (
+                        "threshold" in t and cfg.get("threshold_param") != "log_threshold"
+                    )
                     thr_param = "log_threshold" if has_log else "threshold"
                     act, k = _activation_from(cfg, "threshold" in t or "log_threshold" in t)
                     ref = dict(F=F, d=d, thr=thr_param, skip="W_skip" in t)
-                    tc = _new(cfg, L, F, d, cross_layer=False, act=act, k=k, skip=ref["skip"], threshold_param=thr_param,
-                              name=name, device=device, dtype=dtype or t["b_enc"].dtype)
+                    tc = _new(
+                        cfg,
+                        L,
+                        F,
+                        d,
+                        cross_layer=False,
+                        act=act,
+                        k=k,
+                        skip=ref["skip"],
+                        threshold_param=thr_param,
+                        name=name,
+                        device=device,
+                        dtype=dtype or t["b_enc"].dtype,
+                    )
                 F, d = ref["F"], ref["d"]
                 expect = {"W_enc": (F, d), "b_enc": (F,), "b_dec": (d,)}
                 if tc.activation == "jumprelu":
@@ -431,7 +497,9 @@ def _load_plt_set(folder: Path, cfg: dict[str, Any], name: str, device: Any, dty
                             _scan_lazy(src, F)
                         tc.set_lazy_decoder(l, src)
                     else:
-                        tc.W_dec[l] = torch.nn.Parameter(f.get("W_dec").unsqueeze(1).to(device=tc.device, dtype=tc.dtype))
+                        tc.W_dec[l] = torch.nn.Parameter(
+                            f.get("W_dec").unsqueeze(1).to(device=tc.device, dtype=tc.dtype)
+                        )
             finally:
                 if f is not None:
                     f.close()
@@ -439,17 +507,275 @@ def _load_plt_set(folder: Path, cfg: dict[str, Any], name: str, device: Any, dty
     return tc
 
 
-# ====================================================================== hub
-def _hub_error(ref: str, e: Exception) -> CheckpointError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    hint = (
-        "HF_HUB_OFFLINE is set, so only repos already in the local HF cache can be used"
-        if offline
-        else "check the repo id, your network and (for gated repos) your HF token"
+# ====================================================================== GemmaScope-2 CLT layout
+GS2_CLT_FILE = "params_layer_{}.safetensors"
+
+
+def _is_gs2_clt(folder: Path, cfg: dict[str, Any]) -> bool:
+    """A CLT whose config lists per-layer files (circuit-tracer's GemmaScope-2 configs do) or whose
+    folder holds params_layer_{i}.safetensors."""
+    return bool(cfg.get("transcoders")) or (folder / GS2_CLT_FILE.format(0)).is_file()
+
+
+def _gs2_slot_start(p: Path, shape: tuple[int, ...], F: int, L: int, l: int, d: int) -> int:
+    """Which stored decoder slot is layer l's first target: all L slots stored (use l..) or only
+    the L − l used ones (use all)."""
+    if tuple(shape) == (F, L, d):
+        return l
+    if tuple(shape) == (F, L - l, d):
+        return 0
+    raise CheckpointError(
+        f"{p}: tensor 'w_dec' has shape {list(shape)}, expected [{F}, {L}, {d}] (all target layers) "
+        f"or [{F}, {L - l}, {d}] (layers {l}..{L - 1})",
+        path=str(p),
+        tensor="w_dec",
     )
+
+
+def _load_gs2_clt(
+    folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None, lazy: bool, verify: bool
+) -> Transcoder:
+    """GemmaScope-2 cross-layer transcoder: one params_layer_{i}.safetensors per layer with
+    w_enc [d, F], w_dec [F, L, d] (slots i.. used), b_enc [F], b_dec [d] (bias of output layer i),
+    threshold [F], optional affine_skip_connection [d, d] applied as x A."""
+    paths = _plt_paths(folder, cfg) if cfg.get("transcoders") else _numbered(folder, GS2_CLT_FILE)
+    L = len(paths)
+    with _File(paths[0]) as f0:
+        d, F = _shape2(f0, "w_enc")
+        skip, has_thr = f0.has("affine_skip_connection"), f0.has("threshold")
+        file_dtype = f0.f.get_slice("b_enc").get_dtype() if f0.has("b_enc") else None
+    act, k = _activation_from(cfg, has_thr)
+    dtype = dtype or _torch_dtype(file_dtype) or torch.float32
+    tc = _new(
+        cfg,
+        L,
+        F,
+        d,
+        cross_layer=True,
+        act=act,
+        k=k,
+        skip=skip,
+        threshold_param="threshold",
+        name=name,
+        device=device,
+        dtype=dtype,
+    )
+    with torch.no_grad():
+        for l, p in enumerate(paths):
+            with _File(p) as f:
+                tc.W_enc[l].copy_(f.get("w_enc", (d, F)).T)  # stored [d, F]
+                tc.b_enc[l].copy_(f.get("b_enc", (F,)))
+                tc.b_dec[l].copy_(f.get("b_dec", (d,)))
+                if act == "jumprelu":
+                    tc.threshold[l].copy_(f.get("threshold", (F,)))
+                if skip:  # x A = x (Aᵀ)ᵀ: our W_skip is nn.Linear-oriented
+                    tc.W_skip[l].copy_(f.get("affine_skip_connection", (d, d)).T)  # type: ignore[index]
+                elif f.has("affine_skip_connection"):
+                    raise CheckpointError(
+                        f"{p}: has affine_skip_connection but layer 0 has none",
+                        path=str(p),
+                        tensor="affine_skip_connection",
+                    )
+                shape = f.shape("w_dec")
+                start = _gs2_slot_start(p, shape, F, L, l, d)
+                if not lazy:
+                    w = f.f.get_slice("w_dec")[:, start:]
+                    _check_finite(w, p, "w_dec")
+                    tc.W_dec[l] = torch.nn.Parameter(w.to(device=tc.device, dtype=dtype))
+            if lazy:
+                src = SafetensorsDecoderSource(str(p), "w_dec", shape, slot_start=start)
+                if verify:
+                    _scan_lazy(src, F)
+                tc.set_lazy_decoder(l, src)
+    return tc
+
+
+# ====================================================================== sparsify / clt-training layout
+SPARSIFY_CFG, SPARSIFY_WEIGHTS = "cfg.json", "sae.safetensors"
+_LAYER_NUMBER = re.compile(r"(?:^|\.)(\d+)(?=\.|$)")
+
+
+def is_sparsify_layout(folder: Path) -> bool:
+    """True when `folder` holds EleutherAI sparsify hookpoint subfolders (<hookpoint>/cfg.json)."""
+    return folder.is_dir() and any((p / SPARSIFY_CFG).is_file() for p in folder.iterdir() if p.is_dir())
+
+
+def _sparsify_layers(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(hookpoint folder, cfg.json) per layer, in layer order; each hookpoint must be an MLP
+    (`layers.{i}.mlp`, `h.{i}.mlp`, ...) trained with `transcode: true`."""
+    found: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and (p / SPARSIFY_CFG).is_file()):
+        cfg_path = sub / SPARSIFY_CFG
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path}: not readable JSON: {e}", path=str(cfg_path)) from e
+        nums = _LAYER_NUMBER.findall(sub.name)
+        if not sub.name.endswith("mlp") or len(nums) != 1:
+            raise CheckpointError(
+                f"{sub}: hookpoint {sub.name!r} is not one MLP module ('layers.<i>.mlp'); only MLP "
+                "transcoders fit a replacement model",
+                path=str(sub),
+            )
+        if not cfg.get("transcode", False):
+            raise CheckpointError(
+                f"{cfg_path}: transcode is false: this is a sparse autoencoder, not a transcoder", path=str(cfg_path)
+            )
+        if cfg.get("activation", "topk") != "topk":
+            raise CheckpointError(
+                f"{cfg_path}: activation {cfg.get('activation')!r} is not supported (only topk)", path=str(cfg_path)
+            )
+        l = int(nums[0])
+        if l in found:
+            raise CheckpointError(f"{sub}: layer {l} also in {found[l][0]}", path=str(sub))
+        found[l] = (sub, {**cfg, "_path": str(cfg_path)})
+    missing = [i for i in range(max(found) + 1) if i not in found]
+    if missing:
+        raise CheckpointError(
+            f"{folder}: no hookpoint folder for layer {missing[0]} (found {sorted(found)})", path=str(folder)
+        )
+    return [found[i] for i in range(len(found))]
+
+
+def _sparsify_dims(layers: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    """F, d, k, skip and cross-layer-ness, which every hookpoint must share."""
+    dims = []
+    for _, cfg in layers:
+        d = int(cfg["d_in"]) if "d_in" in cfg else None
+        if d is None or "k" not in cfg:
+            raise CheckpointError(f"{cfg['_path']}: missing 'd_in' or 'k'", path=cfg["_path"])
+        F = int(cfg.get("num_latents") or 0) or d * int(cfg.get("expansion_factor", 32))
+        dims.append(
+            {
+                "F": F,
+                "d": d,
+                "k": int(cfg["k"]),
+                "skip": bool(cfg.get("skip_connection", False)),
+                "cross": int(cfg.get("n_targets", 0)) > 0,
+                "norm": bool(cfg.get("normalize_io", False)),
+            }
+        )
+    for (_, cfg), dm in zip(layers, dims):
+        if dm != dims[0]:
+            raise CheckpointError(f"{cfg['_path']}: {dm} differs from layer 0's {dims[0]}", path=cfg["_path"])
+    if dims[0]["cross"] and dims[0]["norm"]:
+        raise CheckpointError(
+            f"{layers[0][1]['_path']}: cross-layer with normalize_io is not supported", path=layers[0][1]["_path"]
+        )
+    return dims[0]
+
+
+def _refuse_nonzero(f: _File, key: str, neutral: float, why: str) -> None:
+    if f.has(key) and not torch.all(f.get(key) == neutral):
+        raise CheckpointError(
+            f"{f.path}: tensor {key!r} is not {neutral:g}: {why} is not supported", path=str(f.path), tensor=key
+        )
+
+
+def _sparsify_io_scales(f: _File, cfg: dict[str, Any], d: int) -> tuple[float, float]:
+    """normalize_io scales x by √d / in_norm and the output by out_norm / √d; both fold into the
+    weights (returns (c_in, c_out), (1, 1) without normalize_io)."""
+    if not cfg.get("normalize_io", False):
+        return 1.0, 1.0
+    in_norm, out_norm = float(f.get("in_norm").reshape(-1)[0]), float(f.get("out_norm").reshape(-1)[0])
+    return d**0.5 / in_norm, out_norm / d**0.5
+
+
+def _sparsify_layer(
+    tc: Transcoder, l: int, f: _File, cfg: dict[str, Any], lazy: bool
+) -> SafetensorsDecoderSource | None:
+    """Fill layer l from one hookpoint's sae.safetensors; returns its lazy decoder source, if any."""
+    F, d, L = tc.d_features, tc.d_model, tc.n_layers
+    for key in ("post_enc", *(f"post_encs.{j}" for j in range(L))):
+        _refuse_nonzero(f, key, 0.0, "a post-encoder bias (added to the chosen latents)")
+    for key in ("post_enc_scale", *(f"post_enc_scales.{j}" for j in range(L))):
+        _refuse_nonzero(f, key, 1.0, "a post-encoder scale")
+    c_in, c_out = _sparsify_io_scales(f, cfg, d)
+    tc.W_enc[l].copy_(f.get("encoder.weight", (F, d)) * c_in)
+    tc.b_enc[l].copy_(f.get("encoder.bias", (F,)))
+    if not tc.is_cross_layer:
+        tc.b_dec[l].copy_(f.get("b_dec", (d,)) * c_out)
+        if tc.W_skip is not None:
+            tc.W_skip[l].copy_(f.get("W_skip", (d, d)) * (c_in * c_out))  # x W_skipᵀ, like ours
+        if lazy and c_out == 1.0:  # a scaled decoder (normalize_io) is read into memory instead
+            _check_shape(f.path, "W_dec", f.shape("W_dec"), (F, d))
+            src = SafetensorsDecoderSource(str(f.path), "W_dec", (F, d), unsqueeze=True)
+            tc.set_lazy_decoder(l, src)
+            return src
+        tc.W_dec[l] = torch.nn.Parameter((f.get("W_dec", (F, d)) * c_out).unsqueeze(1).to(tc.device, tc.dtype))
+        return None
+    # clt-training multi-target coder: target j of source l is layer l + j; the outputs of every
+    # source writing to a layer add up, so their b_decs add up into that layer's bias.
+    n_t = int(cfg["n_targets"])
+    if n_t > L - l:
+        raise CheckpointError(
+            f"{cfg['_path']}: n_targets = {n_t} but only {L - l} layers follow layer {l}", path=cfg["_path"]
+        )
+    w = torch.zeros(F, L - l, d, dtype=tc.dtype)
+    for j in range(n_t):
+        w[:, j] = f.get(f"W_decs.{j}", (F, d))
+        tc.b_dec[l + j] += f.get(f"b_decs.{j}", (d,)).to(tc.dtype)
+        if j > 0:
+            _refuse_nonzero(f, f"W_skips.{j}", 0.0, "a skip connection from one layer to a later one")
+    if tc.W_skip is not None:
+        tc.W_skip[l].copy_(f.get("W_skips.0", (d, d)))
+    tc.W_dec[l] = torch.nn.Parameter(w.to(tc.device))
+    return None
+
+
+def _load_sparsify(
+    folder: Path, name: str, device: Any, dtype: torch.dtype | None, lazy: bool, verify: bool
+) -> Transcoder:
+    """EleutherAI sparsify (one TopK transcoder per `<hookpoint>/`) or its clt-training branch
+    (`n_targets` > 0: W_decs.{j}, b_decs.{j}, W_skips.{j} per target). Encode is
+    TopK(ReLU(x Wᵀ + b)), which equals our TopK; hooks are the MLP's input and output."""
+    layers = _sparsify_layers(folder)
+    dm = _sparsify_dims(layers)
+    with _File(layers[0][0] / SPARSIFY_WEIGHTS) as f0:
+        file_dtype = f0.f.get_slice("encoder.weight").get_dtype() if f0.has("encoder.weight") else None
+    cfg = {
+        "feature_input_hook": "mlp.hook_in",
+        "feature_output_hook": "mlp.hook_out",
+        "activation": "topk",
+        "k": dm["k"],
+        "_path": layers[0][1]["_path"],
+    }
+    tc = _new(
+        cfg,
+        len(layers),
+        dm["F"],
+        dm["d"],
+        cross_layer=dm["cross"],
+        act="topk",
+        k=dm["k"],
+        skip=dm["skip"],
+        threshold_param="threshold",
+        name=name,
+        device=device,
+        dtype=dtype or _torch_dtype(file_dtype) or torch.float32,
+    )
+    with torch.no_grad():
+        for l, (sub, lcfg) in enumerate(layers):
+            with _File(sub / SPARSIFY_WEIGHTS) as f:
+                src = _sparsify_layer(tc, l, f, lcfg, lazy)
+            if verify and src is not None:
+                _scan_lazy(src, dm["F"])
+    return tc
+
+
+# ====================================================================== hub
+def _hub_error(ref: str, e: Exception, cache_only: bool) -> CheckpointError:
+    if cache_only:  # offline or unreachable: one line, no retries were made
+        return CheckpointError(
+            unavailable_message(
+                "transcoders", ref, "a directory in the circuit-tracer layout (it is not a local directory either)"
+            ),
+            path=ref,
+        )
     return CheckpointError(
         f"{ref!r} is not a local directory and could not be fetched from the Hugging Face hub "
-        f"({type(e).__name__}: {e}); {hint}. Pass a local directory to load offline.",
+        f"({type(e).__name__}: {e}); check the repo id, your network and (for gated repos) your HF "
+        "token. Pass a local directory to load offline.",
         path=ref,
     )
 
@@ -458,29 +784,43 @@ def _download_hf_uri(uri: str) -> str:
     m = re.match(r"^hf://([^/]+/[^/]+)/([^?]+)(?:\?revision=(.+))?$", uri)
     if not m:
         raise CheckpointError(f"invalid hf:// URI {uri!r} (expected hf://owner/repo/path/to/file)", path=uri)
+    cache_only = use_local_files_only()
     try:
         from huggingface_hub import hf_hub_download
 
-        return hf_hub_download(repo_id=m.group(1), filename=m.group(2), revision=m.group(3))
+        return hf_hub_download(
+            repo_id=m.group(1), filename=m.group(2), revision=m.group(3), local_files_only=cache_only
+        )
     except Exception as e:
-        raise _hub_error(uri, e) from e
+        raise _hub_error(uri, e, cache_only) from e
 
 
 def _snapshot(ref: str) -> Path:
     m = _HUB_ID.match(ref)
     if not m:
-        raise CheckpointError(f"no such transcoder directory: {ref!r} (and it is not a hub id 'owner/repo[/subfolder][@revision]')", path=ref)
+        raise CheckpointError(
+            f"no such transcoder directory: {ref!r} (and it is not a hub id 'owner/repo[/subfolder][@revision]')",
+            path=ref,
+        )
     repo_id, sub, revision = m.group(1), (m.group(2) or "").strip("/"), m.group(3)
     prefix = f"{sub}/" if sub else ""
+    cache_only = use_local_files_only()
     try:
         from huggingface_hub import snapshot_download
 
         local = snapshot_download(
-            repo_id, revision=revision,
-            allow_patterns=[f"{prefix}{CONFIG_NAME}", f"{prefix}*.safetensors", f"{prefix}*.npz"],
+            repo_id,
+            revision=revision,
+            local_files_only=cache_only,
+            allow_patterns=[
+                f"{prefix}{CONFIG_NAME}",
+                f"{prefix}*.safetensors",
+                f"{prefix}*.npz",
+                f"{prefix}*/{SPARSIFY_CFG}",
+            ],
         )
     except Exception as e:
-        raise _hub_error(ref, e) from e
+        raise _hub_error(ref, e, cache_only) from e
     return Path(local) / sub if sub else Path(local)
 
 
@@ -510,11 +850,18 @@ def load_transcoders(
     if local.is_dir():
         folder, name = local, str(local)
     elif local.exists():
-        raise CheckpointError(f"{local} is a file; pass the checkpoint directory (containing {CONFIG_NAME})", path=str(local))
+        raise CheckpointError(
+            f"{local} is a file; pass the checkpoint directory (containing {CONFIG_NAME})", path=str(local)
+        )
     else:
         folder, name = _snapshot(ref), ref
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if not (folder / CONFIG_NAME).is_file() and is_sparsify_layout(folder):
+        return _load_sparsify(folder, name, device, dtype, lazy, verify)
     cfg = _read_config(folder)
     name = str(cfg.get("name") or name)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    load = _load_clt if cfg["model_kind"] == "cross_layer_transcoder" else _load_plt_set
+    if cfg["model_kind"] == "cross_layer_transcoder":
+        load = _load_gs2_clt if _is_gs2_clt(folder, cfg) else _load_clt
+    else:
+        load = _load_plt_set
     return load(folder, cfg, name, device, dtype, lazy, verify)

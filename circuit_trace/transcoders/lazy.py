@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from safetensors import safe_open
@@ -37,18 +38,22 @@ class DecoderSource(Protocol):
 
 class SafetensorsDecoderSource:
     """Decoder rows stored in `path` under `key`, either as [F, n_out, d] (CLT layout) or as
-    [F, d] (one-file-per-layer PLT layout, `unsqueeze=True` adds the n_out = 1 axis)."""
+    [F, d] (one-file-per-layer PLT layout, `unsqueeze=True` adds the n_out = 1 axis).
+    `slot_start` > 0 keeps only slots slot_start.. of a stored [F, n_slots, d] tensor (GemmaScope-2
+    CLTs store all L target slots in every layer's file; layer i uses slots i..L−1); `shape` is the
+    stored shape, `self.shape` the shape read."""
 
-    def __init__(self, path: str, key: str, shape: Sequence[int], *, unsqueeze: bool = False):
+    def __init__(self, path: str, key: str, shape: Sequence[int], *, unsqueeze: bool = False, slot_start: int = 0):
         self.path = os.fspath(path)
         self.key = key
         self.unsqueeze = unsqueeze
+        self.slot_start = int(slot_start)
         shape = tuple(int(s) for s in shape)
-        self.shape: tuple[int, int, int] = (shape[0], 1, shape[1]) if unsqueeze else shape  # type: ignore[assignment]
+        if unsqueeze:
+            shape = (shape[0], 1, shape[1])
+        self.shape: tuple[int, int, int] = (shape[0], shape[1] - self.slot_start, shape[2])  # type: ignore[assignment]
 
-    def read(
-        self, idx: torch.Tensor | None, device: torch.device, dtype: torch.dtype
-    ) -> torch.Tensor:
+    def read(self, idx: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         try:
             with safe_open(self.path, framework="pt", device="cpu") as f:
                 sl = f.get_slice(self.key)
@@ -70,6 +75,8 @@ class SafetensorsDecoderSource:
                 f"{self.path}: cannot read tensor {self.key!r}: {e}", path=self.path, tensor=self.key
             ) from e
         READ_LOG[(self.path, self.key)] += n
+        if self.slot_start:  # unused slots are never read, so they are not checked either
+            t = t[:, self.slot_start :]
         if not torch.isfinite(t).all():
             raise CheckpointError(
                 f"{self.path}: tensor {self.key!r} contains NaN or inf", path=self.path, tensor=self.key

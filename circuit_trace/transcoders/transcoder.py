@@ -15,7 +15,8 @@ entries unmaterialised (None) and read their rows from disk on demand (see `lazy
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +60,7 @@ class Transcoder(nn.Module):
         None for a loader to fill (with a tensor or a lazy source)."""
         super().__init__()
         if n_layers < 1 or d_model < 1 or d_features < 1:
-            raise ValueError(
-                f"n_layers, d_model, d_features must be >= 1, got {n_layers}, {d_model}, {d_features}"
-            )
+            raise ValueError(f"n_layers, d_model, d_features must be >= 1, got {n_layers}, {d_model}, {d_features}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         if activation == "topk":
@@ -88,6 +87,10 @@ class Transcoder(nn.Module):
         self.name = name
         self.model_name = model_name
         self.threshold_param = threshold_param
+        # Set by whoever loads it (`circuit_trace.load`): {"<layer>_<index>": label} shipped beside the
+        # checkpoint, and the directory or hub id it came from (None: built in memory).
+        self.feature_labels: dict[str, str] = {}
+        self.source_path: str | None = None
         # Width of the rectangle kernel for JumpReLU's θ straight-through gradient (units of h).
         self.bandwidth = float(bandwidth)
 
@@ -324,7 +327,10 @@ class Transcoder(nn.Module):
                 f"{who}: tensor W_enc has shape {list(self.W_enc.shape)} (W_enc_0 [F, d] = "
                 f"[{self.d_features}, {self.d_model}]), expected d_model = {adapter.d_model} from the model"
             )
-        for key, hook in (("feature_input_hook", self.feature_input_hook), ("feature_output_hook", self.feature_output_hook)):
+        for key, hook in (
+            ("feature_input_hook", self.feature_input_hook),
+            ("feature_output_hook", self.feature_output_hook),
+        ):
             try:
                 adapter.hook_module(hook, 0)
             except ValueError as e:
@@ -360,7 +366,7 @@ class Transcoder(nn.Module):
         save_transcoder(self, path)
 
     @classmethod
-    def load(cls, path_or_hub_id: str, **kwargs: Any) -> "Transcoder":
+    def load(cls, path_or_hub_id: str, **kwargs: Any) -> Transcoder:
         """Same as `load_transcoders`."""
         from .formats import load_transcoders
 
@@ -385,7 +391,7 @@ class Transcoder(nn.Module):
         model_name: str | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
-    ) -> "Transcoder":
+    ) -> Transcoder:
         """Seeded random weights tuned so that on inputs ~N(0, I_d) (norm ≈ √d) roughly 10–15% of
         features fire per row: encoder rows have norm ≈ 1 so h ≈ N(0, 1), and the cut (θ, −b_enc
         or the top k = 10%) sits near 1.15 standard deviations. Decoders are scaled by 1/√F so
@@ -393,9 +399,18 @@ class Transcoder(nn.Module):
         if activation == "topk" and k is None:
             k = max(1, round(0.1 * d_features))
         tc = cls(
-            n_layers, d_model, d_features, cross_layer=cross_layer, activation=activation, skip=skip,
-            k=k, feature_input_hook=input_hook, feature_output_hook=output_hook, name=name,
-            model_name=model_name, dtype=torch.float32,
+            n_layers,
+            d_model,
+            d_features,
+            cross_layer=cross_layer,
+            activation=activation,
+            skip=skip,
+            k=k,
+            feature_input_hook=input_hook,
+            feature_output_hook=output_hook,
+            name=name,
+            model_name=model_name,
+            dtype=torch.float32,
         )
         g = torch.Generator().manual_seed(int(seed))
         L, Fe, d = n_layers, d_features, d_model

@@ -7,15 +7,28 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "plot", "show", "to_html", "widget",  # plotly_view
-    "serve", "start_server", "ViewerServer",  # server
-    "write_feature_details", "validate_feature_details", "feature_details_from_examples",
+    "plot",
+    "show",
+    "to_html",
+    "widget",  # plotly_view
+    "serve",
+    "start_server",
+    "ViewerServer",  # server
+    "write_feature_details",
+    "validate_feature_details",
+    "feature_details_from_examples",
 ]
 
 _WHERE = {
-    "plot": "plotly_view", "show": "plotly_view", "to_html": "plotly_view", "widget": "plotly_view",
-    "serve": "server", "start_server": "server", "ViewerServer": "server",
-    "write_feature_details": "feature_details", "validate_feature_details": "feature_details",
+    "plot": "plotly_view",
+    "show": "plotly_view",
+    "to_html": "plotly_view",
+    "widget": "plotly_view",
+    "serve": "server",
+    "start_server": "server",
+    "ViewerServer": "server",
+    "write_feature_details": "feature_details",
+    "validate_feature_details": "feature_details",
     "feature_details_from_examples": "feature_details",
 }
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
+
+from ..graphs.defaults import EDGE_THRESHOLD, NODE_THRESHOLD
 
 KINDS = ("feature", "error", "embedding", "logit")
 
@@ -28,6 +31,8 @@ class VNode:
     feature: int | None
     token: str = ""
     always: bool = False  # embeddings and logits are never pruned
+    score: float | None = None  # node influence wᵀB + w (`node_influence`; higher = more important)
+    label_score: float | None = None  # agreement of an automatic label with its evidence
 
 
 @dataclass
@@ -42,7 +47,8 @@ class VGraph:
     links: list[tuple[int, int, float]]  # (source index, target index, weight)
     n_layers: int
     supernodes: list[list[str]] = field(default_factory=list)
-    node_threshold: float | None = None
+    node_threshold: float | None = None  # the view's default (metadata.node_threshold)
+    export_node_threshold: float | None = None  # how far the file reaches (>= node_threshold)
 
 
 def kind_of(feature_type: str) -> str:
@@ -66,7 +72,7 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def as_json_dict(graph: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
+def as_json_dict(graph: Any, *, node_threshold: float = NODE_THRESHOLD, edge_threshold: float = EDGE_THRESHOLD) -> dict:
     """Return the Neuronpedia JSON dict for `graph`.
 
     - a mapping is returned as is (it is already a graph JSON: nodes and links as exported);
@@ -83,8 +89,9 @@ def as_json_dict(graph: Any, *, node_threshold: float = 0.8, edge_threshold: flo
 
 
 def _graph_to_json(graph: Any, *, node_threshold: float, edge_threshold: float) -> dict:
-    """Prune a `circuit_trace.graphs.Graph` and export it with the graphs package (viz only reads it)."""
-    from circuit_trace.graphs import Graph, to_neuronpedia
+    """Export a `circuit_trace.graphs.Graph` as `Graph.to_json` would (a pruned graph as it is, an
+    unpruned one at the wider export thresholds with this view as its default); viz only reads it."""
+    from circuit_trace.graphs import Graph
 
     if not isinstance(graph, Graph):
         raise TypeError(
@@ -92,11 +99,16 @@ def _graph_to_json(graph: Any, *, node_threshold: float, edge_threshold: float) 
             "or the path of a graph JSON file"
         )
     slug = "".join(c if c.isalnum() else "-" for c in graph.prompt.strip().lower())[:48].strip("-") or "graph"
-    return to_neuronpedia(graph, slug=slug, node_threshold=node_threshold, edge_threshold=edge_threshold)
+    return graph.neuronpedia_dict(slug, node_threshold, edge_threshold)
 
 
-def load(graph: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.98,
-         supernodes: Iterable | Mapping | None = None) -> VGraph:
+def load(
+    graph: Any,
+    *,
+    node_threshold: float = NODE_THRESHOLD,
+    edge_threshold: float = EDGE_THRESHOLD,
+    supernodes: Iterable | Mapping | None = None,
+) -> VGraph:
     """Parse a graph (see `as_json_dict`) into a `VGraph` (all nodes and links of the JSON)."""
     data = as_json_dict(graph, node_threshold=node_threshold, edge_threshold=edge_threshold)
     meta = data.get("metadata") or {}
@@ -142,11 +154,20 @@ def load(graph: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.9
         tok = tokens[pos] if 0 <= pos < len(tokens) else ""
         feat = n.get("feature")
         node = VNode(
-            index=len(nodes), node_id=nid, kind=kind, layer=layer, row=row, pos=pos,
-            label=str(n.get("clerp") or ""), activation=_num(n.get("activation")),
+            index=len(nodes),
+            node_id=nid,
+            kind=kind,
+            layer=layer,
+            row=row,
+            pos=pos,
+            label=str(n.get("clerp") or ""),
+            activation=_num(n.get("activation")),
             influence=_num(n.get("influence")),
             feature=int(feat) if isinstance(feat, (int, float)) and not isinstance(feat, bool) else None,
-            token=tok, always=kind in ("embedding", "logit"),
+            token=tok,
+            always=kind in ("embedding", "logit"),
+            score=_num(n.get("node_influence")),
+            label_score=_num(n.get("label_score")),
         )
         by_id[nid] = node.index
         nodes.append(node)
@@ -167,20 +188,46 @@ def load(graph: Any, *, node_threshold: float = 0.8, edge_threshold: float = 0.9
         sn = list(supernodes)
     sn = [[str(x) for x in group] for group in sn if isinstance(group, (list, tuple)) and len(group) >= 2]
 
+    ps = meta.get("pruning_settings") if isinstance(meta.get("pruning_settings"), Mapping) else {}
+    view = _num(meta.get("node_threshold"))
+    export = _num(ps.get("export_node_threshold"))
     return VGraph(
-        prompt=str(meta.get("prompt") or ""), tokens=tokens, slug=str(meta.get("slug") or ""),
-        scan=str(meta.get("scan") or ""), nodes=nodes, links=links, n_layers=n_layers,
-        supernodes=sn, node_threshold=_num(meta.get("node_threshold")),
+        prompt=str(meta.get("prompt") or ""),
+        tokens=tokens,
+        slug=str(meta.get("slug") or ""),
+        scan=str(meta.get("scan") or ""),
+        nodes=nodes,
+        links=links,
+        n_layers=n_layers,
+        supernodes=sn,
+        node_threshold=view,
+        export_node_threshold=export if export is not None else view,
     )
 
 
-def kept(node: VNode, threshold: float, graph_threshold: float | None = None) -> bool:
-    """Dynamic pruning on the exported cumulative-influence rank: a node stays while its `influence`
-    is within `threshold`; embeddings, logits and nodes without an influence always stay. At or above
-    the threshold the graph was exported with (`metadata.node_threshold`) every exported node stays:
-    the exporter already pruned it, keeping the node whose share crosses the threshold too."""
-    if node.always or node.influence is None:
-        return True
-    if graph_threshold is not None and threshold >= graph_threshold - 1e-9:
-        return True
-    return node.influence <= threshold + 1e-12
+def visible_ids(graph: VGraph, threshold: float) -> set[int]:
+    """Indices of the nodes the viewers show at node threshold `threshold` (the static viewer's
+    rule, with the edge threshold left at the export's): at or above the export's node threshold,
+    every node of the file; below it, the features and errors whose cumulative influence share is
+    under the threshold plus the first to reach it (ties too), then features without an input or
+    an output and errors without an output among them, repeatedly (SPEC §4 step 3). Embeddings,
+    logits and nodes without an influence always stay."""
+    own = graph.export_node_threshold
+    if own is not None and threshold >= own - 1e-9:
+        return {n.index for n in graph.nodes}
+    always = {n.index for n in graph.nodes if n.always or n.influence is None}
+    keep, cut = set(always), None
+    for n in sorted((n for n in graph.nodes if n.index not in always), key=lambda n: n.influence):
+        if n.influence < threshold - 1e-12:
+            keep.add(n.index)
+        elif cut is None or n.influence <= cut + 1e-15:
+            cut = n.influence
+            keep.add(n.index)
+    is_feature = {n.index for n in graph.nodes if n.kind == "feature"}
+    while True:
+        live = [(s, t) for s, t, _ in graph.links if s in keep and t in keep]
+        has_out, has_in = {s for s, _ in live}, {t for _, t in live}
+        drop = {i for i in keep - always if i not in has_out or (i in is_feature and i not in has_in)}
+        if not drop:
+            return keep
+        keep -= drop

@@ -4,8 +4,10 @@ activations) and optional `top_logits` / `bottom_logits`.
 
 `index` is the graph node's `feature` field (SPEC §4: the Cantor pairing of layer and feature index
 for transcoder features), so a viewer finds a node's details at `<base>/<node.feature>.json`; the
-static viewer's base is `/features` (DIR/features/ on the server) or a relative
-`metadata.feature_details.feature_json_base_url` under `features/`.
+static viewer's base is the graph's relative `metadata.feature_details.feature_json_base_url`, which
+is `features/<transcoder folder>` (one folder per transcoder set: a PLT graph never reads a CLT's
+details), served from DIR/features/ by `circuit-trace serve`. `write_graph_details` fills that folder
+from the transcoders' dashboards (`circuit_trace.dashboards`).
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..atomic import atomic_write_json
 from ..graphs.ids import cantor_pair as cantor_index  # the node's `feature` id
 
-__all__ = ["write_feature_details", "validate_feature_details", "feature_details_from_examples", "cantor_index",
-           "FeatureDetailsError"]
+__all__ = [
+    "FeatureDetailsError",
+    "cantor_index",
+    "feature_details_from_examples",
+    "validate_feature_details",
+    "write_feature_details",
+    "write_graph_details",
+]
 
 
 class FeatureDetailsError(ValueError):
@@ -82,23 +91,30 @@ def validate_feature_details(d: Mapping[str, Any]) -> dict:
         quantiles.append(q)
     d["examples_quantiles"] = quantiles
     for key in ("top_logits", "bottom_logits"):
-        if key in d:
-            if not isinstance(d[key], list) or not all(isinstance(t, str) for t in d[key]):
-                raise FeatureDetailsError(f"{where}: {key!r} must be a list of strings")
+        if key in d and (not isinstance(d[key], list) or not all(isinstance(t, str) for t in d[key])):
+            raise FeatureDetailsError(f"{where}: {key!r} must be a list of strings")
     return d
 
 
-def feature_details_from_examples(index: int, examples: Sequence[tuple[Sequence[str], Sequence[float]]], *,
-                    quantile_name: str = "Top activations", top_logits: Sequence[str] | None = None,
-                    bottom_logits: Sequence[str] | None = None) -> dict:
+def feature_details_from_examples(
+    index: int,
+    examples: Sequence[tuple[Sequence[str], Sequence[float]]],
+    *,
+    quantile_name: str = "Top activations",
+    top_logits: Sequence[str] | None = None,
+    bottom_logits: Sequence[str] | None = None,
+) -> dict:
     """Convenience builder: one quantile group from `(tokens, activations)` pairs."""
     d: dict[str, Any] = {
         "index": index,
-        "examples_quantiles": [{
-            "quantile_name": quantile_name,
-            "examples": [{"tokens": list(t), "tokens_acts_list": [float(a) for a in _plain(a_)]}
-                         for t, a_ in examples],
-        }],
+        "examples_quantiles": [
+            {
+                "quantile_name": quantile_name,
+                "examples": [
+                    {"tokens": list(t), "tokens_acts_list": [float(a) for a in _plain(a_)]} for t, a_ in examples
+                ],
+            }
+        ],
     }
     if top_logits is not None:
         d["top_logits"] = list(top_logits)
@@ -125,3 +141,49 @@ def write_feature_details(directory: str | os.PathLike, features: Iterable[Mappi
         atomic_write_json(p, d, compact=True)
         paths.append(p)
     return paths
+
+
+def write_graph_details(transcoders, graph, graph_json: str | os.PathLike) -> tuple[int, Path | None]:
+    """Copy the details of the feature nodes of the exported graph JSON `graph_json` (which may hold
+    more nodes than `graph`: the viewer prunes a wider export in the browser) from the dashboards of
+    `transcoders` (the set that traced it: `find_dashboards` checks the weights' fingerprint) to the
+    folder its `metadata.feature_details` points at, `<graph dir>/features/<transcoder folder>/`.
+    Returns (files written, folder); (0, None) when the transcoders ship no dashboards. Details
+    made for other weights are never copied."""
+    import json
+
+    from ..dashboards.identity import find_dashboards, transcoder_fingerprint
+    from ..dashboards.store import CompactDashboards
+    from ..graphs.ids import cantor_unpair
+    from ..graphs.neuronpedia import feature_details_base
+
+    source = find_dashboards(transcoders)
+    if source is None:
+        return 0, None
+    with open(graph_json, encoding="utf-8") as fh:
+        data = json.load(fh)
+    base = (data.get("metadata", {}).get("feature_details") or {}).get("feature_json_base_url") or feature_details_base(
+        graph.transcoder_id
+    )
+    if not base.startswith("features/") or ".." in Path(base).parts:
+        raise FeatureDetailsError(f"{graph_json}: feature_details base {base!r} is not a folder under features/")
+    wanted = sorted(
+        {
+            int(n["feature"])
+            for n in data.get("nodes", [])
+            if n.get("feature_type") == "cross layer transcoder" and n.get("feature") is not None
+        }
+    )
+    reader = CompactDashboards(source)
+    fp = transcoder_fingerprint(transcoders)
+    details = []
+    for index in wanted:
+        d = reader.feature(*cantor_unpair(index))
+        if d.get("transcoder_fingerprint") not in (None, fp):
+            raise FeatureDetailsError(f"{source}: feature {index} was made from other weights")
+        d.setdefault("transcoder_id", graph.transcoder_id)
+        d.setdefault("index", index)
+        details.append(d)
+    folder = Path(graph_json).parent / base
+    write_feature_details(folder, details)  # creates the folder even for an empty list
+    return len(details), folder

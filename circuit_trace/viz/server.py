@@ -33,8 +33,10 @@ from ..atomic import atomic_write_json
 __all__ = ["serve", "start_server", "ViewerServer", "make_server", "STATIC_DIR", "CSP"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -133,13 +135,28 @@ class _GraphIndex:
 
     @staticmethod
     def _read(path: Path, name: str, st: os.stat_result) -> dict | None:
+        # A file that fails to parse is listed with its error, so the viewer can say so instead
+        # of the graph silently missing from the list.
+        broken = {
+            "name": name,
+            "file": path.name,
+            "slug": name,
+            "scan": "",
+            "prompt": "",
+            "n_nodes": 0,
+            "n_links": 0,
+            "size": st.st_size,
+            "mtime": st.st_mtime,
+        }
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
-        except (OSError, ValueError):
-            return None
+        except OSError as e:
+            return {**broken, "error": f"cannot read the file ({e.strerror or e})"}
+        except ValueError as e:
+            return {**broken, "error": f"not valid JSON ({e})"}
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
-            return None  # not a graph (e.g. some other JSON lying there)
+            return {**broken, "error": 'not a graph JSON (no "nodes" list)'}
         meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
         return {
             "name": name,
@@ -233,16 +250,16 @@ class ViewerHandler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             return self._file(STATIC_DIR / "index.html")
         if path.startswith("/static/"):
-            return self._file(safe_join(STATIC_DIR, path[len("/static/"):]))
+            return self._file(safe_join(STATIC_DIR, path[len("/static/") :]))
         if path in ("/api/graphs", "/api/graphs/"):
             return self._json(200, {"graphs": self.index.list()})
         if path.startswith("/graphs/"):
-            rel = path[len("/graphs/"):]
+            rel = path[len("/graphs/") :]
             if "/" in rel or not rel.endswith(".json"):
                 raise Refused(403 if "/" in rel else 404, "graphs are the *.json files in the directory")
             return self._file(safe_join(self.root, rel))
         if path.startswith("/features/"):
-            rel = path[len("/features/"):]
+            rel = path[len("/features/") :]
             if not rel.endswith(".json"):
                 raise Refused(404, "not found")
             return self._file(safe_join(self.root / "features", rel))
@@ -302,14 +319,18 @@ class ViewerHandler(BaseHTTPRequestHandler):
     do_PATCH = do_PUT
 
 
-def make_server(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050,
-                quiet: bool = True) -> ThreadingHTTPServer:
+def make_server(
+    directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050, quiet: bool = True
+) -> ThreadingHTTPServer:
     """A bound (not yet serving) ThreadingHTTPServer for the viewer over `directory`."""
     root = Path(directory).resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"not a directory: {directory}")
-    handler = type("BoundViewerHandler", (ViewerHandler,),
-                   {"root": root, "index": _GraphIndex(root), "quiet": quiet, "save_lock": threading.Lock()})
+    handler = type(
+        "BoundViewerHandler",
+        (ViewerHandler,),
+        {"root": root, "index": _GraphIndex(root), "quiet": quiet, "save_lock": threading.Lock()},
+    )
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
@@ -322,8 +343,9 @@ class ViewerServer:
     def __init__(self, directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, quiet: bool = True):
         self.httpd = make_server(directory, host, port, quiet=quiet)
         self.host, self.port = self.httpd.server_address[:2]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="circuit-trace-viewer", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="circuit-trace-viewer", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -336,22 +358,22 @@ class ViewerServer:
         self.httpd.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "ViewerServer":
+    def __enter__(self) -> ViewerServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def start_server(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
-                 quiet: bool = True) -> ViewerServer:
+def start_server(
+    directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, quiet: bool = True
+) -> ViewerServer:
     """Start the viewer in a daemon thread; returns a `ViewerServer` (`.port` is the bound port,
     `port=0` picks a free one; `.url`; `.close()`)."""
     return ViewerServer(directory, host, port, quiet=quiet)
 
 
-def serve(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050,
-          open_browser: bool = False) -> None:
+def serve(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050, open_browser: bool = False) -> None:
     """Serve the viewer for the graph JSON files in `directory` until interrupted (Ctrl-C)."""
     httpd = make_server(directory, host, port, quiet=False)
     h, p = httpd.server_address[:2]

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import N_CTX, PROMPT, SUPPORTED, cached_replacement, make_hf_model, make_transcoder, plain_forward, tokenizer
+from helpers import (
+    N_CTX,
+    PROMPT,
+    SUPPORTED,
+    cached_replacement,
+    make_hf_model,
+    make_transcoder,
+    plain_forward,
+    tokenizer,
+)
 
 import circuit_trace as ct
 from circuit_trace.attribution.targets import TargetError
@@ -121,15 +130,33 @@ def test_batch_size_not_positive(rm):
 def _opt():
     from transformers import OPTConfig, OPTForCausalLM
 
-    return OPTForCausalLM(OPTConfig(num_hidden_layers=2, hidden_size=32, ffn_dim=64, num_attention_heads=2,
-                                    vocab_size=100, max_position_embeddings=16, word_embed_proj_dim=32))
+    return OPTForCausalLM(
+        OPTConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            ffn_dim=64,
+            num_attention_heads=2,
+            vocab_size=100,
+            max_position_embeddings=16,
+            word_embed_proj_dim=32,
+        )
+    )
 
 
 def _bert():
     from transformers import BertConfig, BertLMHeadModel
 
-    return BertLMHeadModel(BertConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                                      vocab_size=100, max_position_embeddings=16, is_decoder=True))
+    return BertLMHeadModel(
+        BertConfig(
+            num_hidden_layers=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            vocab_size=100,
+            max_position_embeddings=16,
+            is_decoder=True,
+        )
+    )
 
 
 @pytest.mark.parametrize("build", [_opt, _bert], ids=["opt", "bert"])

@@ -12,7 +12,7 @@ from helpers import FAMILIES, cached_replacement, ct_settings, random_prompt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from circuit_trace.attribution.engine import _schedule
+from circuit_trace.attribution.engine import schedule
 
 
 @ct_settings(max_examples=10)
@@ -44,7 +44,7 @@ def test_schedule_batches_one_layer_canonical(layers, bsz, data):
     feats = SimpleNamespace(layer=layer)
     chosen = data.draw(st.sets(st.integers(0, max(0, len(layers) - 1))) if layers else st.just(set()))
     order = data.draw(st.permutations(sorted(chosen)))
-    batches = _schedule(feats, order, bsz)
+    batches = schedule(feats, order, bsz)
     assert [f for b in batches for f in b] == sorted(chosen)  # every feature once, canonical order
     for b in batches:
         assert 1 <= len(b) <= bsz

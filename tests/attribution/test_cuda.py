@@ -21,8 +21,7 @@ def test_cuda_graph_equals_cpu(family, cap):
     graphs = []
     for device in ("cpu", "cuda"):
         model = make_hf_model(family, seed=3)
-        tc = make_transcoder(kind="clt", skip=True, seed=1003,
-                             input_hook="hook_resid_mid", output_hook="hook_mlp_out")
+        tc = make_transcoder(kind="clt", skip=True, seed=1003, input_hook="hook_resid_mid", output_hook="hook_mlp_out")
         rm = ct.load(model, tc, tokenizer=tokenizer(), device=device)
         graphs.append(ct.attribute(rm, random_prompt(4, 7), max_feature_nodes=cap, batch_size=8, progress=False))
     cpu, gpu = graphs

@@ -3,11 +3,11 @@ equal to the float32 ones up to bf16 rounding."""
 
 from __future__ import annotations
 
+import helpers
 import numpy as np
 import pytest
 
 import circuit_trace as ct
-import helpers
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

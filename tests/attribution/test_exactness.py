@@ -31,14 +31,16 @@ ACTIVATIONS = ("jumprelu", "relu", "topk")
 IN_HOOKS = ("hook_resid_mid", "ln2.hook_normalized")
 OUT_HOOKS = ("hook_mlp_out", "mlp.hook_out")  # differ only for Gemma (post-feedforward norm)
 
-configs = st.fixed_dictionaries({
-    "kind": st.sampled_from(KINDS),
-    "activation": st.sampled_from(ACTIVATIONS),
-    "skip": st.booleans(),
-    "input_hook": st.sampled_from(IN_HOOKS),
-    "output_hook": st.sampled_from(OUT_HOOKS),
-    "seed": st.integers(0, 3),
-})
+configs = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(KINDS),
+        "activation": st.sampled_from(ACTIVATIONS),
+        "skip": st.booleans(),
+        "input_hook": st.sampled_from(IN_HOOKS),
+        "output_hook": st.sampled_from(OUT_HOOKS),
+        "seed": st.integers(0, 3),
+    }
+)
 
 
 def dense(a) -> np.ndarray:
@@ -114,8 +116,15 @@ class Reference:
 
 
 @functools.lru_cache(maxsize=64)
-def build(family, kind="clt", activation="jumprelu", skip=False, input_hook="ln2.hook_normalized",
-          output_hook="hook_mlp_out", seed=0):
+def build(
+    family,
+    kind="clt",
+    activation="jumprelu",
+    skip=False,
+    input_hook="ln2.hook_normalized",
+    output_hook="hook_mlp_out",
+    seed=0,
+):
     rm = cached_replacement(family, kind, activation, skip, input_hook, output_hook, seed)
     prompt = random_prompt(seed)
     graph = ct.attribute(rm, prompt, batch_size=64, progress=False)
@@ -222,17 +231,22 @@ def test_columns_equal_constrained_interventions(family, cfg):
 
 
 # -- dense Jacobian (torch.func) on the tiniest models --------------------------------------------
-@pytest.mark.parametrize("family,kind,skip,out_hook", [
-    ("gpt2", "clt", True, "hook_mlp_out"), ("gemma2", "plt", True, "mlp.hook_out"), ("llama", "clt", False, "hook_mlp_out"),
-])
+@pytest.mark.parametrize(
+    "family,kind,skip,out_hook",
+    [
+        ("gpt2", "clt", True, "hook_mlp_out"),
+        ("gemma2", "plt", True, "mlp.hook_out"),
+        ("llama", "clt", False, "hook_mlp_out"),
+    ],
+)
 def test_adjacency_equals_dense_jacobian(family, kind, skip, out_hook):
     rm = cached_replacement(family, kind, "jumprelu", skip, None, out_hook, 7, n_layers=2, d_model=16, d_features=24)
     prompt = "w3 w8 w2 w9 w4"
     graph = ct.attribute(rm, prompt, batch_size=32, progress=False)
     ref = Reference(rm, prompt)
     lr = rm.local_context(prompt)
-    ad, tc, L, P = rm.adapter, rm.transcoders, ref.L, ref.P
-    nodes, rows = graph.nodes, target_rows(graph)
+    ad, tc, L = rm.adapter, rm.transcoders, ref.L
+    rows = target_rows(graph)
 
     def f(emb, mlp):  # (embeddings [P, d], MLP output constants [L, P, d]) -> target values [T]
         xs, zs = [None] * L, []
@@ -256,6 +270,7 @@ def test_adjacency_equals_dense_jacobian(family, kind, skip, out_hook):
 
         class FO:
             x, z = xs, zs[-1][:, -1:]
+
         return targets_of(ref, graph, FO, rows)[0]
 
     J_emb, J_mlp = torch.func.jacrev(f, argnums=(0, 1))(ref.embeds.clone(), ref.y.clone())  # [T,P,d], [T,L,P,d]
@@ -361,13 +376,12 @@ def test_batch_size_invariance(family, kind, skip):
         np.testing.assert_allclose(dense(g.adjacency), A0, rtol=1e-5, atol=1e-6 * (1 + np.abs(A0).max()))
 
 
-def test_sparse_storage_equals_dense(monkeypatch):
-    """Above DENSE_LIMIT_BYTES the adjacency is stored as CSR; the values must not change."""
-    from circuit_trace.attribution import engine
+def test_sparse_storage_equals_dense():
+    """Above dense_limit_bytes the adjacency is stored as CSR; the values must not change."""
+    from circuit_trace.attribution import AttributionOptions
 
     rm, prompt, full, _ = build("gemma2", "clt", skip=True)
-    monkeypatch.setattr(engine, "DENSE_LIMIT_BYTES", 0)
-    g = ct.attribute(rm, prompt, batch_size=64, progress=False)
+    g = ct.attribute(rm, prompt, batch_size=64, progress=False, options=AttributionOptions(dense_limit_bytes=0))
     assert hasattr(g.adjacency, "toarray")
     Af = dense(full.adjacency)
     np.testing.assert_allclose(g.adjacency.toarray(), Af, rtol=1e-5, atol=1e-6 * (1 + np.abs(Af).max()))

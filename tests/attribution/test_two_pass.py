@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import circuit_trace as ct
-from circuit_trace.attribution import engine, ranking
+from circuit_trace.attribution import AttributionOptions, ranking
 
 
 def dense(a) -> np.ndarray:
@@ -23,15 +23,14 @@ def capped(rm, prompt, cap, **kw):
 
 
 @pytest.mark.parametrize("family,kind,skip", [("llama", "clt", False), ("gpt2", "plt", True), ("gemma2", "clt", True)])
-def test_two_pass_with_full_top_lists_equals_one_pass(monkeypatch, family, kind, skip):
+def test_two_pass_with_full_top_lists_equals_one_pass(family, kind, skip):
     rm = cached_replacement(family, kind, "jumprelu", skip, seed=2)
     prompt = random_prompt(5, 7)
     n_feat = len(rm.local_context(prompt).features)
     cap = max(1, n_feat // 3)
     one = capped(rm, prompt, cap)
-    monkeypatch.setattr(engine, "ROW_STORE_BYTES", 0)
-    monkeypatch.setattr(engine, "RANK_TOP_ENTRIES", n_feat)  # every entry kept: the same ranking
-    two = capped(rm, prompt, cap)
+    # every entry kept: the same ranking
+    two = capped(rm, prompt, cap, options=AttributionOptions(row_store_bytes=0, rank_top_entries=n_feat))
     assert (one.settings["stats"]["selection"], two.settings["stats"]["selection"]) == ("greedy", "two-pass")
     assert two.nodes.node_id.tolist() == one.nodes.node_id.tolist()
     A1 = dense(one.adjacency)
@@ -40,15 +39,13 @@ def test_two_pass_with_full_top_lists_equals_one_pass(monkeypatch, family, kind,
     assert two.settings["stats"]["backward_passes"] > one.settings["stats"]["backward_passes"]
 
 
-def test_two_pass_short_top_lists_keeps_exact_edges(monkeypatch):
+def test_two_pass_short_top_lists_keeps_exact_edges():
     """With 2 entries per row the selection may differ, but every edge is still the exact one."""
     rm = cached_replacement("qwen3", "clt", "relu", False, seed=1)
     prompt = random_prompt(9, 7)
     full = ct.attribute(rm, prompt, progress=False)
     n_feat = int((full.nodes.kind == "feature").sum())
-    monkeypatch.setattr(engine, "ROW_STORE_BYTES", 0)
-    monkeypatch.setattr(engine, "RANK_TOP_ENTRIES", 2)
-    g = capped(rm, prompt, n_feat // 2)
+    g = capped(rm, prompt, n_feat // 2, options=AttributionOptions(row_store_bytes=0, rank_top_entries=2))
     assert int((g.nodes.kind == "feature").sum()) == n_feat // 2
     where = {nid: i for i, nid in enumerate(full.nodes.node_id)}
     idx = np.array([where[nid] for nid in g.nodes.node_id])
@@ -73,6 +70,7 @@ def test_top_list_ranking_equals_dense_ranking(k, n_cols, n_extra, seed):
     row_sum = rows.abs().sum(1)
     dense_infl = ranking.logit_influence(logit_abs, logit_abs.sum(1), weights, rows.abs(), row_sum, visited, n_cols)
     val, idx = rows[:, :n_cols].abs().topk(n_cols, dim=1)
-    top = ranking.logit_influence_top(logit_abs, logit_abs.sum(1), weights, idx, val / row_sum.clamp_min(1e-30)[:, None],
-                                      visited, n_cols)
+    top = ranking.logit_influence_top(
+        logit_abs, logit_abs.sum(1), weights, idx, val / row_sum.clamp_min(1e-30)[:, None], visited, n_cols
+    )
     torch.testing.assert_close(top, dense_infl, rtol=1e-5, atol=1e-6)

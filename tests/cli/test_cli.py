@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+import helpers
 import pytest
 
-import helpers
 from circuit_trace.cli import EXIT_INPUT, EXIT_LOAD, EXIT_OK, main
 from circuit_trace.transcoders import Transcoder
 
@@ -18,8 +18,9 @@ def saved(tmp_path_factory):
     model = helpers.make_hf_model("llama", seed=3)
     model.save_pretrained(root / "model")
     helpers.tokenizer().save_pretrained(root / "model")
-    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized",
-                      name="tiny-clt").save(str(root / "clt"))
+    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized", name="tiny-clt").save(
+        str(root / "clt")
+    )
     return root
 
 
@@ -60,17 +61,41 @@ def test_bad_numbers_are_usage_errors(saved):
 
 
 def test_mismatched_transcoders_fail_to_load(saved, tmp_path, capsys):
-    Transcoder.random(2, 32, 16, cross_layer=False, seed=0, input_hook="ln2.hook_normalized").save(str(tmp_path / "plt"))
-    code = main(["trace", "w1 w2", "--model", str(saved / "model"), "--transcoders", str(tmp_path / "plt"),
-                 "-q", "-o", str(tmp_path / "g.json")])
+    Transcoder.random(2, 32, 16, cross_layer=False, seed=0, input_hook="ln2.hook_normalized").save(
+        str(tmp_path / "plt")
+    )
+    code = main(
+        [
+            "trace",
+            "w1 w2",
+            "--model",
+            str(saved / "model"),
+            "--transcoders",
+            str(tmp_path / "plt"),
+            "-q",
+            "-o",
+            str(tmp_path / "g.json"),
+        ]
+    )
     assert code == EXIT_LOAD
     err = capsys.readouterr().err
     assert "layer" in err and not (tmp_path / "g.json").exists()
 
 
 def test_missing_checkpoint_fails_to_load(saved, tmp_path, capsys):
-    code = main(["trace", "w1", "--model", str(saved / "model"), "--transcoders", str(tmp_path / "nope"),
-                 "-q", "-o", str(tmp_path / "g.json")])
+    code = main(
+        [
+            "trace",
+            "w1",
+            "--model",
+            str(saved / "model"),
+            "--transcoders",
+            str(tmp_path / "nope"),
+            "-q",
+            "-o",
+            str(tmp_path / "g.json"),
+        ]
+    )
     assert code == EXIT_LOAD
     assert "nope" in capsys.readouterr().err
 
@@ -79,14 +104,35 @@ def test_help_documents_every_trace_option(capsys):
     with pytest.raises(SystemExit):
         main(["trace", "--help"])
     text = capsys.readouterr().out
-    for opt in ("--model", "--transcoders", "--output", "--node-threshold", "--edge-threshold",
-                "--max-feature-nodes", "--batch-size", "--device", "--dtype"):
+    for opt in (
+        "--model",
+        "--transcoders",
+        "--output",
+        "--node-threshold",
+        "--edge-threshold",
+        "--max-feature-nodes",
+        "--batch-size",
+        "--device",
+        "--dtype",
+    ):
         assert opt in text
 
 
 def test_intervene_prints_before_and_after(saved, capsys):
-    code = main(["intervene", "w1 w5 w7 w9", "--model", str(saved / "model"), "--transcoders", str(saved / "clt"),
-                 "--scale", "1_3=-2", "--set", "0_5=4"])
+    code = main(
+        [
+            "intervene",
+            "w1 w5 w7 w9",
+            "--model",
+            str(saved / "model"),
+            "--transcoders",
+            str(saved / "clt"),
+            "--scale",
+            "1_3=-2",
+            "--set",
+            "0_5=4",
+        ]
+    )
     assert code == EXIT_OK
     out = capsys.readouterr().out
     assert "before" in out and "after" in out and "KL" in out
@@ -100,8 +146,20 @@ def test_intervene_bad_edits(saved, capsys, edit):
 
 
 def test_intervene_supernode_without_positions(saved, capsys):
-    code = main(["intervene", "w1 w5 w7 w9", "--model", str(saved / "model"), "--transcoders", str(saved / "clt"),
-                 "--supernode", "grp=1_3,0_5", "--set", "grp=0"])
+    code = main(
+        [
+            "intervene",
+            "w1 w5 w7 w9",
+            "--model",
+            str(saved / "model"),
+            "--transcoders",
+            str(saved / "clt"),
+            "--supernode",
+            "grp=1_3,0_5",
+            "--set",
+            "grp=0",
+        ]
+    )
     assert code == EXIT_OK, capsys.readouterr().err
     assert "after" in capsys.readouterr().out
 
@@ -109,9 +167,33 @@ def test_intervene_supernode_without_positions(saved, capsys):
 def test_train_bad_inputs_exit_codes(saved, tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("w1 w2 w3\n")
-    missing = main(["train", "--model", str(saved / "model"), "--corpus", str(tmp_path / "none.txt"),
-                    "--features", "8", "--out", str(tmp_path / "o1"), "--no-progress"])
+    missing = main(
+        [
+            "train",
+            "--model",
+            str(saved / "model"),
+            "--corpus",
+            str(tmp_path / "none.txt"),
+            "--features",
+            "8",
+            "--out",
+            str(tmp_path / "o1"),
+            "--no-progress",
+        ]
+    )
     assert missing == EXIT_INPUT and "none.txt" in capsys.readouterr().err
-    bad_model = main(["train", "--model", str(tmp_path / "no-model"), "--corpus", str(corpus),
-                      "--features", "8", "--out", str(tmp_path / "o2"), "--no-progress"])
+    bad_model = main(
+        [
+            "train",
+            "--model",
+            str(tmp_path / "no-model"),
+            "--corpus",
+            str(corpus),
+            "--features",
+            "8",
+            "--out",
+            str(tmp_path / "o2"),
+            "--no-progress",
+        ]
+    )
     assert bad_model == EXIT_LOAD and "error:" in capsys.readouterr().err

@@ -99,6 +99,8 @@ def test_toy_json(tmp_path, toy_graph):
         pinned_ids=["1_3_1", "3_11_1"],
         supernodes=[["say animal", "1_3_1", "0_-1_1"], ("bos", ["E_1_0"])],
         info={"description": "toy"},
+        export_node_threshold=0.7,
+        export_edge_threshold=0.6,
     )
     assert load_json(path) == data
     reference_validator().validate(data)
@@ -143,7 +145,12 @@ def test_toy_json(tmp_path, toy_graph):
 def test_pinned_ids_must_be_kept_nodes(tmp_path, toy_graph):
     with pytest.raises(ValueError, match="not a kept node"):
         toy_graph.to_json(
-            tmp_path / "x.json", node_threshold=0.7, edge_threshold=0.6, pinned_ids=["0_7_1"]
+            tmp_path / "x.json",
+            node_threshold=0.7,
+            edge_threshold=0.6,
+            pinned_ids=["0_7_1"],
+            export_node_threshold=0.7,
+            export_edge_threshold=0.6,
         )  # F1 is pruned
     assert not (tmp_path / "x.json").exists()
 
@@ -258,15 +265,152 @@ def test_missing_node_id_column_is_filled_with_neuronpedia_ids():
     h = Graph.from_attribution(res)
     assert list(h.nodes.columns)[0] == "node_id"
     assert h.nodes["node_id"].tolist() == g.nodes["node_id"].tolist()
-    assert h.equals(g)
+    # attribution's graph also gets the influence columns (SPEC §4 node score and its share)
+    np.testing.assert_array_equal(h.nodes["influence"], g.node_influence())
+    assert h.equals(g.add_influence())
 
 
 def test_to_json_with_a_precomputed_prune_writes_the_same_graph(tmp_path):
     g = random_graph(3, 6, 20, seed=4)
     fresh = g.to_json(tmp_path / "a.json", node_threshold=0.7, edge_threshold=0.9)
-    reused = g.to_json(tmp_path / "b.json", node_threshold=0.7, edge_threshold=0.9,
-                       pruned=g.prune(0.7, 0.9))
+    reused = g.to_json(tmp_path / "b.json", node_threshold=0.7, edge_threshold=0.9, pruned=g.prune(0.7, 0.9))
     for doc in (fresh, reused):
         doc["metadata"]["slug"] = ""
         doc["metadata"].get("info", {}).pop("create_time_ms", None)
     assert fresh == reused
+
+
+# ------------------------------------------------------------------ export writes what it is handed
+def test_pruned_graph_is_exported_as_it_is(tmp_path):
+    g = random_graph(4, 6, 200, seed=7)
+    pruned = g.prune(0.8, 0.98)
+    assert pruned.graph.is_pruned and not g.is_pruned
+    data = pruned.graph.to_json(tmp_path / "p.json")
+    assert len(data["nodes"]) == pruned.graph.n_nodes
+    assert len(data["links"]) == pruned.graph.n_edges == pruned.n_edges
+    assert data["metadata"]["node_threshold"] == 0.8
+    assert data["metadata"]["pruning_settings"] == {"node_threshold": 0.8, "edge_threshold": 0.98}
+    # JSON influence is the share on the full graph, as a direct export of g writes it
+    direct = {
+        n["node_id"]: n
+        for n in g.to_json(tmp_path / "d.json", export_node_threshold=0.8, export_edge_threshold=0.98)["nodes"]
+    }
+    for n in data["nodes"]:
+        assert n["influence"] == direct[n["node_id"]]["influence"]
+        assert n["node_influence"] == direct[n["node_id"]]["node_influence"]
+    reference_validator().validate(data)
+    # prune=False on the full graph writes every node
+    assert len(g.to_json(tmp_path / "all.json", prune=False)["nodes"]) == g.n_nodes
+
+
+def test_graph_carries_influence_columns():
+    g = random_graph(3, 5, 80, seed=2)
+    r = g.prune(0.8, 0.98)
+    kept = r.kept_nodes
+    np.testing.assert_array_equal(r.graph.nodes["influence"], r.node_influence[kept])
+    np.testing.assert_array_equal(r.graph.nodes["cumulative_influence"], r.cumulative_influence[kept])
+    # same values as pruning's own node scores, computed from the table's graph
+    np.testing.assert_array_equal(g.node_influence(), r.node_influence)
+
+
+def test_default_export_is_wider_than_the_view(tmp_path):
+    g = random_graph(4, 6, 300, seed=11)
+    view = g.prune(0.8, 0.98)
+    data = g.to_json(tmp_path / "w.json", pruned=view)
+    meta = data["metadata"]
+    assert meta["node_threshold"] == 0.8
+    assert meta["pruning_settings"] == {
+        "node_threshold": 0.8,
+        "edge_threshold": 0.98,
+        "export_node_threshold": 0.9,
+        "export_edge_threshold": 0.99,
+    }
+    ids = {n["node_id"] for n in data["nodes"]}
+    assert set(view.graph.nodes["node_id"]) < ids  # strictly more nodes than the view
+    wide = g.prune(0.9, 0.99)
+    assert len(ids) == wide.graph.n_nodes and len(data["links"]) == wide.n_edges
+    # links carry their edge score and come strongest |weight| first
+    w = [abs(x["weight"]) for x in data["links"]]
+    assert w == sorted(w, reverse=True)
+    assert all(x["score"] is not None and x["score"] >= 0 for x in data["links"])
+    reference_validator().validate(data)
+    with pytest.raises(ValueError, match="at least the view"):
+        g.to_json(tmp_path / "bad.json", export_node_threshold=0.5)
+
+
+def test_edge_scores_match_hand_computation(tmp_path, toy_graph):
+    data = toy_graph.to_json(tmp_path / "t.json", prune=False)
+    # toy: L0 <- F2 (3.0), L0 <- F0 (1.0); L0 has weight 0.75 and no outputs, so its score is 0.75
+    # and the edge score of F2 -> L0 is Â[L0, F2] * 0.75 = 3 / 4 * 0.75
+    links = {(x["source"], x["target"]): x["score"] for x in data["links"]}
+    assert links[("1_3_1", "3_11_1")] == pytest.approx(0.75 * 3 / 4)
+    assert links[("0_5_1", "3_11_1")] == pytest.approx(0.75 * 1 / 4)
+
+
+def test_from_json_round_trips_ids_links_and_qparams(tmp_path):
+    g = random_graph(4, 6, 200, seed=3)
+    pruned = g.prune(0.8, 0.98).graph
+    feats = pruned.feature_nodes()["node_id"].tolist()
+    first = pruned.to_json(tmp_path / "a.json", pinned_ids=feats[:3], supernodes=[["group", *feats[:2]]])
+    h = Graph.from_json(tmp_path / "a.json")
+    assert h.is_pruned and h.n_nodes == pruned.n_nodes and h.n_layers == g.n_layers
+    assert sorted(h.nodes["node_id"]) == sorted(pruned.nodes["node_id"])
+    assert h.settings["qParams"]["pinnedIds"] == feats[:3]
+    second = h.to_json(tmp_path / "b.json")
+    assert second["qParams"] == first["qParams"]
+    assert [n["node_id"] for n in second["nodes"]] == [n["node_id"] for n in first["nodes"]]
+
+    def links(d):
+        return {(x["source"], x["target"]): x["weight"] for x in d["links"]}
+
+    assert links(second) == pytest.approx(links(first), rel=1e-6)  # float32 adjacency
+    for a, b in zip(first["nodes"], second["nodes"]):
+        for key in ("feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence"):
+            assert a[key] == b[key], key
+    assert second["metadata"]["pruning_settings"] == first["metadata"]["pruning_settings"]
+    assert h.tokens == pruned.tokens and h.input_ids == pruned.input_ids
+
+
+def test_from_json_of_a_wide_export_keeps_its_view(tmp_path):
+    g = random_graph(3, 5, 120, seed=9)
+    first = g.to_json(tmp_path / "w.json")
+    second = Graph.from_json(tmp_path / "w.json").to_json(tmp_path / "w2.json")
+    assert second["metadata"]["pruning_settings"] == first["metadata"]["pruning_settings"]
+    assert second["metadata"]["node_threshold"] == 0.8
+    assert len(second["links"]) == len(first["links"])
+
+
+def test_load_and_from_json_say_what_a_wrong_file_is(tmp_path):
+    g = random_graph(2, 4, 10, seed=0)
+    g.to_json(tmp_path / "g.json")
+    with pytest.raises(ValueError, match="is a JSON file, not a saved graph: use Graph.from_json"):
+        Graph.load(tmp_path / "g.json")
+    (tmp_path / "junk.bin").write_bytes(b"\x00\x01garbage" * 10)
+    with pytest.raises(ValueError, match="is not a circuit_trace graph file"):
+        Graph.load(tmp_path / "junk.bin")
+    (tmp_path / "broken.json").write_text('{"nodes": [')
+    with pytest.raises(ValueError, match="is not a Neuronpedia graph JSON file"):
+        Graph.from_json(tmp_path / "broken.json")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="is not a valid Neuronpedia graph JSON file"):
+        Graph.from_json(tmp_path / "other.json")
+    g.save(tmp_path / "g.st")
+    with pytest.raises(ValueError, match="is not a Neuronpedia graph JSON file"):
+        Graph.from_json(tmp_path / "g.st")
+
+
+def test_stats_and_label_extras_reach_the_json(tmp_path, toy_graph):
+    toy_graph.stats = {"n_active_features": 120, "dropped_features": 20, "dropped_share": 0.125, "not_json": object()}
+    toy_graph.nodes["label_score"] = [0.9, np.nan, 0.4, np.nan, np.nan, np.nan, np.nan, np.nan]
+    toy_graph.nodes["label_evidence"] = ["acts: Texas; logits: Austin"] + [""] * 7
+    data = toy_graph.to_json(tmp_path / "s.json", prune=False)
+    assert data["metadata"]["info"]["stats"] == {
+        "n_active_features": 120,
+        "dropped_features": 20,
+        "dropped_share": 0.125,
+    }
+    nodes = {n["node_id"]: n for n in data["nodes"]}
+    assert nodes["0_5_1"]["label_score"] == 0.9
+    assert nodes["0_5_1"]["label_evidence"] == "acts: Texas; logits: Austin"
+    assert "label_score" not in nodes["0_7_1"] and "label_evidence" not in nodes["0_7_1"]
+    reference_validator().validate(data)

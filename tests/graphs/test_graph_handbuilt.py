@@ -78,10 +78,7 @@ def test_cumulative_influence_is_json_influence(toy_graph):
     total = 3.15625
     expected = np.empty(8)
     expected[[L0, F2, E1, F0, ERR, F1, L1, E0]] = (
-        np.array(
-            [0.75, 1.3125, 1.80078125, 2.12890625, 2.41015625, 2.67578125, 2.92578125, 3.15625]
-        )
-        / total
+        np.array([0.75, 1.3125, 1.80078125, 2.12890625, 2.41015625, 2.67578125, 2.92578125, 3.15625]) / total
     )
     np.testing.assert_allclose(r.cumulative_influence, expected, rtol=1e-15)
     np.testing.assert_array_equal(r.node_influence, SCORE)
@@ -156,9 +153,7 @@ def test_dense_and_sparse_prune_identically():
         np.testing.assert_array_equal(rd.edge_mask.toarray(), rs.edge_mask.toarray())
         np.testing.assert_array_equal(rd.cumulative_influence, rs.cumulative_influence)
         assert rd.graph.equals(rs.graph) is False  # storage differs ...
-        np.testing.assert_array_equal(
-            rd.graph.adjacency, rs.graph.adjacency.toarray()
-        )  # ... values not
+        np.testing.assert_array_equal(rd.graph.adjacency, rs.graph.adjacency.toarray())  # ... values not
 
 
 def test_thresholds_out_of_range(toy_graph):

@@ -49,12 +49,8 @@ def test_power_series_equals_inverse(dag):
 @given(random_dag())
 def test_dense_and_sparse_agree(dag):
     a, w = dag
-    np.testing.assert_allclose(
-        normalize(sp.csr_array(a)).toarray(), normalize(a), rtol=1e-15, atol=0
-    )
-    np.testing.assert_allclose(
-        node_scores(sp.csr_array(a), w), node_scores(a, w), rtol=1e-12, atol=1e-15
-    )
+    np.testing.assert_allclose(normalize(sp.csr_array(a)).toarray(), normalize(a), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(node_scores(sp.csr_array(a), w), node_scores(a, w), rtol=1e-12, atol=1e-15)
     n = a.shape[0]
     is_logit = w > 0
     kinds = dict(is_feature=~is_logit, is_error=np.zeros(n, bool), always_keep=is_logit)
@@ -113,9 +109,7 @@ def test_random_graph_is_a_valid_graph(seed):
     order = {"feature": 0, "error": 1, "embedding": 2, "logit": 3}
     assert list(np.array([order[k] for k in kinds])) == sorted(order[k] for k in kinds)
     feats = g.feature_nodes()
-    assert list(zip(feats.layer, feats.pos, feats.feature)) == sorted(
-        zip(feats.layer, feats.pos, feats.feature)
-    )
+    assert list(zip(feats.layer, feats.pos, feats.feature)) == sorted(zip(feats.layer, feats.pos, feats.feature))
     assert (feats.pos >= 1).all()  # BOS has no features
     assert len(g.error_nodes()) == 4 * 6
     assert g.nodes["node_id"].is_unique
@@ -123,9 +117,7 @@ def test_random_graph_is_a_valid_graph(seed):
     assert (np.diff(probs) <= 0).all()
     # h_t = Σ_s A[t, s] + bias_t for features and logits
     t = (kinds == "feature") | (kinds == "logit")
-    np.testing.assert_allclose(
-        g.adjacency.sum(axis=1)[t] + g.bias_terms[t], g.target_values[t], rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(g.adjacency.sum(axis=1)[t] + g.bias_terms[t], g.target_values[t], rtol=1e-5, atol=1e-5)
     # DAG: sources at strictly lower layers and no later positions; no inputs to errors/embeddings
     tgt, src = np.nonzero(g.adjacency)
     assert (g.nodes.layer.to_numpy()[src] < g.nodes.layer.to_numpy()[tgt]).all()

@@ -45,7 +45,9 @@ CASES = [("gpt2", "clt", False), ("gpt2", "clt", True), ("llama", "plt", False),
 def test_removal_moves_every_target_by_its_edge(family, kind, skip):
     rm, graph = replacement(family, kind, skip), graph_of(family, kind, skip)
     lr = LocalReplacement.record(rm, rm.tokenize(PROMPT))
-    A = np.asarray(graph.adjacency.todense() if hasattr(graph.adjacency, "todense") else graph.adjacency, dtype=np.float64)
+    A = np.asarray(
+        graph.adjacency.todense() if hasattr(graph.adjacency, "todense") else graph.adjacency, dtype=np.float64
+    )
     clean = _targets(rm, lr, graph, lr.y)
     targets = np.concatenate([graph.feature_indices, graph.logit_indices])
     rng = np.random.default_rng(0)

@@ -41,8 +41,11 @@ def test_noop_edits_leave_logits_unchanged(setup):
     rm, graph = setup
     r = graph.nodes.iloc[graph.feature_indices[3]]
     clean = _clean_logits(rm)
-    for e in (set_feature(int(r.layer), int(r.feature), float(r.activation), int(r.pos)),
-              scale_feature(int(r.layer), int(r.feature), 1.0), add_feature(int(r.layer), int(r.feature), 0.0)):
+    for e in (
+        set_feature(int(r.layer), int(r.feature), float(r.activation), int(r.pos)),
+        scale_feature(int(r.layer), int(r.feature), 1.0),
+        add_feature(int(r.layer), int(r.feature), 0.0),
+    ):
         res = intervene(rm, PROMPT, e)
         torch.testing.assert_close(res.logits_after, clean, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(res.logits_before, clean)
@@ -56,9 +59,9 @@ def test_set_shifts_source_layer_output_by_decoder_delta():
     layer, idx, pos = int(r.layer), int(r.feature), int(r.pos)
     ids = rm.tokenize(PROMPT)[None]
     clean = _mlp_outputs(rm, lambda: rm.model(input_ids=ids))
-    from circuit_trace.interventions.intervene import _FreeEdits
+    from circuit_trace.interventions.intervene import FreeEdits
 
-    runner = _FreeEdits(rm, [set_feature(layer, idx, 5.0, pos)], frozenset(range(3)), None)
+    runner = FreeEdits(rm, [set_feature(layer, idx, 5.0, pos)], frozenset(range(3)), None)
     with runner.installed():
         edited = _mlp_outputs(rm, lambda: rm.model(input_ids=ids))
     dec = rm.transcoders.decoder_vectors(layer, [idx])[0, 0]

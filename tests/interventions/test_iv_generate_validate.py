@@ -19,7 +19,7 @@ from circuit_trace.interventions import (
     scale_feature,
     validate,
 )
-from circuit_trace.interventions.validate import _total_effects
+from circuit_trace.interventions.validate import total_effects
 
 
 def _greedy(rm, n):
@@ -62,19 +62,27 @@ def test_generate_stops_at_context():
 def test_total_effects_on_a_hand_built_chain():
     # s -> m -> t with s -> t too; activations a_s = 2, a_m = 4. Per unit: m gets 0.5/unit of s,
     # t gets 0.25/unit of m and 1.0/unit of s. Removing s: m drops 2 * 0.5 = 1 -> t drops 2*1 + 1*0.25.
-    nodes = pd.DataFrame({
-        "kind": ["feature", "feature", "feature", "logit"], "layer": [0, 1, 2, 4], "pos": [1, 1, 1, 1],
-        "feature": [0, 0, 0, -1], "token_id": [-1, -1, -1, 5], "token": ["a"] * 4,
-        "activation": [2.0, 4.0, 3.0, 1.0], "logit_prob": [0, 0, 0, 1.0], "target_weight": [0, 0, 0, 1.0],
-        "label": [""] * 4,
-    })
+    nodes = pd.DataFrame(
+        {
+            "kind": ["feature", "feature", "feature", "logit"],
+            "layer": [0, 1, 2, 4],
+            "pos": [1, 1, 1, 1],
+            "feature": [0, 0, 0, -1],
+            "token_id": [-1, -1, -1, 5],
+            "token": ["a"] * 4,
+            "activation": [2.0, 4.0, 3.0, 1.0],
+            "logit_prob": [0, 0, 0, 1.0],
+            "target_weight": [0, 0, 0, 1.0],
+            "label": [""] * 4,
+        }
+    )
     A = np.zeros((4, 4))
     A[1, 0] = 2 * 0.5
     A[2, 1] = 4 * 0.25
     A[2, 0] = 2 * 1.0
     A[3, 2] = 3 * 1.0
     g = Graph("p", [0, 5], ["<bos>", "a"], nodes, sp.csr_array(A), 3, "m", "t")
-    tot = _total_effects(g, np.array([0]))[:, 0]
+    tot = total_effects(g, np.array([0]))[:, 0]
     np.testing.assert_allclose(tot, [0.0, 1.0, 2.25, 2.25 * 1.0])
 
 

@@ -24,7 +24,7 @@ LAYOUT = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_of(family):
     return make_hf_model(family, seed=11)
 
@@ -45,12 +45,14 @@ def test_adapter_attributes(ad):
     assert (ad.n_layers, ad.d_model, ad.vocab_size, ad.n_ctx) == (3, 32, 100, 16)
     assert ad.unembed_weight().shape == (100, 32)
     assert ad.final_logit_softcap == (8.0 if f == "gemma2" else None)
-    n_norms = {"gpt2": 2, "llama": 2, "qwen3": 2}.get(f, 4) * ad.n_layers + 1
+    n_norms = {"gpt2": 2, "llama": 2, "qwen3": 4, "gemma3": 6}.get(
+        f, 4
+    ) * ad.n_layers + 1  # qwen3, gemma3: + q_norm, k_norm
     norms = ad.norm_modules()
     assert len(norms) == n_norms == len({id(m) for m in norms})
     assert any(m is ad.final_norm for m in norms)
-    if f == "qwen3":  # q/k norms live inside attention and are not frozen (the pattern is)
-        assert not any(m is ad.layers[0].self_attn.q_norm for m in norms)
+    if f == "qwen3":  # q/k norms inside attention are frozen too (QK attribution needs q, k affine)
+        assert any(m is ad.layers[0].self_attn.q_norm for m in norms)
 
 
 @pytest.mark.parametrize("layer", [0, 2])
@@ -85,8 +87,9 @@ def test_unknown_hook_name_and_layer(ad):
 def test_unsupported_architecture_lists_families():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
-                                             intermediate_size=32, vocab_size=50))
+    model = GPTNeoXForCausalLM(
+        GPTNeoXConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=50)
+    )
     with pytest.raises(UnsupportedArchitectureError, match="gpt_neox") as e:
         get_adapter(model)
     assert all(f in str(e.value) for f in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3"))
@@ -98,12 +101,18 @@ def capture(ad, ids, points):
     got, hooks = {}, []
     for key, (mod, io) in points.items():
         if io == "input":
-            hooks.append(mod.register_forward_pre_hook(
-                lambda _m, a, kw, key=key: got.__setitem__(key, (a[0] if a else next(iter(kw.values()))).clone()),
-                with_kwargs=True))
+            hooks.append(
+                mod.register_forward_pre_hook(
+                    lambda _m, a, kw, key=key: got.__setitem__(key, (a[0] if a else next(iter(kw.values()))).clone()),
+                    with_kwargs=True,
+                )
+            )
         else:
-            hooks.append(mod.register_forward_hook(
-                lambda _m, _a, o, key=key: got.__setitem__(key, (o[0] if isinstance(o, tuple) else o).clone())))
+            hooks.append(
+                mod.register_forward_hook(
+                    lambda _m, _a, o, key=key: got.__setitem__(key, (o[0] if isinstance(o, tuple) else o).clone())
+                )
+            )
     try:
         with torch.no_grad():
             ad.model(ids)
@@ -201,8 +210,10 @@ def test_frozen_mode_holds_patterns_and_denominators(ad):
         emb = ad.embed_tokens(ids)
         other = emb * 3.0 + torch.randn(emb.shape, generator=torch.Generator().manual_seed(0))
         patterns = {}
-        hooks = [ad.attention(l).register_forward_hook(lambda _m, _a, o, l=l: patterns.__setitem__(l, o[1]))
-                 for l in range(ad.n_layers)]
+        hooks = [
+            ad.attention(l).register_forward_hook(lambda _m, _a, o, l=l: patterns.__setitem__(l, o[1]))
+            for l in range(ad.n_layers)
+        ]
         try:
             with freeze_mode(ad, "frozen", state):
                 model(inputs_embeds=other)

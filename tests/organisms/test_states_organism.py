@@ -40,11 +40,21 @@ def test_fifty_states_unique_names_capitals_abbreviations():
 
 def test_spot_check_real_facts():
     expect = {
-        "Texas": ("Austin", "TX"), "California": ("Sacramento", "CA"), "New York": ("Albany", "NY"),
-        "Illinois": ("Springfield", "IL"), "Florida": ("Tallahassee", "FL"), "Nevada": ("Carson City", "NV"),
-        "Washington": ("Olympia", "WA"), "Pennsylvania": ("Harrisburg", "PA"), "Maine": ("Augusta", "ME"),
-        "South Dakota": ("Pierre", "SD"), "Vermont": ("Montpelier", "VT"), "Kentucky": ("Frankfort", "KY"),
-        "Alaska": ("Juneau", "AK"), "Nebraska": ("Lincoln", "NE"), "Minnesota": ("Saint Paul", "MN"),
+        "Texas": ("Austin", "TX"),
+        "California": ("Sacramento", "CA"),
+        "New York": ("Albany", "NY"),
+        "Illinois": ("Springfield", "IL"),
+        "Florida": ("Tallahassee", "FL"),
+        "Nevada": ("Carson City", "NV"),
+        "Washington": ("Olympia", "WA"),
+        "Pennsylvania": ("Harrisburg", "PA"),
+        "Maine": ("Augusta", "ME"),
+        "South Dakota": ("Pierre", "SD"),
+        "Vermont": ("Montpelier", "VT"),
+        "Kentucky": ("Frankfort", "KY"),
+        "Alaska": ("Juneau", "AK"),
+        "Nebraska": ("Lincoln", "NE"),
+        "Minnesota": ("Saint Paul", "MN"),
     }
     for state, (capital, abbr) in expect.items():
         assert STATE_BY_NAME[state].capital == capital
@@ -192,11 +202,19 @@ def test_held_out_two_hop_examples(organism):
 
 
 def test_training_smoke(tmp_path):
-    from circuit_trace.organisms.train import TrainConfig, train
+    from circuit_trace.organisms.train import OrganismTrainConfig, train_organism
 
-    cfg = TrainConfig(steps=3, batch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, eval_every=0, threads=1)
-    metrics = train(cfg, tmp_path, log=lambda *_: None)
+    cfg = OrganismTrainConfig(
+        steps=3,
+        batch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        eval_every=0,
+        threads=1,
+    )
+    metrics = train_organism(cfg, tmp_path, log=lambda *_: None)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "metrics.json").is_file()
     assert set(metrics["accuracy"]) == {"one_hop", "two_hop_trained", "two_hop_held_out"}
     from transformers import AutoModelForCausalLM, AutoTokenizer

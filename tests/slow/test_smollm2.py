@@ -31,8 +31,9 @@ def _gguf() -> Path:
 def smollm2():
     rm_model, tok = load_hf(str(_gguf()), device="cpu")
     n_layers, d = rm_model.config.num_hidden_layers, rm_model.config.hidden_size
-    tc = Transcoder.random(n_layers, d, 64, cross_layer=True, seed=0, input_hook="ln2.hook_normalized",
-                           name="random-clt-for-smollm2")
+    tc = Transcoder.random(
+        n_layers, d, 64, cross_layer=True, seed=0, input_hook="ln2.hook_normalized", name="random-clt-for-smollm2"
+    )
     return ct.load(rm_model, tc, tokenizer=tok, device="cpu")
 
 

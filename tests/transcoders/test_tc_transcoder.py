@@ -32,7 +32,14 @@ shapes = st.tuples(st.integers(1, 4), st.integers(2, 9), st.integers(1, 24))  # 
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=shapes, seed=st.integers(0, 10_000), act=st.sampled_from(ACTS), cross=st.booleans(), skip=st.booleans(), P=st.integers(1, 4))
+@given(
+    shape=shapes,
+    seed=st.integers(0, 10_000),
+    act=st.sampled_from(ACTS),
+    cross=st.booleans(),
+    skip=st.booleans(),
+    P=st.integers(1, 4),
+)
 def test_decode_matches_naive_loop(shape, seed, act, cross, skip, P):
     L, d, F = shape
     tc = Transcoder.random(L, d, F, cross_layer=cross, activation=act, skip=skip, seed=seed, dtype=torch.float64)
@@ -162,7 +169,14 @@ def test_constructor_checks():
         Transcoder(2, 4, 8, cross_layer=True, feature_input_hook="resid_mid")
     with pytest.raises(ValueError):
         Transcoder(2, 4, 8, cross_layer=True, feature_input_hook="hook_mlp_out")  # not an input point
-    tc = Transcoder(2, 4, 8, cross_layer=False, feature_input_hook="blocks.{l}.ln2.hook_normalized", feature_output_hook="blocks.3.mlp.hook_out")
+    tc = Transcoder(
+        2,
+        4,
+        8,
+        cross_layer=False,
+        feature_input_hook="blocks.{l}.ln2.hook_normalized",
+        feature_output_hook="blocks.3.mlp.hook_out",
+    )
     assert (tc.feature_input_hook, tc.feature_output_hook) == ("ln2.hook_normalized", "mlp.hook_out")
     assert Transcoder(2, 4, 8, cross_layer=True, activation="topk", k=3).k == 3
     with pytest.raises(ValueError):
@@ -225,12 +239,20 @@ def test_sparse_and_dense_decode_agree(cross):
 
 
 def test_validate_against_real_adapter():
-    """Same checks through the models/ adapter of a tiny random Llama (skipped if models/ is absent)."""
-    adapters = pytest.importorskip("circuit_trace.models.adapters")
+    """Same checks through the models/ adapter of a tiny random Llama."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16)
+    from circuit_trace.models import adapters
+
+    cfg = LlamaConfig(
+        vocab_size=16,
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+    )
     adapter = adapters.get_adapter(LlamaForCausalLM(cfg))
     Transcoder.random(2, 8, 4, cross_layer=True, seed=0, input_hook="ln2.hook_normalized").validate_against(adapter)
     with pytest.raises(TranscoderMismatchError):

@@ -12,6 +12,8 @@ import pytest
 
 from circuit_trace.viz import start_server, to_html, write_feature_details
 
+XSS = '<script>window.__pwned = 1</script>"\'><img src=x onerror="window.__pwned=2">'
+
 
 def errors(page):
     """Console errors and uncaught exceptions, less the 404 a node without a feature file causes."""
@@ -24,12 +26,26 @@ def viewer(tmp_path, graph_json):
     root.mkdir()
     (root / "toy.json").write_text(json.dumps(graph_json))
     feat = graph_json["nodes"][0]
-    write_feature_details(root / "features", [{
-        "index": feat["feature"],
-        "examples_quantiles": [{"quantile_name": "Top activations", "examples": [
-            {"tokens": ["The", " cat", "<script>window.__pwned=9</script>"], "tokens_acts_list": [0.0, 2.0, 1.0]}]}],
-        "top_logits": [" dog"],
-    }])
+    write_feature_details(
+        root / "features",
+        [
+            {
+                "index": feat["feature"],
+                "examples_quantiles": [
+                    {
+                        "quantile_name": "Top activations",
+                        "examples": [
+                            {
+                                "tokens": ["The", " cat", "<script>window.__pwned=9</script>"],
+                                "tokens_acts_list": [0.0, 2.0, 1.0],
+                            }
+                        ],
+                    }
+                ],
+                "top_logits": [" dog"],
+            }
+        ],
+    )
     with start_server(root) as s:
         yield s, root
 
@@ -99,7 +115,10 @@ def test_hostile_strings_render_as_text(page, tmp_path, evil_graph_json, artifac
     with start_server(root) as s:
         open_graph(page, s.url, "evil")
         n0 = evil_graph_json["nodes"][0]
-        page.click(f'#graph g.node[data-node-id="{n0["node_id"]}"]')
+        # n0 is a member of the (hostile-labelled) supernode: its glyph stands for it
+        assert page.locator(f'#graph g.node[data-node-id="{n0["node_id"]}"]').count() == 0
+        assert page.text_content("#graph g.supernode text").startswith(XSS[:20])
+        page.click("#graph g.supernode")
         page.wait_for_selector("#details:not([hidden])")
         page.screenshot(path=str(artifacts_dir / "viewer-hostile.png"))
         assert page.evaluate("typeof window.__pwned") == "undefined"
@@ -125,13 +144,15 @@ def test_plotly_html_in_browser(page, tmp_path, evil_graph_json, artifacts_dir):
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.wait_for_function(
         "() => { const gd = document.querySelector('.plotly-graph-div');"
-        " const h = gd.layout.meta.circuit_trace.highlight; return gd.data[h[2]].x.length === 1; }")
+        " const h = gd.layout.meta.circuit_trace.highlight; return gd.data[h[2]].x.length === 1; }"
+    )
     page.screenshot(path=str(artifacts_dir / "plotly-html.png"))
     assert errors(page) == []
 
 
 def test_viewer_draws_exported_graph(page, tmp_path):
-    graphs = pytest.importorskip("circuit_trace.graphs")
+    from circuit_trace import graphs
+
     g = graphs.random_graph(4, 6, 120, seed=5)
     data = graphs.to_neuronpedia(g, slug="random")
     root = tmp_path / "real"

@@ -19,11 +19,14 @@ from circuit_trace.viz.feature_details import (
 def feat(index, n_ex=2):
     return {
         "index": index,
-        "examples_quantiles": [{
-            "quantile_name": "Top activations",
-            "examples": [{"tokens": ["<bos>", " The", " cat"], "tokens_acts_list": [0.0, 0.5, 2.0 + i]}
-                         for i in range(n_ex)],
-        }],
+        "examples_quantiles": [
+            {
+                "quantile_name": "Top activations",
+                "examples": [
+                    {"tokens": ["<bos>", " The", " cat"], "tokens_acts_list": [0.0, 0.5, 2.0 + i]} for i in range(n_ex)
+                ],
+            }
+        ],
         "top_logits": [" dog", " mouse"],
         "bottom_logits": [" the"],
     }
@@ -50,16 +53,19 @@ def test_numpy_values_become_plain():
     json.dumps(out)
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d.pop("index"),
-    lambda d: d.update(index="7"),
-    lambda d: d.pop("examples_quantiles"),
-    lambda d: d["examples_quantiles"][0].pop("quantile_name"),
-    lambda d: d["examples_quantiles"][0]["examples"][0].update(tokens=[1, 2, 3]),
-    lambda d: d["examples_quantiles"][0]["examples"][0].update(tokens_acts_list=[0.0, 1.0]),
-    lambda d: d["examples_quantiles"][0]["examples"][0].update(tokens_acts_list=[0.0, float("nan"), 1.0]),
-    lambda d: d.update(top_logits=[1]),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.pop("index"),
+        lambda d: d.update(index="7"),
+        lambda d: d.pop("examples_quantiles"),
+        lambda d: d["examples_quantiles"][0].pop("quantile_name"),
+        lambda d: d["examples_quantiles"][0]["examples"][0].update(tokens=[1, 2, 3]),
+        lambda d: d["examples_quantiles"][0]["examples"][0].update(tokens_acts_list=[0.0, 1.0]),
+        lambda d: d["examples_quantiles"][0]["examples"][0].update(tokens_acts_list=[0.0, float("nan"), 1.0]),
+        lambda d: d.update(top_logits=[1]),
+    ],
+)
 def test_invalid_rejected_and_nothing_written(tmp_path, mutate):
     bad = feat(9)
     mutate(bad)
@@ -75,6 +81,11 @@ def test_duplicate_index_rejected(tmp_path):
 
 def test_builder():
     d = feature_details_from_examples(4, [(["a", "b"], [0.0, 1.0])], top_logits=["x"])
-    assert d == {"index": 4, "examples_quantiles": [{"quantile_name": "Top activations", "examples": [
-        {"tokens": ["a", "b"], "tokens_acts_list": [0.0, 1.0]}]}], "top_logits": ["x"]}
+    assert d == {
+        "index": 4,
+        "examples_quantiles": [
+            {"quantile_name": "Top activations", "examples": [{"tokens": ["a", "b"], "tokens_acts_list": [0.0, 1.0]}]}
+        ],
+        "top_logits": ["x"],
+    }
     assert cantor_index(0, 0) == 0 and cantor_index(1, 0) == 1 and cantor_index(0, 1) == 2

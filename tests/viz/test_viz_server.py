@@ -96,8 +96,10 @@ def test_static_and_api(served):
     status, h, body = raw_request(s.port, "GET", "/api/graphs")
     assert status == 200 and h["Content-Type"].startswith("application/json")
     graphs = json.loads(body)["graphs"]
-    assert [g["name"] for g in graphs] == ["toy"]  # not-a-graph.json skipped, escaping symlink skipped
-    g = graphs[0]
+    # not-a-graph.json is listed with its error (the viewer shows a badge); escaping symlink skipped
+    assert [g["name"] for g in graphs] == ["not-a-graph", "toy"]
+    assert graphs[0]["error"].startswith("not a graph JSON") and "error" not in graphs[1]
+    g = graphs[1]
     assert g["slug"] == "synthetic" and g["n_nodes"] > 0 and g["n_links"] > 0 and g["scan"] == "tiny-test-model"
     status, _, body = raw_request(s.port, "GET", "/graphs/toy.json")
     assert status == 200 and json.loads(body)["metadata"]["slug"] == "synthetic"
@@ -119,28 +121,31 @@ def test_security_headers_everywhere(served):
     assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP and "default-src 'none'" in CSP
 
 
-@pytest.mark.parametrize("path", [
-    "/graphs/../secret.json",
-    "/graphs/..%2fsecret.json",
-    "/graphs/%2e%2e/secret.json",
-    "/graphs/%2e%2e%2fsecret.json",
-    "/graphs/%2E%2E%2Fsecret.json",
-    "/graphs/%252e%252e%252fsecret.json",
-    "/graphs/..%5csecret.json",
-    "/graphs/%2fetc%2fpasswd.json",
-    "/graphs//etc/passwd.json",
-    "/graphs/escape.json",  # symlink out of DIR
-    "/features/../../secret.json",
-    "/features/%2e%2e/%2e%2e/secret.json",
-    "/features/up/secret.json",  # symlinked directory out of DIR
-    "/features/up/graphs/toy.json",  # resolves back inside DIR, still via an escaping link
-    "/features/./12.json",
-    "/features//12.json",
-    "/static/../server.py",
-    "/static/%2e%2e/server.py",
-    "/static/..%2f..%2f..%2fsecret.txt",
-    "/graphs/toy.json%00.json",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/graphs/../secret.json",
+        "/graphs/..%2fsecret.json",
+        "/graphs/%2e%2e/secret.json",
+        "/graphs/%2e%2e%2fsecret.json",
+        "/graphs/%2E%2E%2Fsecret.json",
+        "/graphs/%252e%252e%252fsecret.json",
+        "/graphs/..%5csecret.json",
+        "/graphs/%2fetc%2fpasswd.json",
+        "/graphs//etc/passwd.json",
+        "/graphs/escape.json",  # symlink out of DIR
+        "/features/../../secret.json",
+        "/features/%2e%2e/%2e%2e/secret.json",
+        "/features/up/secret.json",  # symlinked directory out of DIR
+        "/features/up/graphs/toy.json",  # resolves back inside DIR, still via an escaping link
+        "/features/./12.json",
+        "/features//12.json",
+        "/static/../server.py",
+        "/static/%2e%2e/server.py",
+        "/static/..%2f..%2f..%2fsecret.txt",
+        "/graphs/toy.json%00.json",
+    ],
+)
 def test_traversal_refused(served, path):
     s, _, _ = served
     status, _, body = raw_request(s.port, "GET", path)
@@ -176,8 +181,13 @@ def _post(s, name, payload, **headers):
 def test_save_qparams_atomically(served, graph_json):
     s, root, _ = served
     ids = [n["node_id"] for n in graph_json["nodes"][:3]]
-    q = {"pinnedIds": ids, "supernodes": [["grp", ids[0], ids[1]]], "linkType": "both",
-         "clickedId": ids[2], "sg_pos": ""}
+    q = {
+        "pinnedIds": ids,
+        "supernodes": [["grp", ids[0], ids[1]]],
+        "linkType": "both",
+        "clickedId": ids[2],
+        "sg_pos": "",
+    }
     status, _, body = _post(s, "toy", q, Origin=f"http://127.0.0.1:{s.port}")
     assert status == 200, body
     saved = json.loads((root / "toy.json").read_text())
@@ -186,14 +196,17 @@ def test_save_qparams_atomically(served, graph_json):
     assert sorted(p.name for p in root.iterdir()) == ["escape.json", "features", "not-a-graph.json", "toy.json"]
 
 
-@pytest.mark.parametrize("payload,headers,status", [
-    ({"pinnedIds": "x"}, {}, 400),
-    ({"pinnedIds": ["no-such-node"]}, {}, 400),
-    ({"supernodes": [["only-label"]]}, {}, 400),
-    ({"evil": 1}, {}, 400),
-    ({"pinnedIds": []}, {"Content-Type": "text/plain"}, 415),
-    ({"pinnedIds": []}, {"Origin": "http://evil.example"}, 403),
-])
+@pytest.mark.parametrize(
+    "payload,headers,status",
+    [
+        ({"pinnedIds": "x"}, {}, 400),
+        ({"pinnedIds": ["no-such-node"]}, {}, 400),
+        ({"supernodes": [["only-label"]]}, {}, 400),
+        ({"evil": 1}, {}, 400),
+        ({"pinnedIds": []}, {"Content-Type": "text/plain"}, 415),
+        ({"pinnedIds": []}, {"Origin": "http://evil.example"}, 403),
+    ],
+)
 def test_save_rejects(served, payload, headers, status):
     s, root, _ = served
     before = (root / "toy.json").read_bytes()

@@ -6,6 +6,7 @@ generators seeded with ``(seed, e)`` and ``(seed, e, c)`` (counter-based), so th
 ``(epoch, chunk, batch)`` *is* the full RNG state: ``state_dict()`` / ``load_state_dict()`` resume a
 stream exactly, with no saved activations.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def read_corpus(corpus: str | os.PathLike | Iterable[str]) -> list[str]:
         path = Path(corpus)
         if not path.exists():
             raise CorpusError(f"corpus path {str(path)!r} does not exist")
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES) \
-            if path.is_dir() else [path]
+        files = (
+            sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES) if path.is_dir() else [path]
+        )
         if not files:
             raise CorpusError(f"corpus directory {str(path)!r} has no {'/'.join(TEXT_SUFFIXES)} files")
         docs = []
@@ -53,8 +55,9 @@ def read_corpus(corpus: str | os.PathLike | Iterable[str]) -> list[str]:
             raise CorpusError("an iterable corpus must yield strings")
     docs = [d.strip() for d in docs if d.strip()]
     if not docs:
-        raise CorpusError(f"corpus {corpus if isinstance(corpus, (str, os.PathLike)) else '(iterable)'} "
-                          "contains no text")
+        raise CorpusError(
+            f"corpus {corpus if isinstance(corpus, (str, os.PathLike)) else '(iterable)'} contains no text"
+        )
     return docs
 
 
@@ -104,14 +107,14 @@ def document_windows(tokenizer, docs: list[str], context_size: int) -> tuple[tor
     return out, torch.tensor([len(r) for r in rows], dtype=torch.long)
 
 
-def make_windows(tokenizer, docs: list[str], context_size: int, pack: bool | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def make_windows(
+    tokenizer, docs: list[str], context_size: int, pack: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids ``[N, P]``, lengths ``[N]``). ``pack=None`` (auto): one window per document when every
     document fits in one window (how short-text models see text: BOS + document), else packed."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if pack is None:
-        pack = any(len(ids) + len(bos) > context_size
-                   for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
+        pack = any(len(ids) + len(bos) > context_size for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
     if pack:
         w = tokenize_windows(tokenizer, docs, context_size)
         return w, torch.full((w.shape[0],), w.shape[1], dtype=torch.long)
@@ -138,10 +141,20 @@ class ActivationBuffer:
     Tokens left over after the last full batch of a chunk are dropped.
     """
 
-    def __init__(self, windows: torch.Tensor, read_fn: ReadFn, *, batch_size: int, seed: int = 0,
-                 lengths: torch.Tensor | None = None, windows_per_chunk: int = 64,
-                 forward_batch_size: int = 8, outlier_ratio: float | None = 10.0,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        windows: torch.Tensor,
+        read_fn: ReadFn,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        lengths: torch.Tensor | None = None,
+        windows_per_chunk: int = 64,
+        forward_batch_size: int = 8,
+        outlier_ratio: float | None = 10.0,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
         if windows.ndim != 2 or windows.shape[0] == 0:
             raise CorpusError("no token windows to read")
         if lengths is None:
@@ -149,8 +162,10 @@ class ActivationBuffer:
         self.lengths = lengths
         usable = int((lengths - 1).clamp_min(0).sum())
         if usable < batch_size:
-            raise CorpusError(f"corpus too short: {usable} tokens after dropping the first position of "
-                              f"each window, fewer than one batch ({batch_size} tokens)")
+            raise CorpusError(
+                f"corpus too short: {usable} tokens after dropping the first position of "
+                f"each window, fewer than one batch ({batch_size} tokens)"
+            )
         self.windows, self.read_fn, self.batch_size, self.seed = windows, read_fn, batch_size, seed
         self.windows_per_chunk = max(1, min(windows_per_chunk, windows.shape[0]))
         self.forward_batch_size, self.outlier_ratio = forward_batch_size, outlier_ratio
@@ -165,8 +180,13 @@ class ActivationBuffer:
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "chunk": self.chunk, "batch": self.batch, "seed": self.seed,
-                "n_dropped": self.n_dropped}
+        return {
+            "epoch": self.epoch,
+            "chunk": self.chunk,
+            "batch": self.batch,
+            "seed": self.seed,
+            "n_dropped": self.n_dropped,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["seed"]) != self.seed:
@@ -177,18 +197,17 @@ class ActivationBuffer:
 
     # -- reading ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def read_tokens(self, ids: torch.Tensor, lengths: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_tokens(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Token-major activations ``[n_tokens, n_layers, d]`` of windows ``ids`` with position 0 and
         padding (positions >= length) dropped, before outlier filtering and shuffling."""
         xs, ys = [], []
         for i in range(0, ids.shape[0], self.forward_batch_size):
-            batch = ids[i: i + self.forward_batch_size]
+            batch = ids[i : i + self.forward_batch_size]
             x, y = self.read_fn(batch)
             keep = torch.ones(batch.shape, dtype=torch.bool)
             keep[:, 0] = False
             if lengths is not None:
-                keep &= torch.arange(batch.shape[1]) < lengths[i: i + self.forward_batch_size, None]
+                keep &= torch.arange(batch.shape[1]) < lengths[i : i + self.forward_batch_size, None]
             keep = keep.to(x.device)
             xs.append(x[:, keep].transpose(0, 1).to("cpu", self.dtype))
             ys.append(y[:, keep].transpose(0, 1).to("cpu", self.dtype))
@@ -199,11 +218,11 @@ class ActivationBuffer:
         if self._cache is not None and self._cache[0] == (epoch, chunk):
             return self._cache[1]
         order = torch.randperm(self.windows.shape[0], generator=_generator(self.seed, epoch))
-        idx = order[chunk * self.windows_per_chunk:(chunk + 1) * self.windows_per_chunk]
+        idx = order[chunk * self.windows_per_chunk : (chunk + 1) * self.windows_per_chunk]
         x, y = self.read_tokens(self.windows[idx], self.lengths[idx])
         dropped = 0
         if self.outlier_ratio is not None:
-            nx = x.float().norm(dim=-1)                                        # [n, L]
+            nx = x.float().norm(dim=-1)  # [n, L]
             keep = (nx <= self.outlier_ratio * nx.median(0).values).all(1)
             dropped = int((~keep).sum())
             x, y = x[keep], y[keep]
@@ -223,12 +242,13 @@ class ActivationBuffer:
                 self.n_dropped += dropped
             if lo + self.batch_size <= x.shape[0]:
                 self.batch += 1
-                return (x[lo: lo + self.batch_size].to(self.device),
-                        y[lo: lo + self.batch_size].to(self.device))
+                return (x[lo : lo + self.batch_size].to(self.device), y[lo : lo + self.batch_size].to(self.device))
             empty_chunks = empty_chunks + 1 if self.batch == 0 else 0
             if empty_chunks > self.chunks_per_epoch:
-                raise CorpusError("no chunk of the corpus yields a full batch after outlier filtering; "
-                                  "lower batch_size or raise windows_per_chunk")
+                raise CorpusError(
+                    "no chunk of the corpus yields a full batch after outlier filtering; "
+                    "lower batch_size or raise windows_per_chunk"
+                )
             self.batch, self.chunk = 0, self.chunk + 1
             if self.chunk == self.chunks_per_epoch:
                 self.chunk, self.epoch = 0, self.epoch + 1
@@ -244,8 +264,9 @@ class TensorBuffer:
     """The same stream interface over activations already in memory (``x, y [N, n_layers, d]``):
     reshuffled every epoch with a generator seeded by ``(seed, epoch)``; state is the position."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, seed: int = 0,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, seed: int = 0, device: str | torch.device = "cpu"
+    ):
         if x.shape[0] < batch_size:
             raise CorpusError(f"only {x.shape[0]} tokens, fewer than one batch ({batch_size})")
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
@@ -270,6 +291,6 @@ class TensorBuffer:
             self.epoch, self.batch = self.epoch + 1, 0
         if getattr(self, "_perm", (None,))[0] != self.epoch:
             self._perm = (self.epoch, torch.randperm(self.x.shape[0], generator=_generator(self.seed, self.epoch)))
-        idx = self._perm[1][self.batch * self.batch_size:(self.batch + 1) * self.batch_size]
+        idx = self._perm[1][self.batch * self.batch_size : (self.batch + 1) * self.batch_size]
         self.batch += 1
         return self.x[idx].to(self.device), self.y[idx].to(self.device)

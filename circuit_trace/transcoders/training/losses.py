@@ -7,6 +7,7 @@ gradient through the transcoder's straight-through JumpReLU.
 TopK: Σ_l ‖ŷ_l − y_l‖² + α·AuxK, where AuxK reconstructs the residual y − ŷ from the top-k_aux
 pre-activations of dead features, normalised by the residual's variance (as in sparsify).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from ..activations import step_ste
 
 @dataclass
 class LossOutput:
-    loss: torch.Tensor               # scalar to backpropagate
-    parts: dict[str, torch.Tensor]   # mse, sparsity, preact, aux (detached scalars)
-    y_hat: torch.Tensor              # [B, L, d]
-    acts: list[torch.Tensor]         # per layer [B, F]
+    loss: torch.Tensor  # scalar to backpropagate
+    parts: dict[str, torch.Tensor]  # mse, sparsity, preact, aux (detached scalars)
+    y_hat: torch.Tensor  # [B, L, d]
+    acts: list[torch.Tensor]  # per layer [B, F]
 
 
 def decoder_norms(tc) -> torch.Tensor:
@@ -45,24 +46,35 @@ def mse_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (y_hat.float() - y.float()).pow(2).sum((1, 2)).mean()
 
 
-def jumprelu_loss(tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, lambda_p: float = 3e-6,
-                  c: float = 4.0) -> LossOutput:
+def jumprelu_loss(
+    tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, lambda_p: float = 3e-6, c: float = 4.0
+) -> LossOutput:
     hs, acts, y_hat = forward(tc, x)
     mse = mse_loss(y_hat, y)
-    norms = decoder_norms(tc)                                          # [L, F]
-    theta = tc.thresholds()                                            # [L, F]
+    norms = decoder_norms(tc)  # [L, F]
+    theta = tc.thresholds()  # [L, F]
     # tanh(c‖W‖a) = tanh(c‖W‖h)·1[h > θ]; the step gets the straight-through θ-gradient, so the
     # penalty's jump at θ (not its saturated slope) is what pushes θ up.
-    sparsity = sum((torch.tanh(c * norms[l] * h.float()) * step_ste(h.float(), theta[l], tc.bandwidth))
-                   .sum(-1).mean() for l, h in enumerate(hs))
+    sparsity = sum(
+        (torch.tanh(c * norms[l] * h.float()) * step_ste(h.float(), theta[l], tc.bandwidth)).sum(-1).mean()
+        for l, h in enumerate(hs)
+    )
     preact = sum((F.relu(theta[l] - h.float()) * norms[l]).sum(-1).mean() for l, h in enumerate(hs))
     loss = mse + lambda_s * sparsity + lambda_p * preact
-    return LossOutput(loss, {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()},
-                      y_hat, acts)
+    return LossOutput(
+        loss, {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()}, y_hat, acts
+    )
 
 
-def topk_loss(tc, x: torch.Tensor, y: torch.Tensor, *, dead: torch.Tensor | None = None,
-              aux_k: int | None = None, aux_coef: float = 1 / 32) -> LossOutput:
+def topk_loss(
+    tc,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    dead: torch.Tensor | None = None,
+    aux_k: int | None = None,
+    aux_coef: float = 1 / 32,
+) -> LossOutput:
     """``dead [L, F]`` bool marks features that have not fired recently (AuxK revives them)."""
     hs, acts, y_hat = forward(tc, x)
     mse = mse_loss(y_hat, y)
@@ -78,7 +90,7 @@ def topk_loss(tc, x: torch.Tensor, y: torch.Tensor, *, dead: torch.Tensor | None
                 continue
             vals, idx = masked.topk(kl, dim=-1)
             aux_acts.append(torch.zeros_like(h).scatter(-1, idx, F.relu(vals)))
-        e_hat = tc.decode(aux_acts).transpose(0, 1) - tc.b_dec          # [B, L, d], no bias
+        e_hat = tc.decode(aux_acts).transpose(0, 1) - tc.b_dec  # [B, L, d], no bias
         resid = (y.float() - y_hat.float()).detach()
         var = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
         aux = (e_hat.float() - resid).pow(2).sum() / var

@@ -1,12 +1,14 @@
 """Transcoder quality metrics, named as in SPEC §1: FVU, NMSE, L0 (per layer and total), dead fraction
 over a stated token window, and replacement KL / top-1 agreement with every MLP replaced."""
+
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+
+# The one full replacement model and KL; re-exported here because training reports them.
+from ...replacement.full import kl_divergence, replace_mlps
 
 
 @dataclass
@@ -16,10 +18,10 @@ class ReconstructionStats:
 
     n_layers: int
     n_tokens: int = 0
-    sse: torch.Tensor = field(init=False)       # [L] Σ‖y−ŷ‖²
-    ssy: torch.Tensor = field(init=False)       # [L] Σ‖y‖²
-    sum_y: torch.Tensor | None = None           # [L, d] Σy
-    active: torch.Tensor = field(init=False)    # [L] Σ (active features per token)
+    sse: torch.Tensor = field(init=False)  # [L] Σ‖y−ŷ‖²
+    ssy: torch.Tensor = field(init=False)  # [L] Σ‖y‖²
+    sum_y: torch.Tensor | None = None  # [L, d] Σy
+    active: torch.Tensor = field(init=False)  # [L] Σ (active features per token)
 
     def __post_init__(self):
         self.sse, self.ssy, self.active = (torch.zeros(self.n_layers, dtype=torch.float64) for _ in range(3))
@@ -35,9 +37,14 @@ class ReconstructionStats:
         if acts is not None:
             self.active += torch.stack([(a != 0).sum().double().cpu() for a in acts])
 
+    def variance(self) -> torch.Tensor:
+        """[L] Σ‖y−ȳ‖² (the FVU denominator), from the streaming sums."""
+        if self.sum_y is None:
+            raise ValueError("no tokens seen yet: call update() first")
+        return self.ssy - self.sum_y.pow(2).sum(-1) / self.n_tokens
+
     def fvu(self) -> list[float]:
-        var = self.ssy - self.sum_y.pow(2).sum(-1) / self.n_tokens
-        return (self.sse / var).tolist()
+        return (self.sse / self.variance()).tolist()
 
     def nmse(self) -> list[float]:
         return (self.sse / self.ssy).tolist()
@@ -46,15 +53,25 @@ class ReconstructionStats:
         return (self.active / max(self.n_tokens, 1)).tolist()
 
     def summary(self) -> dict:
-        var = self.ssy - self.sum_y.pow(2).sum(-1) / self.n_tokens
-        return {"fvu": self.fvu(), "nmse": self.nmse(), "l0": self.l0(), "l0_total": sum(self.l0()),
-                "fvu_total": float(self.sse.sum() / var.sum()),
-                "nmse_total": float(self.sse.sum() / self.ssy.sum()), "tokens": self.n_tokens}
+        return {
+            "fvu": self.fvu(),
+            "nmse": self.nmse(),
+            "l0": self.l0(),
+            "l0_total": sum(self.l0()),
+            "fvu_total": float(self.sse.sum() / self.variance().sum()),
+            "nmse_total": float(self.sse.sum() / self.ssy.sum()),
+            "tokens": self.n_tokens,
+        }
 
 
-def fvu(y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
-    """Per-layer FVU of ``[N, L, d]`` tensors (ȳ = mean over N)."""
-    y, y_hat = y.double(), y_hat.double()
+def fvu(
+    y: torch.Tensor, y_hat: torch.Tensor, *, per_layer: bool = True, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """FVU of ``[N, L, d]`` tensors (ȳ = mean over N), computed in ``dtype``: per layer ``[L]``, or
+    over all layers at once (a scalar) with ``per_layer=False``."""
+    y, y_hat = y.to(dtype), y_hat.to(dtype)
+    if not per_layer:
+        return (y - y_hat).pow(2).sum() / (y - y.mean(0)).pow(2).sum()
     return (y - y_hat).pow(2).sum((0, 2)) / (y - y.mean(0)).pow(2).sum((0, 2))
 
 
@@ -83,60 +100,16 @@ def reconstruct_tokens(transcoder, x: torch.Tensor) -> tuple[torch.Tensor, list[
     return y_hat + skips, acts
 
 
-@contextlib.contextmanager
-def replace_mlps(adapter, transcoder):
-    """Run the model with every MLP output replaced by the transcoder's reconstruction, using plain
-    torch hooks on the adapter's modules. When layer l's input is read, its features' decoder
-    contributions are added to running sums for their target layers (l..L-1 for a CLT, l for a
-    PLT); the MLP output at layer l becomes that sum + b_dec_l + skip_l(x_l)."""
-    L, dt, handles = transcoder.n_layers, _dtype(transcoder), []
-    xs: dict[int, torch.Tensor] = {}
-    acc: dict[int, torch.Tensor] = {}
-
-    def read(l, io):
-        def hook(mod, args, output=None):   # pre-hook (module input) or forward hook (output)
-            x = args[0] if io == "input" else (output[0] if isinstance(output, tuple) else output)
-            if l == 0:
-                acc.clear()
-            xs[l] = x.to(dt)
-            a = transcoder.encode(xs[l], l)
-            out = transcoder.decode([a if j == l else None for j in range(L)])    # [L, ..., d] + b_dec
-            for t in (range(l, L) if transcoder.is_cross_layer else [l]):
-                c = out[t] - transcoder.b_dec[t]
-                acc[t] = acc[t] + c if t in acc else c
-        return hook
-
-    def write(l):
-        def hook(mod, args, output):
-            ref = output[0] if isinstance(output, tuple) else output
-            y_hat = (acc[l] + transcoder.b_dec[l] + transcoder.skip(xs[l], l)).to(ref.dtype)
-            return (y_hat, *output[1:]) if isinstance(output, tuple) else y_hat
-        return hook
-
-    try:
-        for l in range(L):
-            mod, io, _ = adapter.hook_module(transcoder.feature_input_hook, l)
-            if io == "input":
-                handles.append(mod.register_forward_pre_hook(read(l, io)))
-            else:
-                handles.append(mod.register_forward_hook(read(l, io)))
-            mod, io, _ = adapter.hook_module(transcoder.feature_output_hook, l)
-            if io != "output":
-                raise ValueError(f"output hook {transcoder.feature_output_hook!r} is not a module output")
-            handles.append(mod.register_forward_hook(write(l)))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _dtype(transcoder) -> torch.dtype:
-    return next(transcoder.parameters()).dtype
-
-
 @torch.no_grad()
-def replacement_metrics(adapter, transcoder, input_ids: torch.Tensor, *, batch_size: int = 8,
-                        skip_first: bool = True, lengths: torch.Tensor | None = None) -> dict:
+def replacement_metrics(
+    adapter,
+    transcoder,
+    input_ids: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    skip_first: bool = True,
+    lengths: torch.Tensor | None = None,
+) -> dict:
     """KL(P_model ‖ P_replacement) per token (nats, mean) and top-1 agreement of the model with every
     MLP replaced by the transcoder vs the original, over windows ``input_ids [N, P]`` (position 0
     skipped by default, matching training; positions >= ``lengths`` (right padding) skipped)."""
@@ -144,17 +117,16 @@ def replacement_metrics(adapter, transcoder, input_ids: torch.Tensor, *, batch_s
     device = next(model.parameters()).device
     kl_sum, agree, n = 0.0, 0, 0
     for i in range(0, input_ids.shape[0], batch_size):
-        ids = input_ids[i: i + batch_size].to(device)
+        ids = input_ids[i : i + batch_size].to(device)
         ref = model(ids).logits.float()
         with replace_mlps(adapter, transcoder):
             rep = model(ids).logits.float()
         keep = torch.ones(ids.shape, dtype=torch.bool, device=device)
         keep[:, 0] = not skip_first
         if lengths is not None:
-            keep &= torch.arange(ids.shape[1], device=device) < lengths[i: i + batch_size, None].to(device)
+            keep &= torch.arange(ids.shape[1], device=device) < lengths[i : i + batch_size, None].to(device)
         ref, rep = ref[keep], rep[keep]
-        lp, lq = F.log_softmax(ref, -1), F.log_softmax(rep, -1)
-        kl_sum += float((lp.exp() * (lp - lq)).sum())
+        kl_sum += float(kl_divergence(ref, rep, torch.float32).sum())
         agree += int((ref.argmax(-1) == rep.argmax(-1)).sum())
         n += ref.shape[0]
     return {"kl": kl_sum / n, "top1_agreement": agree / n, "tokens": n}

@@ -8,6 +8,7 @@ the folded one is T(x) = T'(s_x·x) / s_y:
 Features keep their training-scale activations, which is exact for JumpReLU, ReLU and TopK alike.
 A log-threshold is written out as a plain threshold (circuit-tracer's ``threshold_{l}``).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,8 @@ from ..transcoder import Transcoder
 
 @dataclass
 class Normalizer:
-    x_scale: torch.Tensor   # [L]
-    y_scale: torch.Tensor   # [L]
+    x_scale: torch.Tensor  # [L]
+    y_scale: torch.Tensor  # [L]
 
     @classmethod
     def identity(cls, n_layers: int) -> Normalizer:
@@ -31,13 +32,14 @@ class Normalizer:
     def estimate(cls, x: torch.Tensor, y: torch.Tensor) -> Normalizer:
         """Scales from tokens ``x, y [N, L, d]`` so that the mean norm per layer becomes √d."""
         d = x.shape[-1]
-        return cls(math.sqrt(d) / x.double().norm(dim=-1).mean(0).float().clamp_min(1e-12),
-                   math.sqrt(d) / y.double().norm(dim=-1).mean(0).float().clamp_min(1e-12))
+        return cls(
+            math.sqrt(d) / x.double().norm(dim=-1).mean(0).float().clamp_min(1e-12),
+            math.sqrt(d) / y.double().norm(dim=-1).mean(0).float().clamp_min(1e-12),
+        )
 
     def apply(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalise ``[B, L, d]`` batches."""
-        return (x * self.x_scale.to(x.device, x.dtype)[:, None],
-                y * self.y_scale.to(y.device, y.dtype)[:, None])
+        return (x * self.x_scale.to(x.device, x.dtype)[:, None], y * self.y_scale.to(y.device, y.dtype)[:, None])
 
     def state_dict(self) -> dict:
         return {"x_scale": self.x_scale.clone(), "y_scale": self.y_scale.clone()}
@@ -50,11 +52,23 @@ class Normalizer:
 @torch.no_grad()
 def fold_normalization(tc: Transcoder, norm: Normalizer) -> Transcoder:
     """A new transcoder (θ as a plain threshold) computing ``tc(s_x·x) / s_y`` on raw inputs."""
-    out = Transcoder(tc.n_layers, tc.d_model, tc.d_features, cross_layer=tc.is_cross_layer,
-                     activation=tc.activation, skip=tc.has_skip, k=tc.k,
-                     feature_input_hook=tc.feature_input_hook, feature_output_hook=tc.feature_output_hook,
-                     name=tc.name, model_name=tc.model_name, threshold_param="threshold", bandwidth=tc.bandwidth,
-                     device=tc.device, dtype=tc.dtype)
+    out = Transcoder(
+        tc.n_layers,
+        tc.d_model,
+        tc.d_features,
+        cross_layer=tc.is_cross_layer,
+        activation=tc.activation,
+        skip=tc.has_skip,
+        k=tc.k,
+        feature_input_hook=tc.feature_input_hook,
+        feature_output_hook=tc.feature_output_hook,
+        name=tc.name,
+        model_name=tc.model_name,
+        threshold_param="threshold",
+        bandwidth=tc.bandwidth,
+        device=tc.device,
+        dtype=tc.dtype,
+    )
     sx = norm.x_scale.to(tc.device, torch.float64)
     sy = norm.y_scale.to(tc.device, torch.float64)
     dt = tc.dtype

@@ -1,14 +1,14 @@
 """Training PLTs and CLTs: `TrainConfig`, `train()` -> `TrainingReport`, atomic checkpoints with exact
-resume, and `train_from_args` for the CLI.
+resume. The command-line options (`circuit-trace train`) live in `circuit_trace.cli`.
 
 Loop: buffer batch -> normalise (mean norm √d per layer) -> loss (JumpReLU recipe or TopK + AuxK)
 -> Adam (linear warm-up, linear decay over the last `lr_decay_frac` of steps; λ_S ramps linearly
 from 0 over the first `lambda_s_ramp` of steps). At the end the normalisation is folded into the
 weights, the transcoder is saved in the circuit-tracer layout and evaluated on held-out windows.
 """
+
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ...atomic import atomic_write_text
+from ...atomic import atomic_directory, atomic_write_text
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
 from .buffer import ActivationBuffer, make_windows, read_corpus
@@ -31,6 +31,7 @@ from .losses import jumprelu_loss, topk_loss
 from .metrics import (
     ReconstructionStats,
     dead_fraction,
+    fvu,
     reconstruct_tokens,
     replacement_metrics,
 )
@@ -39,8 +40,23 @@ from .normalize import Normalizer, fold_normalization
 KINDS = ("clt", "plt")
 TRAINABLE_ACTIVATIONS = ("jumprelu", "topk")
 # Fields a resumed run must share with the checkpoint (others, e.g. out_dir or device, may differ).
-_RESUME_FIELDS = ("kind", "n_features", "activation", "k", "skip", "batch_size", "seed", "context_size", "pack",
-                  "input_hook", "output_hook", "normalize", "lr", "lambda_s", "lambda_p")
+_RESUME_FIELDS = (
+    "kind",
+    "n_features",
+    "activation",
+    "k",
+    "skip",
+    "batch_size",
+    "seed",
+    "context_size",
+    "pack",
+    "input_hook",
+    "output_hook",
+    "normalize",
+    "lr",
+    "lambda_s",
+    "lambda_p",
+)
 
 
 class OutputDirError(OSError):
@@ -49,45 +65,45 @@ class OutputDirError(OSError):
 
 @dataclass
 class TrainConfig:
-    kind: str = "clt"                    # "clt" (cross-layer) | "plt" (per-layer)
-    n_features: int = 1024               # features per layer
-    activation: str = "jumprelu"         # "jumprelu" | "topk"
-    k: int = 32                          # TopK only
-    skip: bool = False                   # learn a linear skip W_skip
-    steps: int | None = None             # optimiser steps (default: n_tokens / batch_size, else 2000)
-    n_tokens: int | None = None          # alternative to steps
-    batch_size: int = 1024               # tokens per step
-    lr: float | None = None              # default 2e-4 / sqrt(n_features / 16384) (sparsify), capped at 1e-2
-    lr_warmup_steps: int | None = None   # default 1% of steps
-    lr_decay_frac: float = 0.2           # linear decay to 0 over this final fraction of steps
-    lambda_s: float | None = None        # final sparsity coefficient; default d_model / 256
-    lambda_s_ramp: float = 0.8           # λ_S ramps linearly from 0 over this fraction of steps
-    lambda_p: float = 3e-6               # pre-activation loss coefficient
-    tanh_c: float = 4.0                  # c in tanh(c·‖W_dec‖·a)
-    init_threshold: float = 0.5          # initial θ (normalised units)
-    init_density: float = 0.05           # b_enc set so each feature fires on this fraction at init
-    bandwidth: float = 0.1               # JumpReLU straight-through kernel width
-    aux_k: int | None = None             # TopK AuxK: default d_model // 2
+    kind: str = "clt"  # "clt" (cross-layer) | "plt" (per-layer)
+    n_features: int = 1024  # features per layer
+    activation: str = "jumprelu"  # "jumprelu" | "topk"
+    k: int = 32  # TopK only
+    skip: bool = False  # learn a linear skip W_skip
+    steps: int | None = None  # optimiser steps (default: n_tokens / batch_size, else 2000)
+    n_tokens: int | None = None  # alternative to steps
+    batch_size: int = 1024  # tokens per step
+    lr: float | None = None  # default 2e-4 / sqrt(n_features / 16384) (sparsify), capped at 1e-2
+    lr_warmup_steps: int | None = None  # default 1% of steps
+    lr_decay_frac: float = 0.2  # linear decay to 0 over this final fraction of steps
+    lambda_s: float | None = None  # final sparsity coefficient; default d_model / 256
+    lambda_s_ramp: float = 0.8  # λ_S ramps linearly from 0 over this fraction of steps
+    lambda_p: float = 3e-6  # pre-activation loss coefficient
+    tanh_c: float = 4.0  # c in tanh(c·‖W_dec‖·a)
+    init_threshold: float = 0.5  # initial θ (normalised units)
+    init_density: float = 0.05  # b_enc set so each feature fires on this fraction at init
+    bandwidth: float = 0.1  # JumpReLU straight-through kernel width
+    aux_k: int | None = None  # TopK AuxK: default d_model // 2
     aux_coef: float = 1 / 32
-    dead_window: int | None = None       # tokens; default min(1M, tokens / 5)
+    dead_window: int | None = None  # tokens; default min(1M, tokens / 5)
     normalize: bool = True
-    norm_tokens: int = 8192              # tokens used to estimate the normalisation
+    norm_tokens: int = 8192  # tokens used to estimate the normalisation
     context_size: int = 128
-    pack: bool | None = None             # pack documents into windows; None: only if one doesn't fit
-    input_hook: str = "mlp.hook_in"      # what the MLP reads (after its norm)
+    pack: bool | None = None  # pack documents into windows; None: only if one doesn't fit
+    input_hook: str = "mlp.hook_in"  # what the MLP reads (after its norm)
     output_hook: str = "hook_mlp_out"
-    outlier_ratio: float | None = 10.0   # drop tokens whose MLP input norm > ratio × median
-    buffer_tokens: int | None = None     # tokens read and shuffled together (default 16 batches)
+    outlier_ratio: float | None = 10.0  # drop tokens whose MLP input norm > ratio × median
+    buffer_tokens: int | None = None  # tokens read and shuffled together (default 16 batches)
     forward_batch_size: int | None = None  # windows per model forward (default: ~2048 tokens)
-    eval_tokens: int = 4096              # held-out tokens for the final metrics (<= 10% of windows)
+    eval_tokens: int = 4096  # held-out tokens for the final metrics (<= 10% of windows)
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
     out_dir: str = "transcoder_out"
-    device: str | None = None            # default: the model's device
-    dtype: str = "float32"               # transcoder parameter dtype
-    autocast: bool = True                # bf16 autocast on CUDA
+    device: str | None = None  # default: the model's device
+    dtype: str = "float32"  # transcoder parameter dtype
+    autocast: bool = True  # bf16 autocast on CUDA
     name: str = ""
 
     def validate(self) -> None:
@@ -102,6 +118,10 @@ class TrainConfig:
             raise ValueError(f"k={self.k} exceeds n_features={self.n_features}")
         if self.steps is not None and self.steps < 1 or self.n_tokens is not None and self.n_tokens < 1:
             raise ValueError("steps and n_tokens must be >= 1")
+        for f, low in (("lr", 0), ("bandwidth", 0), ("init_density", 0), ("lambda_s", None), ("lambda_p", None)):
+            v = getattr(self, f)  # low 0: must be > 0; None: must be >= 0
+            if v is not None and not (math.isfinite(v) and (v > 0 if low == 0 else v >= 0)):
+                raise ValueError(f"{f} must be a {'positive' if low == 0 else 'non-negative'} number, got {v}")
 
     def total_steps(self) -> int:
         if self.steps is not None:
@@ -137,7 +157,7 @@ class TrainingReport:
     tokens: int
     seconds: float
     completed: bool = True
-    fvu: list[float] = field(default_factory=list)       # per layer, held-out
+    fvu: list[float] = field(default_factory=list)  # per layer, held-out
     nmse: list[float] = field(default_factory=list)
     l0: list[float] = field(default_factory=list)
     fvu_total: float | None = None
@@ -145,10 +165,10 @@ class TrainingReport:
     l0_total: float | None = None
     dead_fraction: float | None = None
     dead_window_tokens: int | None = None
-    replacement_kl: float | None = None                 # nats per token
+    replacement_kl: float | None = None  # nats per token
     top1_agreement: float | None = None
     eval_tokens: int = 0
-    eval_heldout: bool = True                           # False: evaluated on training windows
+    eval_heldout: bool = True  # False: evaluated on training windows
     outlier_tokens_dropped: int = 0
     transcoder_path: str | None = None
     config: dict = field(default_factory=dict)
@@ -167,10 +187,12 @@ class TrainingReport:
 
     def summary(self) -> str:
         fmt = lambda v, p=3: "n/a" if v is None else f"{v:.{p}f}"
-        return (f"{self.kind.upper()} {self.activation} F={self.n_features}: {self.steps} steps, "
-                f"{self.tokens} tokens, {self.seconds:.0f}s; FVU {fmt(self.fvu_total)}, "
-                f"L0 {fmt(self.l0_total, 1)}, dead {fmt(self.dead_fraction)} (window {self.dead_window_tokens}), "
-                f"KL {fmt(self.replacement_kl, 4)}, top-1 {fmt(self.top1_agreement)}")
+        return (
+            f"{self.kind.upper()} {self.activation} F={self.n_features}: {self.steps} steps, "
+            f"{self.tokens} tokens, {self.seconds:.0f}s; FVU {fmt(self.fvu_total)}, "
+            f"L0 {fmt(self.l0_total, 1)}, dead {fmt(self.dead_fraction)} (window {self.dead_window_tokens}), "
+            f"KL {fmt(self.replacement_kl, 4)}, top-1 {fmt(self.top1_agreement)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +243,7 @@ class Trainer:
             tc.log_threshold.fill_(math.log(cfg.init_threshold))
             kth = max(1, min(x.shape[0], math.ceil((1 - cfg.init_density) * x.shape[0])))
             for l in range(L):  # b_enc: each feature fires on ~init_density of the first tokens
-                h = x[:, l] @ tc.W_enc[l].T.to(x.dtype)                                # [n, F]
+                h = x[:, l] @ tc.W_enc[l].T.to(x.dtype)  # [n, F]
                 tc.b_enc[l].copy_(cfg.init_threshold - h.kthvalue(kth, dim=0).values)
         else:
             tc.b_enc.zero_()
@@ -248,36 +270,46 @@ class Trainer:
             self.since_fired = self.since_fired.to(fired.device) + x.shape[0]
             self.since_fired[fired] = 0
             l0 = sum((a != 0).float().sum(-1).mean() for a in out.acts)
-            yf = y.float()
-            fvu = (out.y_hat.float() - yf).pow(2).sum() / (yf - yf.mean(0)).pow(2).sum()
+            fvu_all = fvu(y, out.y_hat, per_layer=False, dtype=torch.float32)
         self.step += 1
         self.tokens += x.shape[0]
-        return {"step": self.step, "tokens": self.tokens, "loss": out.loss.detach(), **out.parts,
-                "l0": l0, "fvu": fvu, "lambda_s": lam}
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "loss": out.loss.detach(),
+            **out.parts,
+            "l0": l0,
+            "fvu": fvu_all,
+            "lambda_s": lam,
+        }
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {"step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
-                 "optimizer": self.opt.state_dict(), "source": self.source.state_dict(),
-                 "normalizer": self.norm.state_dict(), "since_fired": self.since_fired.cpu().clone(),
-                 "history": json.dumps(self.history), "config": json.dumps(dataclasses.asdict(self.cfg)),
-                 "torch_rng": torch.get_rng_state()}
+        state = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": self.elapsed,
+            "optimizer": self.opt.state_dict(),
+            "source": self.source.state_dict(),
+            "normalizer": self.norm.state_dict(),
+            "since_fired": self.since_fired.cpu().clone(),
+            "history": json.dumps(self.history),
+            "config": json.dumps(dataclasses.asdict(self.cfg)),
+            "torch_rng": torch.get_rng_state(),
+        }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
     def save_checkpoint(self, ckpt_root: Path) -> Path:
-        """Write ``ckpt_root/step_N`` atomically (temp dir + rename), then point ``latest`` at it."""
-        ckpt_root.mkdir(parents=True, exist_ok=True)
+        """Write ``ckpt_root/step_N`` atomically (temp dir + swap), then point ``latest`` at it."""
         final = ckpt_root / f"step_{self.step:09d}"
-        tmp = ckpt_root / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tc.state_dict().items()},
-                  str(tmp / "transcoder.safetensors"))
-        torch.save(self.state_dict(), tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_directory(final) as tmp:
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in self.tc.state_dict().items()},
+                str(tmp / "transcoder.safetensors"),
+            )
+            torch.save(self.state_dict(), tmp / "state.pt")
         atomic_write_text(ckpt_root / "latest", final.name)
         old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p != final)
         for p in old[: max(0, len(old) - self.cfg.keep_checkpoints + 1)]:
@@ -289,8 +321,10 @@ class Trainer:
         saved = json.loads(state["config"])
         diff = [f for f in _RESUME_FIELDS if saved.get(f) != getattr(self.cfg, f)]
         if diff:
-            raise ValueError(f"cannot resume from {path}: config differs in " +
-                             ", ".join(f"{f} (checkpoint {saved.get(f)!r}, now {getattr(self.cfg, f)!r})" for f in diff))
+            raise ValueError(
+                f"cannot resume from {path}: config differs in "
+                + ", ".join(f"{f} (checkpoint {saved.get(f)!r}, now {getattr(self.cfg, f)!r})" for f in diff)
+            )
         weights = load_file(str(path / "transcoder.safetensors"))
         own = self.tc.state_dict()
         for k, v in weights.items():
@@ -298,7 +332,8 @@ class Trainer:
                 raise TranscoderMismatchError(
                     f"checkpoint {path}: tensor {k} has shape {list(v.shape)}, the model needs "
                     f"{list(own[k].shape) if k in own else 'no such tensor'} "
-                    f"(n_layers={self.tc.n_layers}, d_model={self.tc.d_model}, n_features={self.tc.d_features})")
+                    f"(n_layers={self.tc.n_layers}, d_model={self.tc.d_model}, n_features={self.tc.d_features})"
+                )
         self.tc.load_state_dict(weights)
         self.opt.load_state_dict(state["optimizer"])
         self.source.load_state_dict(state["source"])
@@ -317,22 +352,24 @@ class Trainer:
         from tqdm.auto import tqdm
 
         end = self.total if stop_after is None else min(self.total, stop_after)
-        bar = tqdm(total=self.total, initial=self.step, disable=not progress, unit="step",
-                   desc=f"train {self.cfg.kind}")
+        bar = tqdm(
+            total=self.total, initial=self.step, disable=not progress, unit="step", desc=f"train {self.cfg.kind}"
+        )
         t0, tok0, last = time.perf_counter(), self.tokens, self.step
         start_elapsed = self.elapsed
         while self.step < end:
             x, y = next(self.source)
             stats = self.train_step(x, y)
             self.elapsed = start_elapsed + time.perf_counter() - t0
-            if self.step % self.cfg.log_every == 0 or self.step == self.total:   # sync only here
+            if self.step % self.cfg.log_every == 0 or self.step == self.total:  # sync only here
                 stats = {k: round(float(v), 6) if k not in ("step", "tokens") else v for k, v in stats.items()}
                 if not math.isfinite(stats["loss"]):
                     raise FloatingPointError(f"loss became {stats['loss']} at step {self.step}; lower lr")
                 self.history.append(stats)
                 tps = (self.tokens - tok0) / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(tok_s=f"{tps:.0f}", loss=f"{stats['loss']:.3g}", L0=f"{stats['l0']:.1f}",
-                                FVU=f"{stats['fvu']:.3f}")
+                bar.set_postfix(
+                    tok_s=f"{tps:.0f}", loss=f"{stats['loss']:.3g}", L0=f"{stats['l0']:.1f}", FVU=f"{stats['fvu']:.3f}"
+                )
             bar.update(self.step - last)
             last = self.step
             if ckpt_root is not None and (self.step % self.cfg.checkpoint_every == 0 or self.step == end):
@@ -341,18 +378,30 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------
-def new_transcoder(n_layers: int, d_model: int, config: TrainConfig, *, device=None,
-                   model_name: str | None = None) -> Transcoder:
+def new_transcoder(
+    n_layers: int, d_model: int, config: TrainConfig, *, device=None, model_name: str | None = None
+) -> Transcoder:
     """An untrained transcoder for ``config`` (log-threshold JumpReLU or TopK)."""
     from ...models.loading import resolve_dtype
 
     dtype = resolve_dtype(config.dtype)
-    return Transcoder(n_layers, d_model, config.n_features, cross_layer=config.kind == "clt",
-                      activation=config.activation, skip=config.skip,
-                      k=config.k if config.activation == "topk" else None,
-                      feature_input_hook=config.input_hook, feature_output_hook=config.output_hook,
-                      name=config.name, model_name=model_name, threshold_param="log_threshold",
-                      bandwidth=config.bandwidth, device=device, dtype=dtype)
+    return Transcoder(
+        n_layers,
+        d_model,
+        config.n_features,
+        cross_layer=config.kind == "clt",
+        activation=config.activation,
+        skip=config.skip,
+        k=config.k if config.activation == "topk" else None,
+        feature_input_hook=config.input_hook,
+        feature_output_hook=config.output_hook,
+        name=config.name,
+        model_name=model_name,
+        threshold_param="log_threshold",
+        bandwidth=config.bandwidth,
+        device=device,
+        dtype=dtype,
+    )
 
 
 def _writable_dir(path: str | os.PathLike) -> Path:
@@ -380,17 +429,22 @@ def _split_windows(lengths: torch.Tensor, eval_tokens: int) -> tuple[slice, slic
 
 
 @torch.no_grad()
-def evaluate(adapter, tc: Transcoder, windows: torch.Tensor, config: TrainConfig,
-             lengths: torch.Tensor | None = None) -> dict:
+def evaluate(
+    adapter, tc: Transcoder, windows: torch.Tensor, config: TrainConfig, lengths: torch.Tensor | None = None
+) -> dict:
     """FVU / NMSE / L0 per layer on raw activations of ``windows`` (position 0 and padding beyond
     ``lengths`` skipped), and replacement KL / top-1 agreement on the same tokens."""
     from ...models.activations import mlp_io
 
     model_device = next(adapter.model.parameters()).device
     fb = config.windows_per_forward(windows.shape[1])
-    reader = ActivationBuffer(windows, lambda ids: mlp_io(adapter, ids.to(model_device), config.input_hook,
-                                                          config.output_hook),
-                              batch_size=1, lengths=lengths, forward_batch_size=fb)
+    reader = ActivationBuffer(
+        windows,
+        lambda ids: mlp_io(adapter, ids.to(model_device), config.input_hook, config.output_hook),
+        batch_size=1,
+        lengths=lengths,
+        forward_batch_size=fb,
+    )
     stats = ReconstructionStats(tc.n_layers)
     for i in range(0, windows.shape[0], fb):
         sl = slice(i, i + fb)
@@ -402,8 +456,17 @@ def evaluate(adapter, tc: Transcoder, windows: torch.Tensor, config: TrainConfig
     return out
 
 
-def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume: bool = False,
-          progress: bool = True, init: Transcoder | None = None, stop_after: int | None = None) -> TrainingReport:
+def train(
+    model,
+    tokenizer,
+    corpus,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    init: Transcoder | None = None,
+    stop_after: int | None = None,
+) -> TrainingReport:
     """Train a CLT or PLT on ``model``'s MLPs over ``corpus`` (directory, file or iterable of strings).
 
     Writes ``out_dir/checkpoints/`` (every ``checkpoint_every`` steps and at the end),
@@ -429,11 +492,17 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     mean_tokens = max(1.0, float((lengths[tr] - 1).float().mean()))
     per_chunk = math.ceil((cfg.buffer_tokens or 16 * cfg.batch_size) / mean_tokens)
     read_fn = lambda ids: mlp_io(adapter, ids.to(model_device), cfg.input_hook, cfg.output_hook)
-    buffer = ActivationBuffer(windows[tr], read_fn, batch_size=cfg.batch_size, seed=cfg.seed, lengths=lengths[tr],
-                              windows_per_chunk=per_chunk,
-                              forward_batch_size=cfg.windows_per_forward(windows.shape[1]),
-                              outlier_ratio=cfg.outlier_ratio,
-                              device=device)
+    buffer = ActivationBuffer(
+        windows[tr],
+        read_fn,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        lengths=lengths[tr],
+        windows_per_chunk=per_chunk,
+        forward_batch_size=cfg.windows_per_forward(windows.shape[1]),
+        outlier_ratio=cfg.outlier_ratio,
+        device=device,
+    )
     model_name = getattr(model.config, "_name_or_path", None) or None
     tc = new_transcoder(adapter.n_layers, adapter.d_model, cfg, device=device, model_name=model_name)
     trainer = Trainer(tc, buffer, cfg)
@@ -444,33 +513,69 @@ def train(model, tokenizer, corpus, config: TrainConfig | None = None, *, resume
     model_was_training = model.training
     model.eval()
     try:
-        return _train(adapter, trainer, buffer, cfg, out_dir, windows[ev], lengths[ev], heldout,
-                      resume=resume and latest.exists(), init=init, progress=progress, stop_after=stop_after)
+        return _train(
+            adapter,
+            trainer,
+            buffer,
+            cfg,
+            out_dir,
+            windows[ev],
+            lengths[ev],
+            heldout,
+            resume=resume and latest.exists(),
+            init=init,
+            progress=progress,
+            stop_after=stop_after,
+        )
     finally:
         model.train(model_was_training)
 
 
-def _train(adapter, trainer: Trainer, buffer, cfg: TrainConfig, out_dir: Path, eval_windows, eval_lengths,
-           heldout: bool, *, resume: bool, init, progress: bool, stop_after: int | None) -> TrainingReport:
+def _train(
+    adapter,
+    trainer: Trainer,
+    buffer,
+    cfg: TrainConfig,
+    out_dir: Path,
+    eval_windows,
+    eval_lengths,
+    heldout: bool,
+    *,
+    resume: bool,
+    init,
+    progress: bool,
+    stop_after: int | None,
+) -> TrainingReport:
     tc, ckpt_root = trainer.tc, out_dir / "checkpoints"
     if resume:
         trainer.load_checkpoint(ckpt_root / (ckpt_root / "latest").read_text().strip())
     else:
         if (ckpt_root / "latest").exists():
-            raise FileExistsError(f"{ckpt_root} already holds a checkpoint: pass resume=True (--resume on the "
-                                  "command line) to continue it, or choose another out_dir (--out)")
+            raise FileExistsError(
+                f"{ckpt_root} already holds a checkpoint: pass resume=True (--resume on the "
+                "command line) to continue it, or choose another out_dir (--out)"
+            )
         if init is not None:
             _check_init(init, adapter, cfg)
         trainer.initialize()
         if init is not None:
             _load_init(tc, init, trainer.norm)
     trainer.run(ckpt_root=ckpt_root, progress=progress, stop_after=stop_after)
-    report = TrainingReport(kind=cfg.kind, activation=cfg.activation, n_layers=tc.n_layers,
-                            d_model=tc.d_model, n_features=cfg.n_features, steps=trainer.step,
-                            tokens=trainer.tokens, seconds=trainer.elapsed,
-                            completed=trainer.step >= trainer.total, eval_heldout=heldout,
-                            outlier_tokens_dropped=buffer.n_dropped, config=dataclasses.asdict(cfg),
-                            history=trainer.history)
+    report = TrainingReport(
+        kind=cfg.kind,
+        activation=cfg.activation,
+        n_layers=tc.n_layers,
+        d_model=tc.d_model,
+        n_features=cfg.n_features,
+        steps=trainer.step,
+        tokens=trainer.tokens,
+        seconds=trainer.elapsed,
+        completed=trainer.step >= trainer.total,
+        eval_heldout=heldout,
+        outlier_tokens_dropped=buffer.n_dropped,
+        config=dataclasses.asdict(cfg),
+        history=trainer.history,
+    )
     if not report.completed:
         return report
 
@@ -495,8 +600,9 @@ def _check_init(init: Transcoder, adapter, cfg: TrainConfig) -> None:
     want = (cfg.n_features, cfg.kind == "clt", cfg.activation, cfg.skip)
     have = (init.d_features, init.is_cross_layer, init.activation, init.has_skip)
     if want != have:
-        raise TranscoderMismatchError(f"init transcoder has (n_features, cross_layer, activation, skip) = "
-                                      f"{have}, the config asks for {want}")
+        raise TranscoderMismatchError(
+            f"init transcoder has (n_features, cross_layer, activation, skip) = {have}, the config asks for {want}"
+        )
 
 
 @torch.no_grad()
@@ -514,59 +620,3 @@ def _load_init(tc: Transcoder, init: Transcoder, norm: Normalizer) -> None:
         tc.W_skip.copy_(unfolded.W_skip)
     if tc.activation == "jumprelu":
         tc.log_threshold.copy_(unfolded.threshold.clamp_min(1e-6).log())
-
-
-# ---------------------------------------------------------------------------------------------
-def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``circuit-trace train`` options."""
-    parser.add_argument("--model", required=True, help="HF hub id or local model directory")
-    parser.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
-    parser.add_argument("--kind", choices=KINDS, default="clt",
-                        help="clt: cross-layer transcoder (default); plt: per-layer transcoders")
-    parser.add_argument("--features", type=int, required=True, help="features per layer")
-    parser.add_argument("--activation", choices=TRAINABLE_ACTIVATIONS, default="jumprelu",
-                        help="feature nonlinearity (default jumprelu)")
-    parser.add_argument("--k", type=int, default=32, help="TopK: active features per layer (default 32)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="optimiser steps (default: --tokens / --batch-size, else 2000)")
-    parser.add_argument("--tokens", type=int, default=None, help="train on this many tokens instead of --steps")
-    parser.add_argument("--batch-size", type=int, default=1024, help="tokens per step (default 1024)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="Adam learning rate (default 2e-4 / sqrt(features / 16384), at most 1e-2)")
-    parser.add_argument("--lambda-s", type=float, default=None,
-                        help="JumpReLU sparsity coefficient, reached after a linear ramp (default d_model / 256)")
-    parser.add_argument("--context-size", type=int, default=128,
-                        help="tokens per window (default 128, capped at the model's context)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default 0)")
-    parser.add_argument("--checkpoint-every", type=int, default=500,
-                        help="steps between checkpoints in OUT/checkpoints (default 500)")
-    parser.add_argument("--out", default="transcoder_out",
-                        help="output directory: checkpoints/, transcoder/ (circuit-tracer layout), report.json "
-                             "(default transcoder_out)")
-    parser.add_argument("--device", default=None, help="e.g. cpu, cuda (default: cuda when available)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The `TrainConfig` of parsed ``circuit-trace train`` arguments (checked with `validate`)."""
-    config = TrainConfig(kind=args.kind, n_features=args.features, activation=args.activation, k=args.k,
-                         steps=args.steps, n_tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
-                         lambda_s=args.lambda_s, context_size=args.context_size, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, out_dir=args.out, device=args.device)
-    config.validate()
-    return config
-
-
-def train_from_args(args: argparse.Namespace | list[str] | None = None) -> TrainingReport:
-    """Parse (or take parsed) ``circuit-trace train`` arguments, load the model and train."""
-    from ...models import load_hf
-
-    if not isinstance(args, argparse.Namespace):
-        args = add_train_arguments(argparse.ArgumentParser(prog="circuit-trace train")).parse_args(args)
-    config = config_from_args(args)
-    model, tokenizer = load_hf(args.model, device=args.device)
-    report = train(model, tokenizer, args.corpus, config, resume=args.resume, progress=not args.no_progress)
-    print(report.summary())
-    return report

@@ -1,19 +1,28 @@
-/* circuit_trace static viewer: plain JS + SVG, no dependencies.
+/* circuit_trace static viewer: plain JS + SVG, no dependencies, works offline.
  *
  * Security rule: every string that comes from a graph or feature file reaches the page only through
  * textContent / setAttribute on elements made with createElement(NS); never innerHTML.
+ *
+ * Pruning runs here, in the browser, over the exported graph (which the exporter writes wider than
+ * the default view): nodes by their cumulative influence share, edges by the SPEC edge score
+ * Â'[t, s] * score'(t) recomputed on the visible nodes, then features left without inputs or
+ * outputs (and errors without outputs) are dropped, as the Python pruning does.
  */
 (function () {
   'use strict';
 
   var SVGNS = 'http://www.w3.org/2000/svg';
-  var MAX_EDGES = 3000;       // edges drawn in the main graph, largest |weight| first
-  var TOP_EDGES = 10;         // inputs / outputs listed in the detail panel
-  var ROW_H = 58, MARGIN_L = 64, MARGIN_T = 24, MARGIN_B = 70;
+  var MAX_DRAWN = 2500;     // edges drawn, strongest |weight| first; the rest are counted, not drawn
+  var TOP_EDGES = 10;       // inputs / outputs listed in the detail panel
+  var CARD_EDGES = 3;       // ... and in the hover card
+  var N_LABELS = 14;        // most influential features that get a text label
+  var M = {l: 58, r: 14, t: 38, b: 58};  // the top band keeps the zoom buttons clear of the logit labels
+  var KIND_COLOR = {feature: '#4c78a8', error: '#9a9a9a', embedding: '#54a24b', logit: '#f58518', supernode: '#6b46c1'};
 
   var state = {
-    graphs: [], name: null, data: null, nodes: [], byId: {}, links: [], ins: {}, outs: {},
-    nLayers: 0, threshold: 0.8, graphThreshold: null, qParams: null, dirty: false, visible: {}, pos: {}
+    graphs: [], name: null, data: null, nodes: [], byId: {}, links: [], nLayers: 0, tokens: [],
+    tN: 0.8, tE: 0.98, exportN: null, exportE: null, qParams: null, dirty: false,
+    vis: {}, visLinks: [], drawn: [], xy: {}, units: {}, view: {k: 1, x: 0, y: 0}, hover: null, search: ''
   };
 
   // ---------- small DOM helpers (text only, never HTML) ----------
@@ -30,22 +39,32 @@
     return e;
   }
   function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
+  function has(o, k) { return Object.prototype.hasOwnProperty.call(o, k); }
   function fmt(v) {
     if (v === null || v === undefined || typeof v !== 'number' || !isFinite(v)) return '—';
     var a = Math.abs(v);
     return (a !== 0 && (a < 1e-3 || a >= 1e4)) ? v.toExponential(2) : String(Math.round(v * 1e4) / 1e4);
   }
+  function short(s, n) { s = String(s); return s.length > n ? s.slice(0, n - 1) + '…' : s; }
   function setStatus(msg, isError) {
     var s = $('status');
     s.textContent = msg || '';
     s.className = 'status' + (isError ? ' error' : '');
   }
+  function showError(msg) {
+    var b = $('error-badge');
+    b.textContent = msg || '';
+    b.hidden = !msg;
+  }
   function getJSON(url) {
     return fetch(url, {credentials: 'same-origin'}).then(function (r) {
       if (!r.ok) throw new Error(url + ': HTTP ' + r.status);
-      return r.json();
+      return r.text();
+    }).then(function (txt) {
+      try { return JSON.parse(txt); } catch (e) { throw new Error('not valid JSON (' + e.message + ')'); }
     });
   }
+  function num(v) { return (typeof v === 'number' && isFinite(v)) ? v : null; }
 
   // ---------- graph model ----------
   function kindOf(ft) {
@@ -55,12 +74,8 @@
     if (ft.indexOf('logit') >= 0) return 'logit';
     return 'feature';
   }
-  function num(v) { return (typeof v === 'number' && isFinite(v)) ? v : null; }
 
-  function buildModel(data) {
-    var meta = data.metadata || {};
-    var tokens = Array.isArray(meta.prompt_tokens) ? meta.prompt_tokens.map(String) : [];
-    var raw = Array.isArray(data.nodes) ? data.nodes : [];
+  function layerCount(raw) {
     var maxLayer = -1, logitLayer = null;
     raw.forEach(function (n) {
       var k = kindOf(n.feature_type), l = parseInt(n.layer, 10);
@@ -68,58 +83,153 @@
       if (k === 'logit') logitLayer = Math.max(logitLayer === null ? l : logitLayer, l);
       else maxLayer = Math.max(maxLayer, l);
     });
-    var nLayers = Math.max(maxLayer + 1, logitLayer !== null ? logitLayer - 1 : 0);
-    var nodes = [], byId = {};
-    raw.forEach(function (n) {
-      var id = String(n.node_id);
-      if (Object.prototype.hasOwnProperty.call(byId, id)) return;
-      var kind = kindOf(n.feature_type), row;
-      if (kind === 'embedding') row = 0;
-      else if (kind === 'logit') row = nLayers + 1;
-      else { row = parseInt(n.layer, 10); row = isNaN(row) ? 0 : row + 1; }
-      var pos = parseInt(n.ctx_idx, 10); if (isNaN(pos)) pos = 0;
-      var node = {
-        id: id, kind: kind, layer: String(n.layer), row: row, pos: pos,
-        label: typeof n.clerp === 'string' ? n.clerp : '', activation: num(n.activation),
-        influence: num(n.influence), feature: (typeof n.feature === 'number') ? n.feature : null,
-        token: (pos >= 0 && pos < tokens.length) ? tokens[pos] : '', tokenProb: num(n.token_prob),
-        always: kind === 'embedding' || kind === 'logit', idx: nodes.length
-      };
-      byId[id] = node; nodes.push(node);
-    });
-    var links = [], ins = {}, outs = {};
-    (Array.isArray(data.links) ? data.links : []).forEach(function (l) {
-      var s = byId[String(l.source)], t = byId[String(l.target)], w = num(l.weight);
-      if (!s || !t || w === null || s === t) return;
-      var e = {s: s, t: t, w: w};
-      links.push(e);
-      (ins[t.id] = ins[t.id] || []).push(e);
-      (outs[s.id] = outs[s.id] || []).push(e);
-    });
-    links.sort(function (a, b) { return Math.abs(b.w) - Math.abs(a.w); });
-    Object.keys(ins).forEach(function (k) { ins[k].sort(function (a, b) { return Math.abs(b.w) - Math.abs(a.w); }); });
-    Object.keys(outs).forEach(function (k) { outs[k].sort(function (a, b) { return Math.abs(b.w) - Math.abs(a.w); }); });
-    return {meta: meta, tokens: tokens, nodes: nodes, byId: byId, links: links, ins: ins, outs: outs, nLayers: nLayers};
+    return Math.max(maxLayer + 1, logitLayer !== null ? logitLayer - 1 : 0);
   }
 
-  // Dynamic pruning on the exported cumulative-influence rank. At or above the threshold the graph
-  // was exported with, every exported node stays (the exporter already pruned it).
-  function isVisible(n) {
-    if (n.always || n.influence === null) return true;
-    if (state.graphThreshold !== null && state.threshold >= state.graphThreshold - 1e-9) return true;
-    return n.influence <= state.threshold + 1e-12;
+  function makeNode(n, idx, nLayers, tokens) {
+    var kind = kindOf(n.feature_type), row;
+    if (kind === 'embedding') row = 0;
+    else if (kind === 'logit') row = nLayers + 1;
+    else { row = parseInt(n.layer, 10); row = isNaN(row) ? 0 : row + 1; }
+    var pos = parseInt(n.ctx_idx, 10); if (isNaN(pos)) pos = 0;
+    return {
+      id: String(n.node_id), kind: kind, layer: String(n.layer), row: row, pos: pos,
+      label: typeof n.clerp === 'string' ? n.clerp : '', activation: num(n.activation),
+      rank: num(n.influence), score: num(n.node_influence),
+      feature: (typeof n.feature === 'number') ? n.feature : null,
+      token: (pos >= 0 && pos < tokens.length) ? tokens[pos] : '', tokenProb: num(n.token_prob),
+      labelScore: num(n.label_score), labelEvidence: n.label_evidence,
+      qk: (n.qk_tracing_results && typeof n.qk_tracing_results === 'object') ? n.qk_tracing_results : null,
+      always: kind === 'embedding' || kind === 'logit', idx: idx, ins: [], outs: []
+    };
   }
+
+  function buildModel(data) {
+    if (!data || typeof data !== 'object' || !Array.isArray(data.nodes)) throw new Error('not a graph JSON (no "nodes" list)');
+    var meta = (data.metadata && typeof data.metadata === 'object') ? data.metadata : {};
+    var tokens = Array.isArray(meta.prompt_tokens) ? meta.prompt_tokens.map(String) : [];
+    var nLayers = layerCount(data.nodes);
+    var nodes = [], byId = {};
+    data.nodes.forEach(function (n) {
+      if (!n || typeof n !== 'object') return;
+      var id = String(n.node_id);
+      if (has(byId, id)) return;
+      var node = makeNode(n, nodes.length, nLayers, tokens);
+      byId[id] = node; nodes.push(node);
+    });
+    var links = [];
+    (Array.isArray(data.links) ? data.links : []).forEach(function (l) {
+      if (!l) return;
+      var s = byId[String(l.source)], t = byId[String(l.target)], w = num(l.weight);
+      if (!s || !t || w === null || s === t) return;
+      links.push({s: s, t: t, w: w, score: num(l.score), es: 0});
+    });
+    // top rows first: the edge-score pass visits every target before its sources
+    links.sort(function (a, b) { return b.t.row - a.t.row || Math.abs(b.w) - Math.abs(a.w); });
+    var upward = links.every(function (e) { return e.s.row < e.t.row; });
+    var ps = (meta.pruning_settings && typeof meta.pruning_settings === 'object') ? meta.pruning_settings : {};
+    var qk = (data.qk_only_nodes && typeof data.qk_only_nodes === 'object') ? data.qk_only_nodes : {};
+    return {meta: meta, tokens: tokens, nodes: nodes, byId: byId, links: links, nLayers: nLayers, ps: ps, qkOnly: qk, upward: upward};
+  }
+
+  // ---------- pruning in the browser ----------
+  // Nodes: sorted by cumulative share, keep those below the threshold and the first to reach it
+  // (find_threshold semantics: the node whose share crosses the threshold stays).
+  function pruneNodes(tN) {
+    var vis = {}, ranked = [];
+    state.nodes.forEach(function (n) {
+      if (n.always || n.rank === null) vis[n.id] = true; else ranked.push(n);
+    });
+    ranked.sort(function (a, b) { return a.rank - b.rank; });
+    var all = state.exportN !== null && tN >= state.exportN - 1e-9, cut = null;
+    ranked.forEach(function (n) {
+      if (all || n.rank < tN - 1e-12) { vis[n.id] = true; return; }
+      if (cut === null) cut = n.rank;
+      if (n.rank <= cut + 1e-15) vis[n.id] = true;
+    });
+    return vis;
+  }
+
+  // SPEC edge score on the visible nodes: Â' = |A| row-normalised, score' = w + Σ_t Â'[t,s] score'(t).
+  // Typed arrays indexed by node position: a 200k-link graph re-prunes in tens of milliseconds.
+  function edgeScores(alive) {
+    var N = state.nodes.length, rowSum = new Float64Array(N), score = new Float64Array(N), i, e;
+    var useScores = state.nodes.every(function (n) { return n.always || n.score !== null; });
+    if (!useScores) { for (i = 0; i < alive.length; i++) alive[i].es = Math.abs(alive[i].w); return; }
+    for (i = 0; i < alive.length; i++) { e = alive[i]; rowSum[e.t.idx] += Math.abs(e.w); }
+    var w = new Float64Array(N);
+    state.nodes.forEach(function (n) { if (n.kind === 'logit') w[n.idx] = n.score !== null ? n.score : (n.tokenProb || 0); });
+    // alive keeps state.links' order, which buildModel sorted by target row, top first: one pass is
+    // exact when every link goes up a row; otherwise repeat until nothing changes
+    for (var it = 0; it < 4 * (state.nLayers + 3); it++) {
+      var next = new Float64Array(w);
+      for (i = 0; i < alive.length; i++) {
+        e = alive[i];
+        var st = next[e.t.idx];
+        if (st) next[e.s.idx] += Math.abs(e.w) / rowSum[e.t.idx] * st;
+      }
+      var changed = false;
+      for (i = 0; i < N; i++) if (next[i] !== score[i]) { changed = true; break; }
+      score = next;
+      if (!changed || state.upward) break;
+    }
+    for (i = 0; i < alive.length; i++) { e = alive[i]; e.es = Math.abs(e.w) / rowSum[e.t.idx] * score[e.t.idx]; }
+  }
+
+  function edgeCut(alive, tE) {
+    var s = new Float64Array(alive.length), total = 0, i;
+    for (i = 0; i < alive.length; i++) { s[i] = alive[i].es; total += s[i]; }
+    s.sort();  // ascending; walk from the top
+    if (!(total > 0)) return 0;
+    var acc = 0;
+    for (i = s.length - 1; i >= 0; i--) { acc += s[i]; if (acc / total >= tE) return s[i]; }
+    return s[0];
+  }
+
+  function prune() {
+    var vis = pruneNodes(state.tN), N = state.nodes.length;
+    var alive = state.links.filter(function (e) { return vis[e.s.id] && vis[e.t.id]; });
+    var allEdges = state.exportE !== null && state.tE >= state.exportE - 1e-9;
+    var kept = alive;
+    if (!allEdges) {
+      edgeScores(alive);
+      var thr = edgeCut(alive, state.tE);
+      kept = alive.filter(function (e) { return e.es >= thr; });
+    }
+    var allNodes = state.exportN !== null && state.tN >= state.exportN - 1e-9;
+    while (!(allNodes && allEdges)) {  // drop nodes stranded by the cuts (features need an input and an output)
+      var hasIn = new Uint8Array(N), hasOut = new Uint8Array(N), changed = false;
+      kept.forEach(function (e) { hasIn[e.t.idx] = 1; hasOut[e.s.idx] = 1; });
+      state.nodes.forEach(function (n) {
+        if (!vis[n.id] || n.always) return;
+        if (!hasOut[n.idx] || (n.kind === 'feature' && !hasIn[n.idx])) { delete vis[n.id]; changed = true; }
+      });
+      if (!changed) break;
+      kept = kept.filter(function (e) { return vis[e.s.id] && vis[e.t.id]; });
+    }
+    kept = kept.slice().sort(function (a, b) { return Math.abs(b.w) - Math.abs(a.w); });
+    state.vis = vis;
+    state.visLinks = kept;  // strongest |weight| first
+    state.nodes.forEach(function (n) { n.ins = []; n.outs = []; });
+    kept.forEach(function (e) { e.t.ins.push(e); e.s.outs.push(e); });
+  }
+
+  // ---------- labels ----------
   function displayLabel(n) {
     if (n.label) return n.label;
     if (n.kind === 'embedding') return 'Emb: ' + JSON.stringify(n.token);
     if (n.kind === 'error') return 'Error L' + n.layer + ' @' + n.pos;
     return n.id;
   }
+  function unitLabel(id) {
+    var u = state.units[id];
+    return u && u.kind === 'supernode' ? u.label : (state.byId[id] ? displayLabel(state.byId[id]) : id);
+  }
 
   function normQParams(q) {
     q = (q && typeof q === 'object') ? q : {};
     var ids = state.byId;
-    var out = {
+    return {
       pinnedIds: Array.isArray(q.pinnedIds) ? q.pinnedIds.map(String).filter(function (i) { return ids[i]; }) : [],
       supernodes: Array.isArray(q.supernodes) ? q.supernodes.filter(function (g) {
         return Array.isArray(g) && g.length >= 2;
@@ -128,7 +238,6 @@
       clickedId: typeof q.clickedId === 'string' ? q.clickedId : '',
       sg_pos: typeof q.sg_pos === 'string' ? q.sg_pos : ''
     };
-    return out;
   }
 
   // ---------- graph list ----------
@@ -137,12 +246,15 @@
     clear(ul);
     if (!state.graphs.length) { ul.appendChild(el('li', 'muted', 'No graph JSON files in this directory.')); return; }
     state.graphs.forEach(function (g) {
-      var li = el('li', g.name === state.name ? 'active' : '');
+      var li = el('li', (g.name === state.name ? 'active' : '') + (g.error ? ' broken' : ''));
       li.setAttribute('data-name', g.name);
       li.appendChild(el('span', 'name', g.slug || g.name));
-      li.appendChild(el('span', 'sub', g.prompt));
-      li.appendChild(el('span', 'sub', (g.scan ? g.scan + ' · ' : '') + g.n_nodes + ' nodes · ' + g.n_links + ' links'));
-      li.title = g.file;
+      if (g.error) li.appendChild(el('span', 'badge', 'cannot read'));
+      else {
+        li.appendChild(el('span', 'sub', g.prompt));
+        li.appendChild(el('span', 'sub', (g.scan ? g.scan + ' · ' : '') + g.n_nodes + ' nodes · ' + g.n_links + ' links'));
+      }
+      li.title = g.error ? g.file + ': ' + g.error : g.file;
       li.addEventListener('click', function () { selectGraph(g.name); });
       ul.appendChild(li);
     });
@@ -154,182 +266,523 @@
     loadGraph(name);
   }
 
+  function setSlider(id, outId, value, min, max, digits) {
+    var s = $(id);
+    s.min = String(min); s.max = String(max); s.value = String(value);
+    $(outId).textContent = Number(value).toFixed(digits);
+  }
+
+  function applyThresholdSettings(m) {
+    var ps = m.ps, t = num(m.meta.node_threshold);
+    state.tN = t !== null ? t : (num(ps.node_threshold) !== null ? num(ps.node_threshold) : 1);
+    state.tE = num(ps.edge_threshold) !== null ? num(ps.edge_threshold) : 1;
+    state.exportN = num(ps.export_node_threshold) !== null ? num(ps.export_node_threshold) : state.tN;
+    state.exportE = num(ps.export_edge_threshold) !== null ? num(ps.export_edge_threshold) : state.tE;
+    setSlider('threshold', 'threshold-value', state.tN, 0.05, Math.max(state.exportN, state.tN), 2);
+    setSlider('edge-threshold', 'edge-threshold-value', state.tE, 0.5, Math.max(state.exportE, state.tE), 3);
+  }
+
   function loadGraph(name) {
     setStatus('loading…');
+    showError('');
+    var t0 = performance.now();
     return getJSON('/graphs/' + encodeURIComponent(name) + '.json').then(function (data) {
-      var m = buildModel(data);
+      timing.fetch = Math.round(performance.now() - t0);
+      var m = timed('model', function () { return buildModel(data); });
       state.name = name; state.data = data;
-      state.nodes = m.nodes; state.byId = m.byId; state.links = m.links; state.ins = m.ins; state.outs = m.outs;
+      state.nodes = m.nodes; state.byId = m.byId; state.links = m.links; state.qkOnly = m.qkOnly; state.upward = m.upward;
       state.nLayers = m.nLayers; state.tokens = m.tokens; state.meta = m.meta;
-      var t = num(m.meta.node_threshold);
-      state.graphThreshold = t;
-      state.threshold = t === null ? 1 : t;
-      $('threshold').value = String(state.threshold);
-      $('threshold-value').textContent = state.threshold.toFixed(2);
+      applyThresholdSettings(m);
       state.qParams = normQParams(data.qParams);
       state.dirty = false;
       $('save').disabled = true;
       $('graph-title').textContent = (m.meta.slug || name) + (m.meta.scan ? '  ·  ' + m.meta.scan : '');
       $('prompt').textContent = typeof m.meta.prompt === 'string' ? m.meta.prompt : '';
       renderGraphList();
+      state.view = {k: 1, x: 0, y: 0};
+      timed('prune', prune);
       renderAll();
       setStatus('');
       document.body.setAttribute('data-loaded', name);
-    }).catch(function (err) { setStatus(String(err.message || err), true); });
+    }).catch(function (err) {
+      var msg = 'Could not open graph ' + JSON.stringify(name) + ': ' + String(err.message || err);
+      showError(msg);
+      setStatus('error', true);
+      state.name = name; renderGraphList();
+      document.body.setAttribute('data-loaded', name);
+      document.body.setAttribute('data-load-error', name);
+    });
   }
 
-  // ---------- main graph ----------
-  function layout(nodes, width) {
-    var cells = {}, maxCell = 1;
-    nodes.forEach(function (n) {
+  // ---------- layout: fit to the panel ----------
+  function panelSize() {
+    var svg = $('graph'), r = svg.getBoundingClientRect();
+    return {w: Math.max(320, r.width), h: Math.max(240, r.height)};
+  }
+
+  // Supernodes collapse their visible members into one unit; everything else is its own unit.
+  function buildUnits() {
+    var units = {}, memberOf = {};
+    state.qParams.supernodes.forEach(function (g, gi) {
+      var mem = g.slice(1).filter(function (id) { return state.vis[id] && !memberOf[id]; });
+      if (!mem.length) return;
+      var key = 'S' + gi;
+      units[key] = {key: key, kind: 'supernode', label: g[0], members: mem};
+      mem.forEach(function (id) { memberOf[id] = key; });
+    });
+    state.memberOf = memberOf;
+    state.units = units;
+  }
+
+  function layout() {
+    var size = panelSize(), P = Math.max(state.tokens.length, 1), R = state.nLayers + 2;
+    state.nodes.forEach(function (n) { if (state.vis[n.id] && n.pos + 1 > P) P = n.pos + 1; });
+    var cells = {}, need = [];
+    for (var p = 0; p < P; p++) need.push(1);
+    state.nodes.forEach(function (n) {
+      if (!state.vis[n.id]) return;
       var k = n.row + ':' + n.pos;
       (cells[k] = cells[k] || []).push(n);
+      need[n.pos] = Math.max(need[n.pos], cells[k].length);
     });
-    Object.keys(cells).forEach(function (k) { maxCell = Math.max(maxCell, cells[k].length); });
-    var P = Math.max(state.tokens.length, 1);
-    nodes.forEach(function (n) { P = Math.max(P, n.pos + 1); });
-    var colW = Math.max(96, Math.min(420, maxCell * 16));
-    if (width) colW = Math.max(colW, (width - MARGIN_L - 10) / P);
-    var rows = state.nLayers + 2;
-    var H = MARGIN_T + rows * ROW_H + MARGIN_B, W = MARGIN_L + P * colW + 10;
-    var pos = {};
-    Object.keys(cells).forEach(function (k) {
-      var members = cells[k];
-      members.sort(function (a, b) { return (a.influence || 0) - (b.influence || 0) || (a.id < b.id ? -1 : 1); });
-      var m = members.length, half = Math.min(0.42, 0.09 * (m - 1));
-      members.forEach(function (n, i) {
-        var off = m > 1 ? -half + 2 * half * i / (m - 1) : 0;
-        pos[n.id] = {
-          x: MARGIN_L + (n.pos + 0.5 + off) * colW,
-          y: MARGIN_T + (rows - 1 - n.row + 0.5) * ROW_H
-        };
+    var W = size.w - M.l - M.r, H = size.h - M.t - M.b, rowH = H / R;
+    // columns share the width by how crowded they are (square root: a crowded cell wraps to lines)
+    var wsum = 0, weights = need.map(function (c) { var w = Math.max(1, Math.sqrt(c) * 1.5); wsum += w; return w; });
+    var x0 = M.l, colX = [], colW = [];
+    weights.forEach(function (w) { var cw = W * w / wsum; colX.push(x0); colW.push(cw); x0 += cw; });
+    var xy = {}, r = 7;
+    Object.keys(cells).forEach(function (key) {
+      var list = cells[key], n0 = list[0], cw = colW[n0.pos], cx = colX[n0.pos], g = cellGrid(list.length, cw, rowH);
+      list.sort(function (a, b) { return (b.score || 0) - (a.score || 0) || (a.rank || 0) - (b.rank || 0); });
+      var yTop = M.t + (R - 1 - n0.row) * rowH + (rowH - g.lines * g.lineH) / 2;
+      list.forEach(function (n, i) {
+        var line = Math.floor(i / g.perLine), j = i % g.perLine, inLine = Math.min(g.perLine, list.length - line * g.perLine);
+        // odd lines shift by half a step so a wrapped cell reads as a staggered block, not a column
+        var shift = (line % 2) * g.step / 2 * (inLine < g.perLine ? 0 : 1);
+        xy[n.id] = {x: cx + cw / 2 + (j - (inLine - 1) / 2) * g.step + shift - (g.lines > 1 ? g.step / 4 : 0), y: yTop + g.lineH * (line + 0.5)};
       });
+      r = Math.min(r, g.r);
     });
-    return {pos: pos, W: W, H: H, P: P, colW: colW, rows: rows};
+    state.layout = {P: P, R: R, rowH: rowH, colX: colX, colW: colW, size: size, radius: r};
+    state.xy = xy;
+    buildUnits();
+    Object.keys(state.units).forEach(function (k) {
+      var u = state.units[k], sx = 0, sy = 0;
+      u.members.forEach(function (id) { sx += xy[id].x; sy += xy[id].y; });
+      u.x = sx / u.members.length; u.y = sy / u.members.length;
+    });
   }
 
-  function nodeShape(n, r) {
-    if (n.kind === 'error') return sv('path', {'class': 'shape', d: 'M0,' + (-r * 1.3) + ' L' + (r * 1.3) + ',0 L0,' + (r * 1.3) + ' L' + (-r * 1.3) + ',0 Z'});
-    if (n.kind === 'embedding' || n.kind === 'logit') return sv('rect', {'class': 'shape', x: -r, y: -r, width: 2 * r, height: 2 * r, rx: 1.5});
-    return sv('circle', {'class': 'shape', r: r});
-  }
-  function nodeRadius(n) {
-    if (n.always) return 7;
-    var inf = n.influence === null ? 0.5 : Math.max(0, Math.min(1, n.influence));
-    return 4 + 6 * (1 - inf);
+  // Nodes of one layer x position cell: as many per line as fit at a comfortable spacing, wrapped
+  // onto more lines when crowded (the row's height is there to be used), never overlapping.
+  function cellGrid(count, cw, rowH) {
+    var avail = Math.max(8, cw - 8), perLine = Math.max(1, Math.min(count, Math.floor(avail / 22)));
+    var lines = Math.ceil(count / perLine), maxLines = Math.max(1, Math.floor(rowH * 0.9 / 14));
+    if (lines > maxLines) { lines = maxLines; perLine = Math.ceil(count / lines); }
+    perLine = Math.ceil(count / lines);
+    var step = Math.min(26, avail / perLine), lineH = Math.min(26, rowH * 0.9 / lines);
+    return {perLine: perLine, lines: lines, step: step, lineH: lineH, r: Math.max(2, Math.min(step, lineH) / 2 - 1.5)};
   }
 
-  function renderGraph() {
+  // screen coordinates of a node or unit under the current zoom / pan
+  function S(p) { var v = state.view; return {x: p.x * v.k + v.x, y: p.y * v.k + v.y}; }
+  function posOf(id) {
+    var key = state.memberOf[id];
+    return key ? S(state.units[key]) : S(state.xy[id]);
+  }
+
+  // ---------- drawing ----------
+  function nodeShape(kind, r) {
+    if (kind === 'feature') return sv('circle', {'class': 'shape', r: r});
+    if (kind === 'error') return sv('rect', {'class': 'shape', x: -r, y: -r, width: 2 * r, height: 2 * r, transform: 'rotate(45)'});
+    return sv('rect', {'class': 'shape', x: -r, y: -r, width: 2 * r, height: 2 * r, rx: 1.5});
+  }
+
+  function drawAxes(svg) {
+    var L = state.layout, v = state.view, g = sv('g', {'class': 'axes'});
+    for (var r = 0; r < L.R; r++) {
+      var y = (M.t + (L.R - 1 - r + 0.5) * L.rowH) * v.k + v.y;
+      g.appendChild(sv('line', {'class': 'gridline', x1: M.l, x2: L.size.w - M.r, y1: y + L.rowH * v.k / 2, y2: y + L.rowH * v.k / 2}));
+    }
+    svg.appendChild(g);
+    // sticky axes: layer names keep to the left edge, tokens to the bottom edge
+    var ax = sv('g', {'class': 'axis'});
+    ax.appendChild(sv('rect', {'class': 'axis-bg', x: 0, y: 0, width: M.l - 4, height: L.size.h}));
+    ax.appendChild(sv('rect', {'class': 'axis-bg', x: 0, y: L.size.h - M.b + 6, width: L.size.w, height: M.b}));
+    for (r = 0; r < L.R; r++) {
+      var yc = (M.t + (L.R - 1 - r + 0.5) * L.rowH) * v.k + v.y;
+      if (yc < 4 || yc > L.size.h - M.b + 4) continue;
+      var t = sv('text', {'class': 'axis-layer', x: 8, y: yc + 4});
+      t.textContent = r === 0 ? 'Emb' : (r === L.R - 1 ? 'Logit' : 'L' + (r - 1));
+      ax.appendChild(t);
+    }
+    var rotate = L.colW.some(function (w) { return w * v.k < 56; });
+    for (var p = 0; p < L.P; p++) {
+      var xc = (L.colX[p] + L.colW[p] / 2) * v.k + v.x;
+      if (xc < M.l - 10 || xc > L.size.w) continue;
+      var tt = sv('text', {'class': 'axis-token', x: xc, y: L.size.h - M.b + 22, 'text-anchor': rotate ? 'end' : 'middle'});
+      if (rotate) tt.setAttribute('transform', 'rotate(-35 ' + xc.toFixed(1) + ' ' + (L.size.h - M.b + 22) + ')');
+      tt.textContent = short(p < state.tokens.length ? state.tokens[p] : '', 14);
+      var title = sv('title'); title.textContent = p + ': ' + JSON.stringify(p < state.tokens.length ? state.tokens[p] : '');
+      tt.appendChild(title);
+      ax.appendChild(tt);
+    }
+    return ax;
+  }
+
+  function drawEdges(svg) {
+    var g = sv('g', {'class': 'edges'}), drawn = state.visLinks.slice(0, MAX_DRAWN), maxW = 0;
+    drawn.forEach(function (e) { maxW = Math.max(maxW, Math.abs(e.w)); });
+    drawn.forEach(function (e) {
+      var a = posOf(e.s.id), b = posOf(e.t.id);
+      if (state.memberOf[e.s.id] && state.memberOf[e.s.id] === state.memberOf[e.t.id]) return;
+      var rel = Math.abs(e.w) / (maxW || 1);
+      g.appendChild(sv('path', {
+        'class': 'edge ' + (e.w >= 0 ? 'pos' : 'neg'), 'data-source': e.s.id, 'data-target': e.t.id,
+        d: 'M' + a.x.toFixed(1) + ' ' + a.y.toFixed(1) + 'L' + b.x.toFixed(1) + ' ' + b.y.toFixed(1),
+        'stroke-width': (0.35 + 3.2 * Math.sqrt(rel)).toFixed(2), 'stroke-opacity': (0.12 + 0.6 * Math.sqrt(rel)).toFixed(2)
+      }));
+    });
+    state.drawn = drawn;
+    svg.appendChild(g);
+    svg.appendChild(sv('g', {'class': 'edges-hl', id: 'edges-hl'}));
+  }
+
+  function drawNodes(svg) {
+    var g = sv('g', {'class': 'nodes'}), r = Math.max(2.5, Math.min(9, state.layout.radius * Math.sqrt(state.view.k)));
+    var maxScore = 0;
+    state.nodes.forEach(function (n) { if (state.vis[n.id] && n.kind === 'feature') maxScore = Math.max(maxScore, n.score || 0); });
+    state.nodes.forEach(function (n) {
+      if (!state.vis[n.id] || state.memberOf[n.id]) return;
+      var p = S(state.xy[n.id]);
+      var ng = sv('g', {'class': 'node kind-' + n.kind, 'data-node-id': n.id, transform: 'translate(' + p.x.toFixed(1) + ',' + p.y.toFixed(1) + ')'});
+      var rr = n.kind === 'feature' && maxScore > 0 ? r * (0.65 + 0.35 * Math.sqrt((n.score || 0) / maxScore)) : (n.kind === 'error' ? r * 0.7 : r);
+      ng.appendChild(nodeShape(n.kind, rr));
+      g.appendChild(ng);
+    });
+    svg.appendChild(g);
+  }
+
+  function textWidth(s, px) { return s.length * px * 0.58 + 4; }
+
+  function boxesOverlap(a, b, pad) {
+    return a.x < b.x + b.w + pad && b.x < a.x + a.w + pad && a.y < b.y + b.h + pad && b.y < a.y + a.h + pad;
+  }
+
+  // Supernode glyphs: one rounded box with the label, pushed apart until no two overlap.
+  function placeSupernodes() {
+    var boxes = Object.keys(state.units).map(function (k) {
+      var u = state.units[k], p = S(u), text = short(u.label, 32) + ' (' + u.members.length + ')';
+      var w = textWidth(text, 11) + 14, h = 22;
+      return {u: u, text: text, x: p.x - w / 2, y: p.y - h / 2, w: w, h: h};
+    });
+    for (var it = 0; it < 200; it++) {
+      var moved = false;
+      for (var i = 0; i < boxes.length; i++) for (var j = i + 1; j < boxes.length; j++) {
+        var a = boxes[i], b = boxes[j];
+        if (!boxesOverlap(a, b, 4)) continue;
+        var ox = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x) + 4;
+        var oy = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y) + 4;
+        if (oy < ox) { var sy = (a.y <= b.y ? 1 : -1) * oy / 2; a.y -= sy; b.y += sy; }
+        else { var sx = (a.x <= b.x ? 1 : -1) * ox / 2; a.x -= sx; b.x += sx; }
+        moved = true;
+      }
+      if (!moved) break;
+    }
+    // then step each glyph up or down, least first, off the nodes it would hide (within its row)
+    var nr = state.layout.radius + 2, nodes = [];
+    state.nodes.forEach(function (n) {
+      if (!state.vis[n.id] || state.memberOf[n.id]) return;
+      var p = S(state.xy[n.id]);
+      nodes.push({x: p.x - nr, y: p.y - nr, w: 2 * nr, h: 2 * nr});
+    });
+    var reach = state.layout.rowH * state.view.k * 0.6;
+    boxes.forEach(function (b, i) {
+      function clearAt(dy) {
+        var c = {x: b.x, y: b.y + dy, w: b.w, h: b.h};
+        return nodes.every(function (o) { return !boxesOverlap(c, o, 1); }) &&
+          boxes.every(function (o, j) { return j === i || !boxesOverlap(c, o, 4); });
+      }
+      if (clearAt(0)) return;
+      for (var d = 4; d <= reach; d += 4) {
+        if (clearAt(-d)) { b.y -= d; return; }
+        if (clearAt(d)) { b.y += d; return; }
+      }
+    });
+    var v = state.view;
+    boxes.forEach(function (b) {  // glyph centre in world units, so edges meet the moved box
+      b.u.x = (b.x + b.w / 2 - v.x) / v.k; b.u.y = (b.y + b.h / 2 - v.y) / v.k;
+    });
+    return boxes;
+  }
+
+  function drawSupernodes(svg, boxes) {
+    var g = sv('g', {'class': 'supernodes'});
+    boxes.forEach(function (b) {
+      var sg = sv('g', {'class': 'supernode', 'data-supernode': b.u.label, 'data-unit': b.u.key,
+        transform: 'translate(' + b.x.toFixed(1) + ',' + b.y.toFixed(1) + ')'});
+      sg.appendChild(sv('rect', {'class': 'supernode-box', x: 0, y: 0, width: b.w.toFixed(1), height: b.h, rx: 8}));
+      var t = sv('text', {'class': 'supernode-label', x: (b.w / 2).toFixed(1), y: 15, 'text-anchor': 'middle'});
+      t.textContent = b.text;
+      sg.appendChild(t);
+      g.appendChild(sg);
+    });
+    svg.appendChild(g);
+    return boxes.map(function (b) { return {x: b.x, y: b.y, w: b.w, h: b.h}; });
+  }
+
+  // Text labels: pinned, clicked and searched nodes always; then the most influential features
+  // while they fit without overlapping.
+  function drawLabels(svg, taken) {
+    var q = state.qParams, want = [], seen = {};
+    function add(id, force) { if (!seen[id] && state.vis[id] && !state.memberOf[id]) { seen[id] = true; want.push({id: id, force: force}); } }
+    if (q.clickedId) add(q.clickedId, true);
+    q.pinnedIds.forEach(function (id) { add(id, true); });
+    state.nodes.filter(function (n) { return state.vis[n.id] && (n.kind === 'feature' || n.kind === 'logit'); })
+      .sort(function (a, b) { return (b.score || 0) - (a.score || 0); })
+      .slice(0, N_LABELS + 6).forEach(function (n) { add(n.id, false); });
+    var g = sv('g', {'class': 'labels'}), placed = taken.slice(), count = 0, L = state.layout, nr = L.radius + 1;
+    var nodeBoxes = [];  // unforced labels also keep off the nodes
+    state.nodes.forEach(function (n) {
+      if (!state.vis[n.id] || state.memberOf[n.id]) return;
+      var p = S(state.xy[n.id]);
+      nodeBoxes.push({x: p.x - nr, y: p.y - nr, w: 2 * nr, h: 2 * nr});
+    });
+    want.forEach(function (w) {
+      if (!w.force && count >= N_LABELS) return;
+      var n = state.byId[w.id], p = S(state.xy[w.id]), text = short(displayLabel(n), 30);
+      var bw = textWidth(text, 11), bh = 14, opts = [[-bw / 2, -nr - 15], [nr + 2, -7], [-nr - 2 - bw, -7], [-bw / 2, nr + 1]];
+      for (var i = 0; i < opts.length; i++) {
+        var box = {x: p.x + opts[i][0], y: p.y + opts[i][1], w: bw, h: bh};
+        var inside = box.x >= M.l && box.x + bw <= L.size.w - 2 && box.y >= 0 && box.y + bh <= L.size.h - M.b;
+        var free = inside && placed.every(function (o) { return !boxesOverlap(box, o, 1); }) &&
+          (w.force || nodeBoxes.every(function (o) { return !boxesOverlap(box, o, 0); }));
+        if (free || (w.force && i === opts.length - 1)) {
+          placed.push(box);
+          var t = sv('text', {'class': 'node-label' + (w.force ? ' strong' : ''), 'data-node-id': w.id, x: box.x.toFixed(1), y: (box.y + 11).toFixed(1)});
+          t.textContent = text;
+          g.appendChild(t);
+          if (!w.force) count++;
+          break;
+        }
+      }
+    });
+    svg.appendChild(g);
+  }
+
+  var timing = window.__circuitTraceTiming = {};  // ms of the last load / prune / render, for tests
+  function timed(name, f) {
+    var t0 = performance.now(), out = f();
+    timing[name] = Math.round(performance.now() - t0);
+    return out;
+  }
+
+  function renderGraph() { timed('render', renderGraphNow); }
+  function renderGraphNow() {
     var svg = $('graph');
     clear(svg);
-    var vis = state.nodes.filter(isVisible);
-    var visSet = {};
-    vis.forEach(function (n) { visSet[n.id] = true; });
-    state.visible = visSet;
-    var avail = $('graph-scroll').clientWidth || 800;
-    var L = layout(vis, avail);
-    state.pos = L.pos;
-    svg.setAttribute('width', L.W); svg.setAttribute('height', L.H);
-    svg.setAttribute('viewBox', '0 0 ' + L.W + ' ' + L.H);
-
-    var axes = sv('g', {'class': 'axes'});
-    for (var r = 0; r < L.rows; r++) {
-      var y = MARGIN_T + (L.rows - 1 - r + 0.5) * ROW_H;
-      axes.appendChild(sv('line', {'class': 'gridline', x1: MARGIN_L, x2: L.W - 10, y1: y, y2: y}));
-      var lab = sv('text', {x: 6, y: y + 4});
-      lab.textContent = r === 0 ? 'Emb' : (r === L.rows - 1 ? 'Logit' : 'L' + (r - 1));
-      axes.appendChild(lab);
-    }
-    for (var p = 0; p < L.P; p++) {
-      var tx = sv('text', {'class': 'axis-token', x: MARGIN_L + (p + 0.5) * L.colW, y: L.H - MARGIN_B + 22, 'text-anchor': 'middle'});
-      var tok = p < state.tokens.length ? state.tokens[p] : '';
-      tx.textContent = JSON.stringify(tok.length > 16 ? tok.slice(0, 15) + '…' : tok);
-      var tt = sv('title'); tt.textContent = p + ': ' + JSON.stringify(tok); tx.appendChild(tt);
-      axes.appendChild(tx);
-      var ix = sv('text', {x: MARGIN_L + (p + 0.5) * L.colW, y: L.H - MARGIN_B + 38, 'text-anchor': 'middle'});
-      ix.textContent = String(p);
-      axes.appendChild(ix);
-    }
+    if (!state.data) return;
+    layout();
+    var boxes = placeSupernodes();
+    svg.appendChild(sv('rect', {'class': 'bg', x: 0, y: 0, width: '100%', height: '100%'}));
+    var axes = drawAxes(svg);
+    drawEdges(svg);
+    drawNodes(svg);
+    var taken = drawSupernodes(svg, boxes);
+    drawLabels(svg, taken);
     svg.appendChild(axes);
-
-    // supernode boxes
-    var sgroup = sv('g', {'class': 'supernodes'});
-    state.qParams.supernodes.forEach(function (g) {
-      var pts = g.slice(1).map(function (id) { return L.pos[id]; }).filter(Boolean);
-      if (!pts.length) return;
-      var xs = pts.map(function (q) { return q.x; }), ys = pts.map(function (q) { return q.y; });
-      var x0 = Math.min.apply(null, xs) - 14, x1 = Math.max.apply(null, xs) + 14;
-      var y0 = Math.min.apply(null, ys) - 16, y1 = Math.max.apply(null, ys) + 16;
-      sgroup.appendChild(sv('rect', {'class': 'supernode-box', x: x0, y: y0, width: x1 - x0, height: y1 - y0, rx: 6}));
-      var t = sv('text', {'class': 'supernode-label', x: x0 + 3, y: y0 - 3});
-      t.textContent = g[0];
-      sgroup.appendChild(t);
-    });
-    svg.appendChild(sgroup);
-
-    // edges
-    var eg = sv('g', {'class': 'edges'});
-    var drawn = 0, maxW = 0;
-    var shown = [];
-    for (var i = 0; i < state.links.length && shown.length < MAX_EDGES; i++) {
-      var e = state.links[i];
-      if (visSet[e.s.id] && visSet[e.t.id]) shown.push(e);
-    }
-    shown.forEach(function (e) { maxW = Math.max(maxW, Math.abs(e.w)); });
-    shown.slice().reverse().forEach(function (e) {
-      var a = L.pos[e.s.id], b = L.pos[e.t.id];
-      var midY = (a.y + b.y) / 2;
-      var path = sv('path', {
-        'class': 'edge ' + (e.w >= 0 ? 'pos' : 'neg'),
-        d: 'M' + a.x + ',' + a.y + ' C' + a.x + ',' + midY + ' ' + b.x + ',' + midY + ' ' + b.x + ',' + b.y,
-        'stroke-width': (0.4 + 3.6 * Math.sqrt(Math.abs(e.w) / (maxW || 1))).toFixed(2),
-        'stroke-opacity': (0.25 + 0.6 * Math.abs(e.w) / (maxW || 1)).toFixed(2),
-        'data-source': e.s.id, 'data-target': e.t.id
-      });
-      eg.appendChild(path);
-      drawn++;
-    });
-    svg.appendChild(eg);
-
-    // nodes
-    var ng = sv('g', {'class': 'nodes'});
-    vis.forEach(function (n) {
-      var q = L.pos[n.id];
-      var g = sv('g', {'class': 'node kind-' + n.kind, transform: 'translate(' + q.x.toFixed(2) + ',' + q.y.toFixed(2) + ')',
-        'data-node-id': n.id, tabindex: 0, role: 'button'});
-      g.appendChild(nodeShape(n, nodeRadius(n)));
-      var title = sv('title');
-      title.textContent = displayLabel(n) + '\n' + n.id + ' · act ' + fmt(n.activation) + ' · infl ' + fmt(n.influence);
-      g.appendChild(title);
-      g.addEventListener('click', function (ev) {
-        if (ev.shiftKey) togglePin(n.id); else clickNode(n.id);
-      });
-      g.addEventListener('keydown', function (ev) { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); clickNode(n.id); } });
-      ng.appendChild(g);
-    });
-    svg.appendChild(ng);
-    svg.addEventListener('click', onBackgroundClick);
-    $('counts').textContent = vis.length + ' nodes · ' + drawn + ' edges';
+    var nE = state.visLinks.length, nV = Object.keys(state.vis).length;
+    $('counts').textContent = nV + ' nodes · ' + nE + ' edges' + (nE > state.drawn.length ? ' (' + state.drawn.length + ' strongest drawn)' : '');
+    svg.setAttribute('data-visible-nodes', String(nV));
+    svg.setAttribute('data-visible-edges', String(nE));
     applyMarks();
   }
 
-  function onBackgroundClick(ev) {
-    if (ev.target === $('graph') && state.qParams.clickedId) { state.qParams.clickedId = ''; markDirty(); applyMarks(); renderDetails(); }
+  var frame = null;
+  function scheduleRender() {
+    if (frame !== null) return;
+    frame = window.requestAnimationFrame(function () { frame = null; renderGraph(); });
   }
 
+  // ---------- marks, highlight, hover card ----------
+  function focusId() { return state.hover || (state.qParams.clickedId && state.vis[state.qParams.clickedId] ? state.qParams.clickedId : ''); }
+
   function applyMarks() {
-    var svg = $('graph'), q = state.qParams, pinned = {};
+    var svg = $('graph'), q = state.qParams, pinned = {}, term = state.search.toLowerCase();
     q.pinnedIds.forEach(function (i) { pinned[i] = true; });
     Array.prototype.forEach.call(svg.querySelectorAll('g.node'), function (g) {
-      var id = g.getAttribute('data-node-id');
+      var id = g.getAttribute('data-node-id'), n = state.byId[id];
       g.classList.toggle('pinned', !!pinned[id]);
       g.classList.toggle('clicked', id === q.clickedId);
+      g.classList.toggle('match', !!term && matches(n, term));
     });
-    var c = q.clickedId && state.visible[q.clickedId] ? q.clickedId : '';
-    svg.classList.toggle('has-clicked', !!c);
+    svg.classList.toggle('searching', !!term);
+    highlight(focusId());
+  }
+
+  function highlight(id) {
+    var svg = $('graph'), hl = $('edges-hl');
+    if (!hl) return;
+    clear(hl);
+    var member = {};
+    if (id && state.units[id]) state.units[id].members.forEach(function (m) { member[m] = true; }); else if (id) member[id] = true;
+    svg.classList.toggle('has-focus', !!id);
+    var drawnSet = {};
     Array.prototype.forEach.call(svg.querySelectorAll('path.edge'), function (p) {
-      p.classList.toggle('hl', !!c && (p.getAttribute('data-source') === c || p.getAttribute('data-target') === c));
+      var on = !!id && !!(member[p.getAttribute('data-source')] || member[p.getAttribute('data-target')]);
+      p.classList.toggle('hl', on);
+      if (on) drawnSet[p.getAttribute('data-source') + '\u0000' + p.getAttribute('data-target')] = true;
     });
+    if (!id) return;
+    var extra = 0;  // the focused node's edges that were thinned away are drawn on top
+    state.visLinks.forEach(function (e) {
+      if (extra >= 200 || !(member[e.s.id] || member[e.t.id]) || drawnSet[e.s.id + '\u0000' + e.t.id]) return;
+      var a = posOf(e.s.id), b = posOf(e.t.id);
+      hl.appendChild(sv('path', {'class': 'edge hl extra ' + (e.w >= 0 ? 'pos' : 'neg'), 'data-source': e.s.id, 'data-target': e.t.id,
+        d: 'M' + a.x.toFixed(1) + ' ' + a.y.toFixed(1) + 'L' + b.x.toFixed(1) + ' ' + b.y.toFixed(1), 'stroke-width': 1.2}));
+      extra++;
+    });
+  }
+
+  function unitEdges(key, dir) {
+    var u = state.units[key], list = [];
+    if (!u) { var n = state.byId[key]; return n ? (dir === 'in' ? n.ins : n.outs) : []; }
+    u.members.forEach(function (id) { list = list.concat(dir === 'in' ? state.byId[id].ins : state.byId[id].outs); });
+    return list.sort(function (a, b) { return Math.abs(b.w) - Math.abs(a.w); });
+  }
+
+  function cardRow(tbl, k, v) { var tr = el('tr'); tr.appendChild(el('td', '', k)); tr.appendChild(el('td', '', v)); tbl.appendChild(tr); }
+
+  function showCard(id, ev) {
+    var card = $('hovercard'), n = state.byId[id], u = state.units[id];
+    clear(card);
+    if (u) {
+      card.appendChild(el('div', 'card-title', u.label));
+      card.appendChild(el('div', 'muted', 'supernode of ' + u.members.length + ' nodes'));
+      u.members.slice(0, 8).forEach(function (m) { card.appendChild(el('div', 'card-sub', short(displayLabel(state.byId[m]), 50))); });
+    } else {
+      card.appendChild(el('div', 'card-title', displayLabel(n)));
+      var t = el('table');
+      cardRow(t, 'id', n.id);
+      cardRow(t, 'layer', n.kind === 'embedding' ? 'embeddings' : (n.kind === 'logit' ? 'logits' : n.layer + ' (' + n.kind + ')'));
+      cardRow(t, 'position', n.pos + ' ' + JSON.stringify(n.token));
+      cardRow(t, 'activation', fmt(n.activation));
+      cardRow(t, 'node influence', fmt(n.score));
+      if (n.rank !== null) cardRow(t, 'influence rank', 'within the top ' + (n.rank * 100).toFixed(1) + '% of influence');
+      if (n.labelScore !== null) cardRow(t, 'label agreement', fmt(n.labelScore));
+      card.appendChild(t);
+    }
+    [['in', 'top inputs', '←'], ['out', 'top outputs', '→']].forEach(function (d) {
+      var es = unitEdges(id, d[0]).slice(0, CARD_EDGES);
+      if (!es.length) return;
+      card.appendChild(el('div', 'card-h', d[1]));
+      es.forEach(function (e) {
+        var other = d[0] === 'in' ? e.s : e.t;
+        card.appendChild(el('div', 'card-edge ' + (e.w >= 0 ? 'pos' : 'neg'), (e.w >= 0 ? '+' : '') + fmt(e.w) + ' ' + d[2] + ' ' + short(displayLabel(other), 40)));
+      });
+    });
+    card.hidden = false;
+    var wrap = $('graph-wrap').getBoundingClientRect(), x = ev.clientX - wrap.left + 14, y = ev.clientY - wrap.top + 14;
+    if (x + 300 > wrap.width) x = Math.max(4, x - 330);
+    if (y + card.offsetHeight > wrap.height) y = Math.max(4, y - 28 - card.offsetHeight);  // above the node
+    card.style.left = x + 'px'; card.style.top = y + 'px';
+  }
+
+  function hideCard() { $('hovercard').hidden = true; }
+
+  function targetId(ev) {
+    var g = ev.target.closest ? ev.target.closest('g.node, g.supernode') : null;
+    if (!g) return null;
+    return g.getAttribute('data-node-id') || g.getAttribute('data-unit');
+  }
+
+  // ---------- zoom and pan ----------
+  function zoomAt(factor, cx, cy) {
+    var v = state.view, k = Math.max(0.3, Math.min(12, v.k * factor)), f = k / v.k;
+    v.x = cx - (cx - v.x) * f; v.y = cy - (cy - v.y) * f; v.k = k;
+    scheduleRender();
+  }
+  function fit() { state.view = {k: 1, x: 0, y: 0}; scheduleRender(); }
+
+  function bindGraphEvents() {
+    var svg = $('graph'), drag = null;
+    svg.addEventListener('wheel', function (ev) {
+      ev.preventDefault();
+      var r = svg.getBoundingClientRect();
+      zoomAt(Math.exp(-ev.deltaY * 0.0015), ev.clientX - r.left, ev.clientY - r.top);
+    }, {passive: false});
+    svg.addEventListener('mousedown', function (ev) {
+      if (ev.shiftKey) ev.preventDefault();  // no text selection on shift-click
+      if (ev.button !== 0 || targetId(ev)) return;
+      drag = {x: ev.clientX, y: ev.clientY, vx: state.view.x, vy: state.view.y, moved: false};
+    });
+    window.addEventListener('mousemove', function (ev) {
+      if (!drag) return;
+      var dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+      if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+      state.view.x = drag.vx + dx; state.view.y = drag.vy + dy;
+      svg.classList.add('panning');
+      scheduleRender();
+    });
+    window.addEventListener('mouseup', function () {
+      if (drag && drag.moved) svg.setAttribute('data-panned', '1');
+      setTimeout(function () { drag = null; svg.classList.remove('panning'); }, 0);
+    });
+    svg.addEventListener('mouseover', function (ev) {
+      var id = targetId(ev);
+      if (!id || drag) return;
+      state.hover = id; highlight(id); showCard(id, ev);
+    });
+    svg.addEventListener('mouseout', function (ev) {
+      var id = targetId(ev);
+      if (!id) return;
+      var to = ev.relatedTarget && ev.relatedTarget.closest ? ev.relatedTarget.closest('g.node, g.supernode') : null;
+      if (to && (to.getAttribute('data-node-id') || to.getAttribute('data-unit')) === id) return;
+      state.hover = null; hideCard(); highlight(focusId());
+    });
+    svg.addEventListener('click', function (ev) {
+      var id = targetId(ev);
+      if (drag && drag.moved) return;
+      if (!id) { if (state.qParams.clickedId) { state.qParams.clickedId = ''; markDirty(); applyMarks(); renderDetails(); } return; }
+      if (state.units[id]) { clickNode(state.units[id].members[0]); return; }
+      if (ev.shiftKey) togglePin(id); else clickNode(id);
+    });
+    $('zoom-in').addEventListener('click', function () { var s = panelSize(); zoomAt(1.4, s.w / 2, s.h / 2); });
+    $('zoom-out').addEventListener('click', function () { var s = panelSize(); zoomAt(1 / 1.4, s.w / 2, s.h / 2); });
+    $('fit').addEventListener('click', fit);
+    window.addEventListener('resize', function () { if (state.data) scheduleRender(); });
+  }
+
+  // ---------- search ----------
+  function matches(n, term) {
+    return !!n && (displayLabel(n).toLowerCase().indexOf(term) >= 0 || n.id.toLowerCase().indexOf(term) >= 0);
+  }
+  function onSearch() {
+    state.search = $('search').value.trim();
+    var term = state.search.toLowerCase(), ul = $('search-results');
+    clear(ul);
+    applyMarks();
+    if (!term) { ul.hidden = true; return; }
+    var hits = state.nodes.filter(function (n) { return matches(n, term); })
+      .sort(function (a, b) { return (state.vis[b.id] ? 1 : 0) - (state.vis[a.id] ? 1 : 0) || (b.score || 0) - (a.score || 0); });
+    hits.slice(0, 20).forEach(function (n) {
+      var li = el('li', state.vis[n.id] ? '' : 'hidden-node');
+      li.setAttribute('data-node-id', n.id);
+      li.appendChild(el('span', 'lbl', short(displayLabel(n), 40)));
+      li.appendChild(el('span', 'muted', ' ' + n.id + (state.vis[n.id] ? '' : ' (pruned at this threshold)')));
+      li.addEventListener('mousedown', function (ev) { ev.preventDefault(); pickSearch(n.id); });
+      ul.appendChild(li);
+    });
+    if (!hits.length) ul.appendChild(el('li', 'muted', 'no match'));
+    ul.hidden = false;
+  }
+  function pickSearch(id) {
+    $('search-results').hidden = true;
+    clickNode(id);
+    if (state.vis[id] && state.xy[id]) {  // bring it into view if zoomed away
+      var p = S(state.xy[id]), s = panelSize();
+      if (p.x < M.l || p.x > s.w || p.y < 0 || p.y > s.h - M.b) { state.view.x += s.w / 2 - p.x; state.view.y += s.h / 2 - p.y; scheduleRender(); }
+    }
   }
 
   // ---------- interactions ----------
@@ -338,7 +791,7 @@
   function clickNode(id) {
     state.qParams.clickedId = id;
     markDirty();
-    applyMarks();
+    renderGraph();
     renderDetails();
   }
 
@@ -352,13 +805,10 @@
       }).filter(function (g) { return g.length >= 2; });
     } else p.push(id);
     markDirty();
-    applyMarks();
+    renderGraph();
     renderSubgraph();
     renderDetails();
-    renderGraphSupernodes();
   }
-
-  function renderGraphSupernodes() { renderGraph(); }
 
   // ---------- detail panel ----------
   function edgeList(edges, dir) {
@@ -373,8 +823,43 @@
       li.addEventListener('click', function () { clickNode(other.id); });
       ul.appendChild(li);
     });
-    if (!edges.length) ul.appendChild(el('li', 'muted', 'none'));
+    if (!edges.length) ul.appendChild(el('li', 'muted', 'none at these thresholds'));
     return ul;
+  }
+
+  function evidenceText(ev) {
+    if (ev === null || ev === undefined || ev === '') return '';
+    if (typeof ev === 'string') return ev;
+    if (Array.isArray(ev)) return ev.map(evidenceText).join('; ');
+    if (typeof ev === 'object') return Object.keys(ev).map(function (k) { return k + ': ' + evidenceText(ev[k]); }).join(' · ');
+    return String(ev);
+  }
+
+  function renderLabelInfo(box, score, evidence) {
+    if (score === null && !evidence) return;
+    var d = el('div', 'label-info');
+    d.appendChild(el('span', 'muted', 'label (heuristic)' + (score !== null ? ' · agreement ' + fmt(score) : '')));
+    if (evidence) d.appendChild(el('div', 'evidence', evidenceText(evidence)));
+    box.appendChild(d);
+  }
+
+  function renderQK(box, qk) {
+    box.appendChild(el('h2', '', 'QK tracing'));
+    function name(id) { id = String(id); if (state.byId[id]) return displayLabel(state.byId[id]); var o = state.qkOnly[id]; return o && typeof o.clerp === 'string' && o.clerp ? o.clerp : id; }
+    [['pair_wise_contributors', 'pairs (q, k)'], ['top_q_marginal_contributors', 'query side'], ['top_k_marginal_contributors', 'key side']].forEach(function (f) {
+      var list = Array.isArray(qk[f[0]]) ? qk[f[0]] : [];
+      if (!list.length) return;
+      box.appendChild(el('div', 'muted', f[1]));
+      var ul = el('ul', 'edge-list');
+      list.slice(0, 8).forEach(function (it) {
+        if (!Array.isArray(it) || it.length < 2) return;
+        var v = it[it.length - 1], li = el('li');
+        li.appendChild(el('span', 'w ' + (v >= 0 ? 'pos' : 'neg'), fmt(num(v))));
+        li.appendChild(el('span', 'lbl', it.slice(0, -1).map(name).join(' × ')));
+        ul.appendChild(li);
+      });
+      box.appendChild(ul);
+    });
   }
 
   function renderDetails() {
@@ -385,16 +870,18 @@
     box.hidden = false;
     box.setAttribute('data-node-id', n.id);
     box.appendChild(el('h3', 'detail-label', displayLabel(n)));
+    renderLabelInfo(box, n.labelScore, n.labelEvidence);
     var table = el('table');
-    function row(k, v) { var tr = el('tr'); tr.appendChild(el('td', '', k)); tr.appendChild(el('td', '', v)); table.appendChild(tr); }
-    row('node', n.id);
-    row('type', n.kind);
-    row('layer', n.kind === 'embedding' ? 'embeddings' : (n.kind === 'logit' ? 'logits' : n.layer));
-    row('position', n.pos + '  ' + JSON.stringify(n.token));
-    if (n.feature !== null && n.kind === 'feature') row('feature', String(n.feature));
-    row('activation', fmt(n.activation));
-    row('influence', fmt(n.influence));
-    if (n.tokenProb !== null) row('probability', fmt(n.tokenProb));
+    cardRow(table, 'node', n.id);
+    cardRow(table, 'type', n.kind);
+    cardRow(table, 'layer', n.kind === 'embedding' ? 'embeddings' : (n.kind === 'logit' ? 'logits' : n.layer));
+    cardRow(table, 'position', n.pos + '  ' + JSON.stringify(n.token));
+    if (n.feature !== null && n.kind === 'feature') cardRow(table, 'feature', String(n.feature));
+    cardRow(table, 'activation', fmt(n.activation));
+    cardRow(table, 'node influence', fmt(n.score));
+    if (n.rank !== null) cardRow(table, 'influence rank', fmt(n.rank) + ' (cumulative share; lower = more important)');
+    if (n.tokenProb !== null && n.kind === 'logit') cardRow(table, 'probability', fmt(n.tokenProb));
+    if (!state.vis[n.id]) cardRow(table, 'shown', 'no: pruned at these thresholds');
     box.appendChild(table);
     var pinned = state.qParams.pinnedIds.indexOf(n.id) >= 0;
     var btn = el('button', 'pin-button', pinned ? 'Unpin from subgraph' : 'Pin to subgraph');
@@ -403,9 +890,10 @@
     btn.addEventListener('click', function () { togglePin(n.id); });
     var r = el('div', 'row'); r.appendChild(btn); box.appendChild(r);
     box.appendChild(el('h2', '', 'Top inputs'));
-    box.appendChild(edgeList(state.ins[n.id] || [], 'in'));
+    box.appendChild(edgeList(n.ins, 'in'));
     box.appendChild(el('h2', '', 'Top outputs'));
-    box.appendChild(edgeList(state.outs[n.id] || [], 'out'));
+    box.appendChild(edgeList(n.outs, 'out'));
+    if (n.qk) renderQK(box, n.qk);
     if (n.kind === 'feature' && n.feature !== null) {
       var ex = el('div', 'examples');
       box.appendChild(ex);
@@ -426,25 +914,36 @@
 
   function loadFeature(n, box) {
     var url = featureBase() + '/' + encodeURIComponent(String(n.feature)) + '.json';
-    fetch(url, {credentials: 'same-origin'}).then(function (r) {
-      if (!r.ok) return null;
-      return r.json();
-    }).then(function (fd) {
-      if (!fd || state.qParams.clickedId !== n.id) return;
+    box.appendChild(el('div', 'muted', 'loading feature details…'));
+    getJSON(url).then(function (fd) {
+      if (state.qParams.clickedId !== n.id) return;
+      if (!fd || typeof fd !== 'object') throw new Error('empty');
       renderFeature(fd, box);
-    }).catch(function () { /* no feature file: nothing to show */ });
+    }).catch(function () {
+      if (state.qParams.clickedId !== n.id) return;
+      clear(box);
+      box.appendChild(el('div', 'no-details muted', 'no details for this feature'));
+    });
+  }
+
+  function tokenLine(list) {
+    return list.slice(0, 10).map(function (t) {
+      if (Array.isArray(t)) return JSON.stringify(String(t[0])) + (typeof t[1] === 'number' ? ' ' + fmt(t[1]) : '');
+      if (t && typeof t === 'object') return JSON.stringify(String(t.token !== undefined ? t.token : '')) + (typeof t.value === 'number' ? ' ' + fmt(t.value) : '');
+      return JSON.stringify(String(t));
+    }).join('  ');
   }
 
   function renderFeature(fd, box) {
     clear(box);
-    if (Array.isArray(fd.top_logits) && fd.top_logits.length) {
-      box.appendChild(el('h2', '', 'Top logits'));
-      box.appendChild(el('div', 'ex', fd.top_logits.slice(0, 10).map(function (t) { return JSON.stringify(String(t)); }).join('  ')));
-    }
-    if (Array.isArray(fd.bottom_logits) && fd.bottom_logits.length) {
-      box.appendChild(el('h2', '', 'Bottom logits'));
-      box.appendChild(el('div', 'ex', fd.bottom_logits.slice(0, 10).map(function (t) { return JSON.stringify(String(t)); }).join('  ')));
-    }
+    if (typeof fd.label === 'string' && fd.label) box.appendChild(el('div', 'fd-label', 'label: ' + fd.label));
+    renderLabelInfo(box, num(fd.label_score), fd.label_evidence);
+    if (typeof fd.transcoder_id === 'string') box.appendChild(el('div', 'muted', 'transcoder: ' + fd.transcoder_id));
+    [['top_logits', 'Top logits'], ['bottom_logits', 'Bottom logits']].forEach(function (f) {
+      if (!Array.isArray(fd[f[0]]) || !fd[f[0]].length) return;
+      box.appendChild(el('h2', '', f[1]));
+      box.appendChild(el('div', 'ex', tokenLine(fd[f[0]])));
+    });
     (Array.isArray(fd.examples_quantiles) ? fd.examples_quantiles : []).slice(0, 4).forEach(function (q) {
       box.appendChild(el('h2', '', 'Examples: ' + String(q.quantile_name || '')));
       var exs = Array.isArray(q.examples) ? q.examples : [];
@@ -499,16 +998,13 @@
       li.appendChild(b);
       sl.appendChild(li);
     });
-    drawSubgraph(inSuper);
+    drawSubgraph();
   }
 
-  function drawSubgraph(inSuper) {
-    var svg = $('subgraph'), q = state.qParams;
-    clear(svg);
-    // units: each supernode collapses its members; other pinned nodes stand alone
-    var units = [], unitOf = {};
+  function subgraphUnits() {
+    var q = state.qParams, units = [], unitOf = {};
     q.supernodes.forEach(function (g, gi) {
-      var mem = g.slice(1).filter(function (id) { return state.byId[id]; });
+      var mem = g.slice(1).filter(function (id) { return state.byId[id] && !unitOf[id]; });
       if (!mem.length) return;
       var rows = mem.map(function (id) { return state.byId[id].row; }), poss = mem.map(function (id) { return state.byId[id].pos; });
       var u = {key: 'S' + gi, label: g[0], row: Math.round(rows.reduce(function (a, b) { return a + b; }, 0) / rows.length),
@@ -521,23 +1017,35 @@
       var u = {key: id, label: displayLabel(n), row: n.row, pos: n.pos, kind: n.kind, members: [id]};
       units.push(u); unitOf[id] = u;
     });
-    var W = 330, rowsUsed = {};
+    return {units: units, unitOf: unitOf};
+  }
+
+  function drawSubgraph() {
+    var svg = $('subgraph'), su = subgraphUnits(), units = su.units, unitOf = su.unitOf;
+    clear(svg);
+    var W = 340, rowsUsed = {};
     units.forEach(function (u) { rowsUsed[u.row] = true; });
     var rowList = Object.keys(rowsUsed).map(Number).sort(function (a, b) { return b - a; });
-    var H = Math.max(60, rowList.length * 52 + 20);
+    var H = Math.max(60, rowList.length * 64 + 16);
     svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     svg.setAttribute('height', H);
+    var defs = sv('defs');
+    ['pos', 'neg'].forEach(function (s) {
+      var mk = sv('marker', {id: 'arrow-' + s, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse', markerUnits: 'userSpaceOnUse'});
+      mk.appendChild(sv('path', {d: 'M0 0L10 5L0 10z', 'class': 'arrowhead ' + s}));
+      defs.appendChild(mk);
+    });
+    svg.appendChild(defs);
     if (!units.length) {
-      var t = sv('text', {x: 10, y: 34}); t.textContent = 'Pin nodes to build a subgraph.'; svg.appendChild(t);
+      var t0 = sv('text', {x: 10, y: 34}); t0.textContent = 'Pin nodes to build a subgraph.'; svg.appendChild(t0);
       return;
     }
     var xy = {};
     rowList.forEach(function (r, ri) {
       var us = units.filter(function (u) { return u.row === r; }).sort(function (a, b) { return a.pos - b.pos; });
-      us.forEach(function (u, i) { xy[u.key] = {x: (i + 0.5) * W / us.length, y: 20 + ri * 52 + 16}; });
+      us.forEach(function (u, i) { xy[u.key] = {x: (i + 0.5) * W / us.length, y: 24 + ri * 64}; });
     });
-    // aggregated edges between units
-    var agg = {};
+    var agg = {};  // summed weights between units, all exported links (the subgraph ignores thresholds)
     state.links.forEach(function (e) {
       var a = unitOf[e.s.id], b = unitOf[e.t.id];
       if (!a || !b || a === b) return;
@@ -548,22 +1056,27 @@
     var maxW = 0;
     Object.keys(agg).forEach(function (k) { maxW = Math.max(maxW, Math.abs(agg[k].w)); });
     Object.keys(agg).forEach(function (k) {
-      var e = agg[k], p = xy[e.a.key], r = xy[e.b.key];
-      svg.appendChild(sv('line', {'class': 'edge ' + (e.w >= 0 ? 'pos' : 'neg'), x1: p.x, y1: p.y, x2: r.x, y2: r.y,
-        'stroke-width': (0.6 + 3 * Math.abs(e.w) / (maxW || 1)).toFixed(2), 'stroke-opacity': 0.7}));
+      var e = agg[k], p = xy[e.a.key], r = xy[e.b.key], s = e.w >= 0 ? 'pos' : 'neg';
+      var dx = r.x - p.x, dy = r.y - p.y, len = Math.sqrt(dx * dx + dy * dy) || 1, ux = dx / len, uy = dy / len;
+      var x1 = p.x + ux * 12, y1 = p.y + uy * 12, x2 = r.x - ux * 13, y2 = r.y - uy * 13;
+      svg.appendChild(sv('line', {'class': 'sg-edge edge ' + s, x1: x1, y1: y1, x2: x2, y2: y2, 'marker-end': 'url(#arrow-' + s + ')',
+        'stroke-width': (0.8 + 3.2 * Math.abs(e.w) / (maxW || 1)).toFixed(2), 'stroke-opacity': 0.75,
+        'data-source': e.a.key, 'data-target': e.b.key}));
+      var wt = sv('text', {'class': 'sg-weight ' + s, x: ((x1 + x2) / 2 + 4).toFixed(1), y: ((y1 + y2) / 2).toFixed(1)});
+      wt.textContent = (e.w >= 0 ? '+' : '') + fmt(e.w);
+      svg.appendChild(wt);
     });
     units.forEach(function (u) {
       var p = xy[u.key];
-      var g = sv('g', {'class': 'sg-node kind-' + u.kind, transform: 'translate(' + p.x.toFixed(1) + ',' + p.y.toFixed(1) + ')',
-        'data-unit': u.key});
-      if (u.kind === 'supernode') g.appendChild(sv('rect', {'class': 'supernode-box', x: -34, y: -10, width: 68, height: 20, rx: 5}));
+      var g = sv('g', {'class': 'sg-node kind-' + u.kind, transform: 'translate(' + p.x.toFixed(1) + ',' + p.y.toFixed(1) + ')', 'data-unit': u.key});
+      if (u.kind === 'supernode') g.appendChild(sv('rect', {'class': 'supernode-box', x: -40, y: -10, width: 80, height: 20, rx: 8}));
       else {
-        var shape = nodeShape({kind: u.kind}, 6);
-        shape.setAttribute('fill', {feature: '#4c78a8', error: '#8c8c8c', embedding: '#54a24b', logit: '#f58518'}[u.kind] || '#4c78a8');
+        var shape = nodeShape(u.kind, 6);
+        shape.setAttribute('fill', KIND_COLOR[u.kind] || KIND_COLOR.feature);
         g.appendChild(shape);
       }
-      var t = sv('text', {'class': 'sg-label', y: u.kind === 'supernode' ? 3 : 17, 'text-anchor': 'middle'});
-      t.textContent = u.label.length > 26 ? u.label.slice(0, 25) + '…' : u.label;
+      var t = sv('text', {'class': 'sg-label', y: u.kind === 'supernode' ? 4 : 19, 'text-anchor': 'middle'});
+      t.textContent = short(u.label, 24);
       g.appendChild(t);
       var title = sv('title'); title.textContent = u.label + (u.members.length > 1 ? ' (' + u.members.length + ' nodes)' : ''); g.appendChild(title);
       if (u.kind !== 'supernode') g.addEventListener('click', function () { clickNode(u.key); });
@@ -607,27 +1120,50 @@
   function renderAll() { renderGraph(); renderSubgraph(); renderDetails(); }
 
   // ---------- boot ----------
+  function onThreshold() {
+    state.tN = parseFloat($('threshold').value);
+    state.tE = parseFloat($('edge-threshold').value);
+    $('threshold-value').textContent = state.tN.toFixed(2);
+    $('edge-threshold-value').textContent = state.tE.toFixed(3);
+    if (!state.data) return;
+    timed('prune', prune);
+    scheduleRender();
+    if (state.qParams.clickedId) renderDetails();
+  }
+
   function init() {
-    $('threshold').addEventListener('input', function () {
-      state.threshold = parseFloat(this.value);
-      $('threshold-value').textContent = state.threshold.toFixed(2);
-      if (state.data) renderGraph();
-    });
+    $('threshold').addEventListener('input', onThreshold);
+    $('edge-threshold').addEventListener('input', onThreshold);
     $('save').addEventListener('click', save);
     $('make-supernode').addEventListener('click', makeSupernode);
-    document.addEventListener('keydown', function (ev) {
-      if (ev.key === 'Escape' && state.qParams && state.qParams.clickedId) { state.qParams.clickedId = ''; applyMarks(); renderDetails(); }
+    $('search').addEventListener('input', onSearch);
+    $('search').addEventListener('keydown', function (ev) {
+      var first = $('search-results').querySelector('li[data-node-id]');
+      if (ev.key === 'Enter' && first) pickSearch(first.getAttribute('data-node-id'));
+      if (ev.key === 'Escape') { this.value = ''; onSearch(); }
     });
+    $('search').addEventListener('blur', function () { setTimeout(function () { $('search-results').hidden = true; }, 150); });
+    bindGraphEvents();
+    document.addEventListener('keydown', function (ev) {
+      if (ev.key === 'Escape' && state.qParams && state.qParams.clickedId && ev.target === document.body) {
+        state.qParams.clickedId = ''; applyMarks(); renderDetails();
+      }
+    });
+    var m = /graph=([^&]+)/.exec(location.hash);
+    var want = m ? decodeURIComponent(m[1]) : null;
+    // a graph named in the URL loads at once, while the server lists the directory (which reads
+    // every graph file: seconds for a directory of large graphs)
+    if (want !== null) loadGraph(want);
     getJSON('/api/graphs').then(function (j) {
       state.graphs = Array.isArray(j.graphs) ? j.graphs : [];
       renderGraphList();
-      var m = /graph=([^&]+)/.exec(location.hash);
-      var want = m ? decodeURIComponent(m[1]) : null;
+      if (want !== null) return null;
       var names = state.graphs.map(function (g) { return g.name; });
-      if (want !== null && names.indexOf(want) >= 0) return loadGraph(want);
+      var ok = state.graphs.filter(function (g) { return !g.error; });
+      if (ok.length) return loadGraph(ok[0].name);
       if (names.length) return loadGraph(names[0]);
       document.body.setAttribute('data-loaded', '');
-    }).catch(function (err) { setStatus(String(err.message || err), true); });
+    }).catch(function (err) { setStatus(String(err.message || err), true); showError(String(err.message || err)); });
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();

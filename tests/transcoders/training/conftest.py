@@ -1,4 +1,5 @@
 """Fixtures for the training tests (factories in training_fixtures.py)."""
+
 import pytest
 import torch
 from training_fixtures import make_corpus, make_model, make_tokenizer

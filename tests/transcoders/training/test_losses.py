@@ -20,10 +20,10 @@ def planted(n=12000, L=2, d=32, m=48, p=0.06, seed=0, cross=False):
     """x_l = D_in,l s_l (+ small noise), y_l = Σ_{l' ≤ l (CLT) or = l (PLT)} D_out^{l'→l} s_l'."""
     g = torch.Generator().manual_seed(seed)
     d_in = F.normalize(torch.randn(L, m, d, generator=g), dim=-1)
-    d_out = F.normalize(torch.randn(L, m, L, d, generator=g), dim=-1)   # source layer, feature, target
+    d_out = F.normalize(torch.randn(L, m, L, d, generator=g), dim=-1)  # source layer, feature, target
     s = (torch.rand(n, L, m, generator=g) < p) * (0.5 + torch.rand(n, L, m, generator=g))
     x = torch.einsum("nlm,lmd->nld", s, d_in) + 0.01 * torch.randn(n, L, d, generator=g)
-    mask = torch.ones(L, L).tril() if cross else torch.eye(L)             # [target, source]
+    mask = torch.ones(L, L).tril() if cross else torch.eye(L)  # [target, source]
     y = torch.einsum("nsm,smtd,ts->ntd", s, d_out, mask)
     return x, y, d_out
 
@@ -56,9 +56,11 @@ def test_jumprelu_loss_matches_formula_and_thresholds_get_gradient():
     acts = [h * (h > ref.threshold[l]) for l, h in enumerate(hs)]
     norms = torch.stack([ref.W_dec[l].norm(dim=(1, 2)) for l in range(3)])
     y_hat = ref.decode(acts).transpose(0, 1)
-    want = ((y_hat - y) ** 2).sum((1, 2)).mean() \
-        + 0.3 * sum(torch.tanh(4 * norms[l] * acts[l]).sum(-1).mean() for l in range(3)) \
+    want = (
+        ((y_hat - y) ** 2).sum((1, 2)).mean()
+        + 0.3 * sum(torch.tanh(4 * norms[l] * acts[l]).sum(-1).mean() for l in range(3))
         + 0.01 * sum((F.relu(ref.threshold[l] - hs[l]) * norms[l]).sum(-1).mean() for l in range(3))
+    )
     torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(decoder_norms(tc), norms)
     out.loss.backward()
@@ -68,8 +70,17 @@ def test_jumprelu_loss_matches_formula_and_thresholds_get_gradient():
 @pytest.mark.parametrize("activation", ["jumprelu", "topk"])
 def test_losses_decrease_and_planted_dictionary_is_recovered(activation):
     x, y, d_out = planted()
-    cfg = TrainConfig(kind="plt", n_features=96, activation=activation, k=4, steps=200, batch_size=256,
-                      lambda_s=2.0, lr=1e-2, dead_window=5000)
+    cfg = TrainConfig(
+        kind="plt",
+        n_features=96,
+        activation=activation,
+        k=4,
+        steps=200,
+        batch_size=256,
+        lambda_s=2.0,
+        lr=1e-2,
+        dead_window=5000,
+    )
     tc, tr = fit(x, y, cfg)
     first, last = tr.history[0], tr.history[-1]
     assert last["mse"] < 0.3 * first["mse"] and last["loss"] < first["loss"]

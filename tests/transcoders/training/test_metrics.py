@@ -16,10 +16,10 @@ from circuit_trace.transcoders.training import (
 
 
 def test_fvu_nmse_l0_definitions():
-    y = torch.tensor([[[1.0, 0.0]], [[3.0, 0.0]]])           # [N=2, L=1, d=2]; ȳ = (2, 0)
-    y_hat = torch.tensor([[[2.0, 0.0]], [[2.0, 1.0]]])       # Σ‖y−ŷ‖² = 1 + 2 = 3
-    assert fvu(y, y_hat).tolist() == [3 / 2]                  # Σ‖y−ȳ‖² = 2
-    assert nmse(y, y_hat).tolist() == [3 / 10]                # Σ‖y‖² = 10
+    y = torch.tensor([[[1.0, 0.0]], [[3.0, 0.0]]])  # [N=2, L=1, d=2]; ȳ = (2, 0)
+    y_hat = torch.tensor([[[2.0, 0.0]], [[2.0, 1.0]]])  # Σ‖y−ŷ‖² = 1 + 2 = 3
+    assert fvu(y, y_hat).tolist() == [3 / 2]  # Σ‖y−ȳ‖² = 2
+    assert nmse(y, y_hat).tolist() == [3 / 10]  # Σ‖y‖² = 10
     assert l0([torch.tensor([[1.0, 0, 2], [0, 0, 0]])]).tolist() == [1.0]
     assert dead_fraction(torch.tensor([[0, 5, 10, 20]]), window=10) == 0.5
 
@@ -30,7 +30,7 @@ def test_streaming_stats_match_batch():
     acts = [torch.relu(torch.randn(100, 8, generator=g)) for _ in range(3)]
     s = ReconstructionStats(3)
     for i in range(0, 100, 30):
-        s.update(y[i:i + 30], y_hat[i:i + 30], [a[i:i + 30] for a in acts])
+        s.update(y[i : i + 30], y_hat[i : i + 30], [a[i : i + 30] for a in acts])
     torch.testing.assert_close(torch.tensor(s.fvu(), dtype=torch.float64), fvu(y, y_hat))
     torch.testing.assert_close(torch.tensor(s.nmse(), dtype=torch.float64), nmse(y, y_hat))
     torch.testing.assert_close(torch.tensor(s.l0()), l0(acts))
@@ -56,14 +56,16 @@ def test_replacement_metrics_and_hooks_removed(cross_layer):
     base = model(ids).logits
     seen = {}
     with replace_mlps(adapter, rand):
-        hooks = [layer.mlp.register_forward_hook(lambda m, a, o, l=l: seen.__setitem__(l, (a[0], o)))
-                 for l, layer in enumerate(model.model.layers)]
+        hooks = [
+            layer.mlp.register_forward_hook(lambda m, a, o, l=l: seen.__setitem__(l, (a[0], o)))
+            for l, layer in enumerate(model.model.layers)
+        ]
         inside = model(ids).logits
         for h in hooks:
             h.remove()
     xs = torch.stack([seen[l][0] for l in range(2)])
-    with torch.no_grad():                                     # layer l's MLP output = CLT reading layers <= l
+    with torch.no_grad():  # layer l's MLP output = CLT reading layers <= l
         torch.testing.assert_close(torch.stack([seen[l][1] for l in range(2)]), rand.reconstruct(xs))
     assert not torch.allclose(inside, base)
-    assert torch.equal(model(ids).logits, base)               # hooks removed
+    assert torch.equal(model(ids).logits, base)  # hooks removed
     assert not torch.equal(before, base)

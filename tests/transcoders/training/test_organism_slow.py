@@ -1,10 +1,10 @@
 """A short CLT training run on the embedded `states` organism (slow: RUN_SLOW=1, ~2 min on CPU)."""
+
 import os
 
 import pytest
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="slow: set RUN_SLOW=1")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("RUN_SLOW") != "1", reason="slow: set RUN_SLOW=1")]
 
 
 def test_organism_clt_short_run(tmp_path):

@@ -1,9 +1,9 @@
-
 import pytest
 import torch
 from safetensors.torch import load_file
 from training_fixtures import make_model
 
+from circuit_trace.cli import train_from_args
 from circuit_trace.transcoders import TranscoderMismatchError, load_transcoders
 from circuit_trace.transcoders.training import (
     CorpusError,
@@ -14,14 +14,24 @@ from circuit_trace.transcoders.training import (
     fold_normalization,
     new_transcoder,
     train,
-    train_from_args,
 )
 from circuit_trace.transcoders.training.trainer import evaluate
 
 
 def cfg(tmp_path, name="run", **kw):
-    base = dict(kind="clt", n_features=24, steps=8, batch_size=32, context_size=16, buffer_tokens=100,
-                checkpoint_every=3, eval_tokens=40, lr=3e-3, lambda_s=0.5, out_dir=str(tmp_path / name))
+    base = dict(
+        kind="clt",
+        n_features=24,
+        steps=8,
+        batch_size=32,
+        context_size=16,
+        buffer_tokens=100,
+        checkpoint_every=3,
+        eval_tokens=40,
+        lr=3e-3,
+        lambda_s=0.5,
+        out_dir=str(tmp_path / name),
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -51,9 +61,10 @@ def test_smoke_clt_on_tiny_llama(tiny, tmp_path):
         assert torch.equal(loaded.reconstruct(xs), folded.reconstruct(xs))
     from circuit_trace.models import get_adapter
     from circuit_trace.transcoders.training import make_windows, read_corpus
+
     windows, lengths = make_windows(tok, read_corpus(corpus), 16)
-    assert (lengths == 16).all()                                # some documents are longer: packed
-    n_eval = report.eval_tokens // 15                           # held-out windows at the end
+    assert (lengths == 16).all()  # some documents are longer: packed
+    n_eval = report.eval_tokens // 15  # held-out windows at the end
     ev = evaluate(get_adapter(model), loaded, windows[-n_eval:], c, lengths[-n_eval:])
     assert ev["fvu"] == report.fvu and ev["top1_agreement"] == report.top1_agreement
 
@@ -69,8 +80,10 @@ def test_resume_is_bit_identical(tiny, tmp_path, kind, activation):
     assert resumed.history == full.history
     files = sorted(p.name for p in (tmp_path / "full" / "transcoder").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "split" / "transcoder").iterdir())
-    for f in files:   # byte-identical saved transcoders
-        assert (tmp_path / "full" / "transcoder" / f).read_bytes() == (tmp_path / "split" / "transcoder" / f).read_bytes()
+    for f in files:  # byte-identical saved transcoders
+        assert (tmp_path / "full" / "transcoder" / f).read_bytes() == (
+            tmp_path / "split" / "transcoder" / f
+        ).read_bytes()
     ta, tb = (load_transcoders(str(tmp_path / n / "transcoder")) for n in ("full", "split"))
     assert all(torch.equal(p, q) for p, q in zip(ta.state_dict().values(), tb.state_dict().values()))
     assert resumed.fvu == full.fvu and resumed.top1_agreement == full.top1_agreement
@@ -94,21 +107,29 @@ def test_bad_inputs(tiny, tmp_path):
     other = make_model(len(tok), n_layers=2, d=16)
     with pytest.raises(TranscoderMismatchError, match="d_model=16"):
         train(other, tok, corpus, cfg(tmp_path, "ck", steps=2), progress=False, resume=True)
-    with pytest.raises(FileExistsError, match="resume=True"):      # no silent overwrite of a run
+    with pytest.raises(FileExistsError, match="resume=True"):  # no silent overwrite of a run
         train(model, tok, corpus, cfg(tmp_path, "ck", steps=2), progress=False)
     # a changed recipe cannot be resumed either
     with pytest.raises(ValueError, match="n_features"):
         train(model, tok, corpus, cfg(tmp_path, "ck", steps=2, n_features=12), progress=False, resume=True)
     # an init transcoder of the wrong shape
     from circuit_trace.transcoders import Transcoder
+
     with pytest.raises(TranscoderMismatchError):
-        train(model, tok, corpus, cfg(tmp_path, "init"), progress=False,
-              init=Transcoder.random(2, 16, 24, input_hook="mlp.hook_in"))
+        train(
+            model,
+            tok,
+            corpus,
+            cfg(tmp_path, "init"),
+            progress=False,
+            init=Transcoder.random(2, 16, 24, input_hook="mlp.hook_in"),
+        )
 
 
 def test_init_from_transcoder_and_defaults(tiny, tmp_path):
     model, tok, corpus = tiny
     from circuit_trace.transcoders import Transcoder
+
     init = Transcoder.random(2, 32, 24, cross_layer=True, seed=2, input_hook="mlp.hook_in")
     report = train(model, tok, corpus, cfg(tmp_path, steps=1, lr=1e-12), progress=False, init=init)
     loaded = load_transcoders(report.transcoder_path)
@@ -125,9 +146,27 @@ def test_train_from_args(tiny, tmp_path, capsys):
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     (tmp_path / "corpus.txt").write_text("\n\n".join(corpus))
-    report = train_from_args(["--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.txt"),
-                              "--kind", "plt", "--features", "16", "--steps", "3", "--batch-size", "32",
-                              "--context-size", "16", "--out", str(tmp_path / "cli"), "--no-progress"])
+    report = train_from_args(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--corpus",
+            str(tmp_path / "corpus.txt"),
+            "--kind",
+            "plt",
+            "--features",
+            "16",
+            "--steps",
+            "3",
+            "--batch-size",
+            "32",
+            "--context-size",
+            "16",
+            "--out",
+            str(tmp_path / "cli"),
+            "--no-progress",
+        ]
+    )
     assert report.completed and report.kind == "plt" and (tmp_path / "cli" / "transcoder" / "config.yaml").exists()
     assert "PLT jumprelu F=16" in capsys.readouterr().out
 
@@ -136,4 +175,4 @@ def test_short_documents_one_window_each(tiny, tmp_path):
     model, tok, _ = tiny
     docs = ["the capital of texas is austin", "ohio has columbus", "maine is small", "utah is big"] * 10
     report = train(model, tok, docs, cfg(tmp_path, steps=3, eval_tokens=6), progress=False)
-    assert report.completed and report.eval_tokens == 2 * 3     # eval docs "maine is small", "utah is big"
+    assert report.completed and report.eval_tokens == 2 * 3  # eval docs "maine is small", "utah is big"

@@ -1,0 +1,41 @@
+"""Tuning knobs of the attribution engine. They trade memory for work; none changes an edge weight
+(the two-pass selection may pick different features near a tie, see `rank_top_entries`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AttributionOptions:
+    """How `compute_attribution` spends memory and time (pass as `ct.attribute(..., options=)`).
+
+    max_batch_size: upper bound of the automatic batch size (targets per backward pass) when
+        `batch_size` is not given; the automatic size also fits half the free memory.
+    dense_limit_bytes: the adjacency [N, N] float32 is a dense array up to this size, else CSR.
+    rerank_batches: greedy selection (under `max_feature_nodes`) re-ranks the features not yet
+        visited every this many batches (circuit-tracer's `update_interval`).
+    row_store_bytes: greedy selection keeps the full rows [cap, n_src] float32 in host memory up
+        to this size; above it, two-pass selection. None: half the available host memory at the
+        time of the call. 0 forces two-pass selection.
+    rank_top_entries: two-pass selection keeps each feature row's largest |entries| (this many)
+        for the ranking; the kept rows are then recomputed exactly.
+    """
+
+    max_batch_size: int = 256
+    dense_limit_bytes: int = 1 << 30
+    rerank_batches: int = 4
+    row_store_bytes: int | None = None
+    rank_top_entries: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_size", "rerank_batches", "rank_top_entries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"AttributionOptions.{name} must be a positive integer, got {value!r}")
+        for name in ("dense_limit_bytes", "row_store_bytes"):
+            value = getattr(self, name)
+            if value is None and name == "row_store_bytes":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"AttributionOptions.{name} must be a non-negative integer, got {value!r}")

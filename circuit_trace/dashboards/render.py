@@ -1,0 +1,141 @@
+"""Turn one layer's running statistics into per-feature dashboard dicts (Neuronpedia feature-detail
+fields plus circuit-tracer's `act_min`/`act_max`/`histogram`/`activation_frequency`, our
+`label`/`label_score`/`label_evidence`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..graphs.ids import cantor_pair
+from .collect import LayerStats
+from .labels import ConceptMap, FeatureLabel, LabelOptions, label_feature
+from .logits import logit_effects
+
+__all__ = ["render_layer"]
+
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _example(toks: list[str], acts: np.ndarray, decimals: int, has_bos: bool, ctx: int, repeated: bool = False) -> dict:
+    lo = 1 if has_bos else 0  # BOS is never scored: leave it out of the shown text
+    a = acts[lo : lo + len(toks)].tolist()  # rounded already (render_layer)
+    best = max(range(len(a)), key=a.__getitem__) if a else 0
+    return {
+        "tokens": toks,
+        "tokens_acts_list": a,
+        "train_token_ind": best,
+        "is_repeated_datapoint": repeated,
+        "context_id": ctx,
+    }
+
+
+def _histogram(counts: torch.Tensor, edges: list[float], decimals: int) -> tuple[list[int], list[float]]:
+    nz = counts.nonzero().squeeze(1)
+    if not len(nz):
+        return [], []
+    lo, hi = int(nz[0]), int(nz[-1]) + 1
+    return counts[lo:hi].tolist(), [float(f"{e:.{decimals + 1}g}") for e in edges[lo : hi + 1]]
+
+
+def _quantile_groups(a: dict, f: int, texts, o, has_bos: bool, top_set: set) -> tuple[list, list]:
+    keep = np.nonzero(a["smp_key"][f] >= 0)[0]
+    if not len(keep):
+        return [], []
+    vals = a["smp_val"][f, keep]
+    order = keep[np.argsort(-vals, kind="stable")]
+    qv = np.quantile(vals.astype(np.float64), QUANTILES).tolist()
+    groups = []
+    for chunk in np.array_split(order, min(o.n_quantiles, len(order))):
+        if not len(chunk):
+            continue
+        hi, lo = float(a["smp_val"][f, chunk[0]]), float(a["smp_val"][f, chunk[-1]])
+        ctxs = [int(c) for c in a["smp_ctx"][f, chunk]]
+        exs = [
+            _example(texts[c], a["smp_acts"][f, k], o.decimals, has_bos, c, c in top_set)
+            for k, c in zip(chunk.tolist(), ctxs)
+        ]
+        groups.append({"quantile_name": f"Sampled contexts, activation {lo:.3g}\u2013{hi:.3g}", "examples": exs})
+    return groups, [round(q, o.decimals) for q in qv]
+
+
+def render_layer(
+    rm,
+    layer: int,
+    s: LayerStats,
+    token_ids: dict[int, list[int]],
+    o,
+    cmap: ConceptMap | None,
+    label_options: LabelOptions | None,
+    *,
+    transcoder_id: str,
+    fingerprint: str,
+) -> tuple[list[dict], list[FeatureLabel]]:
+    """One dict per feature of `layer`, in index order, and its label."""
+    from .build import _Tokens
+
+    tokens = _Tokens(rm.tokenizer)
+    has_bos = rm.tokenizer.bos_token_id is not None
+    eff = logit_effects(rm, layer, o.n_logits)
+    edges = s.bin_edges()
+    n_tok = max(1, int(s.n_tokens))
+    concepts = list(cmap.concepts) if cmap is not None and cmap.concepts else None
+    a = {k: getattr(s, k).cpu().numpy() for k in ("top_val", "top_ctx", "smp_key", "smp_val", "smp_ctx")}
+    for k in ("top_acts", "smp_acts"):  # round once, as float64 so tolist() gives short decimals
+        a[k] = np.round(getattr(s, k).double().cpu().numpy(), o.decimals)
+    lo = 1 if has_bos else 0
+    texts = {c: [tokens(i) for i in ids[lo:]] for c, ids in token_ids.items()}
+    feats, labels = [], []
+    for f in range(s.top_val.shape[0]):
+        top_logits = [(tokens(int(i)), float(v)) for i, v in zip(eff.top_ids[f], eff.top_values[f])]
+        bot_logits = [(tokens(int(i)), float(v)) for i, v in zip(eff.bottom_ids[f], eff.bottom_values[f])]
+        slots = np.nonzero(a["top_val"][f] > 0)[0].tolist()
+        top = [
+            _example(texts[int(a["top_ctx"][f, k])], a["top_acts"][f, k], o.decimals, has_bos, int(a["top_ctx"][f, k]))
+            for k in slots
+        ]
+        groups, qv = _quantile_groups(a, f, texts, o, has_bos, {e["context_id"] for e in top})
+        mass = None
+        if concepts is not None and s.concept_mass is not None:
+            m = s.concept_mass[f].tolist()
+            mass = {c: m[i] for i, c in enumerate(concepts) if m[i] > 0} | {None: m[-1]}
+        lab = label_feature(
+            [(max(e["tokens_acts_list"], default=0.0), e["tokens"], e["tokens_acts_list"]) for e in top],
+            top_logits,
+            cmap,
+            concept_mass=mass,
+            options=label_options,
+        )
+        hist, hedges = _histogram(s.hist[f], edges, o.decimals)
+        n_active = int(s.n_active[f])
+        d: dict[str, Any] = {
+            "index": cantor_pair(layer, f),
+            "layer": layer,
+            "feature": f,
+            "transcoder_id": transcoder_id,
+            "transcoder_fingerprint": fingerprint,
+            "examples_quantiles": ([{"quantile_name": "Top activations", "examples": top}] if top else []) + groups,
+            "top_logits": [t for t, _ in top_logits],
+            "bottom_logits": [t for t, _ in bot_logits],
+            "top_logit_effects": [round(v, 4) for _, v in top_logits],
+            "bottom_logit_effects": [round(v, 4) for _, v in bot_logits],
+            "act_min": 0.0,
+            "act_max": round(float(s.act_max[f]), o.decimals),
+            "activation_frequency": n_active / n_tok,
+            "n_active_tokens": n_active,
+            "mean_active_activation": round(float(s.act_sum[f]) / n_active, o.decimals) if n_active else 0.0,
+            "quantile_values": qv,
+            "histogram": hist,
+            "histogram_edges": hedges,
+            "label": lab.label,
+            "label_score": lab.score,
+            "label_kind": lab.kind,
+            "label_concept": lab.concept,
+            "label_evidence": lab.evidence,
+            "label_is_heuristic": True,
+        }
+        feats.append(d)
+        labels.append(lab)
+    return feats, labels

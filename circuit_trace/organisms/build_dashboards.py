@@ -1,0 +1,64 @@
+"""Build the feature dashboards shipped with the organism's transcoders (CLT and PLT):
+
+    python -m circuit_trace.organisms.build_dashboards            # both; about a minute each on one CPU
+
+They are made by `circuit_trace.dashboards.feature_dashboards`, as for any transcoder, over a
+held-out slice of the organism corpus (a fresh seeded draw, `HELD_OUT_SEED`, that training never
+used), with the world's facts as the labels' concept map (`labels.StateConcepts`). Output:
+`organisms/states/<kind>/features/` (compact layout `index.json.gz` + `layer_<l>.bin`, and
+`labels.json`, which `ct.load` reads into `graph.nodes["label"]` / `["label_score"]`). The files are
+byte-identical on re-run (fixed seeds, gzip without timestamps)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import ORGANISM_DIR, generate_corpus
+
+HELD_OUT_SEED = 124  # training used seed 123 (build_transcoders.TRAINING_SEED_CORPUS)
+N_SENTENCES = 6000
+SETTINGS = {
+    "ctx_len": 32,
+    "batch_size": 64,
+    "top_k": 6,
+    "n_samples": 6,
+    "n_quantiles": 3,
+    "decimals": 2,
+    "resume": False,
+}
+
+
+def held_out_corpus(n_sentences: int = N_SENTENCES) -> list[str]:
+    return generate_corpus(seed=HELD_OUT_SEED, n_sentences=n_sentences)
+
+
+def build(kind: str, folder: str | Path | None = None, *, n_sentences: int = N_SENTENCES, progress: bool = True):
+    """Dashboards of the organism's `kind` ("clt" | "plt") transcoders in `folder` (default: the
+    packaged ones), written to `<folder>/features`; returns the DashboardResult."""
+    from ..api import load
+    from ..dashboards import feature_dashboards
+    from .labels import StateConcepts
+
+    folder = Path(folder) if folder is not None else ORGANISM_DIR.parent / kind
+    rm = load(None, str(folder), device="cpu")
+    rm.transcoders.name = f"circuit-trace/states-{kind}"  # also when built in a staging folder
+    return feature_dashboards(
+        rm, held_out_corpus(n_sentences), folder / "features", concepts=StateConcepts(), progress=progress, **SETTINGS
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kind", choices=["clt", "plt", "both"], default="both")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
+        print(build(kind).summary())
+
+
+if __name__ == "__main__":
+    main()

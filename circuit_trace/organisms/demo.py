@@ -1,0 +1,101 @@
+"""The demo (`circuit-trace demo`): trace the two-hop question "the capital of the state containing
+Dallas" on the embedded organism, write the graph JSON, an HTML view and the graph's feature details,
+and name the strongest paths from the city to the answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .world import CITY_TO_STATE
+
+DEMO_PROMPT = "Fact: the capital of the state containing Dallas is"
+DEMO_SLUG = "dallas-austin"
+#: Default output; `graphs/` is git-ignored, so running the demo leaves a clone's `git status` clean.
+DEMO_OUTPUT = f"graphs/{DEMO_SLUG}.json"
+DEMO_CITY, DEMO_ANSWER = "Dallas", "Austin"
+
+
+@dataclass
+class DemoResult:
+    """What `run_demo` made: the full and pruned graphs, the files written and the path report."""
+
+    graph: object  # Graph
+    pruned: object  # PruneResult
+    json_path: Path
+    html_path: Path
+    details_dir: Path | None
+    n_details: int
+    seconds: float
+    paths: list[str] = field(default_factory=list)  # printable lines, see `path_report`
+
+
+def node_name(graph, i: int) -> str:
+    """A one-line human name of node `i` of `graph`."""
+    row = graph.nodes.iloc[i]
+    kind = row["kind"]
+    if kind == "embedding":
+        return f"token {row['token']!r} (pos {row['pos']})"
+    if kind == "logit":
+        return f"logit {row['token']!r} (p={row['logit_prob']:.3f})"
+    if kind == "error":
+        return f"error L{row['layer']} pos {row['pos']}"
+    label = f' "{row["label"]}"' if row["label"] else ""
+    return f"feature L{row['layer']}#{row['feature']} at {row['token']!r}{label}"
+
+
+def path_report(graph, city: str, answer: str) -> list[str]:
+    """The strongest path from the city's token to the answer's logit, and the strongest one through
+    a feature labelled with the city's state (the intermediate hop of a two-hop question), as lines."""
+    from ..graphs.paths import strongest_path
+
+    tokens, logits = graph.embedding_nodes(), graph.logit_nodes()
+    src = tokens.index[tokens["token"].str.strip() == city]
+    dst = logits.index[logits["token"].str.strip() == answer]
+    if not len(src) or not len(dst):
+        return [f"the pruned graph has no {city!r} token or no {answer!r} logit"]
+    state = CITY_TO_STATE.get(city, "")
+    feats = graph.feature_nodes()
+    via = feats.index[feats["label"].str.contains(state, regex=False)] if state else []
+    lines = []
+    for title, path in (
+        (f"strongest path {city} -> {answer}:", strongest_path(graph, int(src[0]), int(dst[0]))),
+        (
+            f"strongest path {city} -> [{state} feature] -> {answer}:",
+            strongest_path(graph, int(src[0]), int(dst[0]), via=via) if len(via) else [],
+        ),
+    ):
+        lines.append(title if path else f"{title} none in the pruned graph")
+        lines += [f"  {'  ' * k}{node_name(graph, i)}" for k, i in enumerate(path)]
+    return lines
+
+
+def run_demo(output: str | Path = DEMO_OUTPUT, *, device=None, progress: bool = True) -> DemoResult:
+    """Trace `DEMO_PROMPT` on the organism with its CLT and write `output` (graph JSON), the HTML
+    view beside it and `<output dir>/features/` (feature details). The output's directory must exist."""
+    import time
+
+    from ..api import attribute, load
+    from ..graphs import prune
+    from ..viz import to_html
+    from ..viz.feature_details import write_graph_details
+
+    out = Path(output)
+    t0 = time.perf_counter()
+    rm = load(device=device)
+    graph = attribute(rm, DEMO_PROMPT, progress=progress)
+    pruned = prune(graph)
+    graph.to_json(out, slug=DEMO_SLUG, pruned=pruned)
+    seconds = time.perf_counter() - t0
+    html = to_html(graph, out.with_suffix(".html"))
+    n, details_dir = write_graph_details(rm.transcoders, pruned.graph, out)  # features/<transcoder folder>/
+    return DemoResult(
+        graph=graph,
+        pruned=pruned,
+        json_path=out,
+        html_path=Path(html),
+        details_dir=details_dir if n else None,
+        n_details=n,
+        seconds=seconds,
+        paths=path_report(pruned.graph, DEMO_CITY, DEMO_ANSWER),
+    )
