@@ -145,7 +145,7 @@ def load(
     if isinstance(transcoders, (str, Path)):
         tc = load_transcoders(str(transcoders), device=dev, dtype=dt or torch.float32)
         tc.feature_labels = read_feature_labels(Path(transcoders))
-        tc.feature_label_scores = read_feature_label_scores(Path(transcoders))
+        tc.feature_label_scores = read_feature_label_scores(Path(transcoders))  # pyright: ignore[reportArgumentType]  # plain attribute on the Module
         tc.source_path = str(transcoders)
         tc.name = organism_tc or _organism_transcoder_name(Path(transcoders)) or tc.name
     elif isinstance(transcoders, Transcoder):

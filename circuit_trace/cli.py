@@ -605,7 +605,7 @@ def cmd_features(args) -> int:
             rm,
             args.corpus,
             out,
-            concepts=concepts,
+            concepts=concepts,  # pyright: ignore[reportArgumentType]  # read-only tuple fits ConceptMap
             ctx_len=args.ctx_len,
             batch_size=args.batch_size,
             max_contexts=args.max_contexts,

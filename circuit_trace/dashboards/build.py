@@ -96,13 +96,14 @@ class _StopForward(Exception):
 
 def _concept_ids(cmap: ConceptMap, token_strings, ids: torch.Tensor) -> torch.Tensor:
     """[B, P] concept index per position (len(concepts) = none)."""
+    assert cmap.concepts is not None  # the caller only asks when the map has a closed concept list
     where = {c: i for i, c in enumerate(cmap.concepts)}
     none = len(where)
     rows = []
     for row in ids.tolist():
         toks = [token_strings(i) for i in row]
         per = (
-            cmap.context_concepts(toks)
+            cmap.context_concepts(toks)  # pyright: ignore[reportAttributeAccessIssue]  # optional batch method, probed by hasattr
             if hasattr(cmap, "context_concepts")
             else [cmap.context_concept(toks, p) for p in range(len(toks))]
         )

@@ -12,6 +12,7 @@ O(F · n_bins) for the histograms.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -57,7 +58,7 @@ class LayerStats:
     ):
         F, P, K, S = n_features, ctx_len, options.top_k, options.n_samples
         self.options, self.device = options, torch.device(device)
-        z = {"device": self.device}
+        z: dict[str, Any] = {"device": self.device}
         self.top_val = torch.full((F, K), -1.0, **z)  # max activation in the context; -1 = empty slot
         self.top_ctx = torch.full((F, K), -1, dtype=torch.long, **z)
         self.top_acts = torch.zeros(F, K, P, dtype=torch.float16, **z)

@@ -41,7 +41,7 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise CorpusError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
             if isinstance(row, str):
                 yield row
@@ -66,7 +66,7 @@ def _hub_documents(dataset_id: str, text_field: str, split: str) -> Iterator[str
             "give a text or JSONL file instead"
         )
     try:
-        import datasets  # noqa: F401  (optional dependency)
+        import datasets  # noqa: F401  # pyright: ignore[reportMissingImports]  # optional dependency
     except ImportError:
         raise CorpusError(
             f"{dataset_id!r} is not a local file, and reading hub datasets needs "
@@ -81,7 +81,7 @@ def _hub_documents(dataset_id: str, text_field: str, split: str) -> Iterator[str
             f"{dataset_id!r} is not a local file and the hub could not be reached or does not "
             f"know it ({type(exc).__name__}); give a text or JSONL file instead"
         ) from None
-    import datasets as ds
+    import datasets as ds  # pyright: ignore[reportMissingImports]  # optional dependency
 
     for row in ds.load_dataset(dataset_id, split=split, streaming=True):
         if isinstance(row.get(text_field), str):

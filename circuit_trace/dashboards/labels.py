@@ -21,7 +21,7 @@ renormalised distributions; for the other kinds, the share of the evidence they 
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -51,8 +51,8 @@ class TokenConcepts:
     token is its own concept, and the two are not comparable (firing on "Dallas" and promoting
     "Austin" is no contradiction)."""
 
-    concepts = None
-    comparable = False
+    concepts: Sequence[str] | None = None
+    comparable: bool = False
 
     def context_concept(self, tokens: Sequence[str], pos: int) -> str | None:
         return tokens[pos].strip() or None
@@ -147,11 +147,11 @@ def label_feature(
     if concept_mass and sum(concept_mass.values()) > 0:
         p_ctx, source = shares(concept_mass), "corpus"
     else:
-        w: Counter = Counter()
+        w: defaultdict[str | None, float] = defaultdict(float)
         for v, toks, acts in examples:
             w[cmap.context_concept(toks, max(range(len(acts)), key=acts.__getitem__))] += v
         p_ctx, source = shares(dict(w)), "top examples"
-    lw: Counter = Counter()
+    lw: defaultdict[str | None, float] = defaultdict(float)
     for tok, v in logits:
         lw[cmap.token_concept(tok)] += max(float(v), 0.0)
     p_log = shares(dict(lw))

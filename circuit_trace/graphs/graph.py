@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -172,7 +172,7 @@ class Graph:
         """Number of nonzero entries of the adjacency."""
         if self.is_sparse:
             return int(np.count_nonzero(self.adjacency.data))
-        return int(np.count_nonzero(self.adjacency))
+        return int(np.count_nonzero(cast(np.ndarray, self.adjacency)))
 
     @property
     def kinds(self) -> np.ndarray:
@@ -203,16 +203,16 @@ class Graph:
 
     def feature_nodes(self) -> pd.DataFrame:
         """Node-table rows of the features (index = adjacency row)."""
-        return self.nodes[self.nodes["kind"] == "feature"]
+        return self.nodes[self.nodes["kind"] == "feature"]  # pyright: ignore[reportReturnType]  # a boolean mask selects rows
 
     def error_nodes(self) -> pd.DataFrame:
-        return self.nodes[self.nodes["kind"] == "error"]
+        return self.nodes[self.nodes["kind"] == "error"]  # pyright: ignore[reportReturnType]  # a boolean mask selects rows
 
     def embedding_nodes(self) -> pd.DataFrame:
-        return self.nodes[self.nodes["kind"] == "embedding"]
+        return self.nodes[self.nodes["kind"] == "embedding"]  # pyright: ignore[reportReturnType]  # a boolean mask selects rows
 
     def logit_nodes(self) -> pd.DataFrame:
-        return self.nodes[self.nodes["kind"] == "logit"]
+        return self.nodes[self.nodes["kind"] == "logit"]  # pyright: ignore[reportReturnType]  # a boolean mask selects rows
 
     def logit_weights(self) -> np.ndarray:
         """Influence weight per node [N] float64: target_weight (logit probability by default)."""
@@ -296,7 +296,7 @@ class Graph:
 
         return prune(self, node_threshold=node_threshold, edge_threshold=edge_threshold)
 
-    def subgraph(self, index: Sequence[int], adjacency: np.ndarray | sp.csr_array | None = None) -> Graph:
+    def subgraph(self, index: Sequence[int] | np.ndarray, adjacency: np.ndarray | sp.csr_array | None = None) -> Graph:
         """Graph over the rows `index` (kept in the given order) [k].
 
         adjacency [k, k] replaces the induced submatrix when given (pruning passes its kept edges);
@@ -308,7 +308,7 @@ class Graph:
         if self.is_sparse:
             adjacency = sp.csr_array(adjacency, dtype=self.adjacency.dtype)
         elif sp.issparse(adjacency):
-            adjacency = adjacency.toarray().astype(self.adjacency.dtype, copy=False)
+            adjacency = adjacency.toarray().astype(self.adjacency.dtype, copy=False)  # pyright: ignore[reportAttributeAccessIssue]  # issparse narrowed
         else:
             adjacency = np.asarray(adjacency, dtype=self.adjacency.dtype)
         return Graph(
@@ -316,7 +316,7 @@ class Graph:
             input_ids=list(self.input_ids),
             tokens=list(self.tokens),
             nodes=self.nodes.iloc[index].reset_index(drop=True),
-            adjacency=adjacency,
+            adjacency=adjacency,  # pyright: ignore[reportArgumentType]  # never None: set above
             n_layers=self.n_layers,
             model_id=self.model_id,
             transcoder_id=self.transcoder_id,
@@ -440,12 +440,12 @@ class Graph:
         """The Neuronpedia JSON dict `to_json` writes (see there), without writing it."""
         from .neuronpedia import to_neuronpedia
 
-        q = self.settings.get("qParams") if isinstance(self.settings.get("qParams"), dict) else {}
+        q = cast(dict[str, Any], self.settings.get("qParams") if isinstance(self.settings.get("qParams"), dict) else {})
         if pinned_ids is None:
             pinned_ids = q.get("pinnedIds") or []
         if supernodes is None:
             supernodes = q.get("supernodes") or []
-        common = dict(
+        common: dict[str, Any] = dict(
             slug=slug, scan=scan, info=info,
             supernodes=supernodes, pinned_ids=pinned_ids, clicked_id=str(q.get("clickedId") or ""),
             sg_pos=str(q.get("sg_pos") or ""),
@@ -536,7 +536,7 @@ class Graph:
             "target_values": np.ascontiguousarray(self.target_values),
         }
         if self.is_sparse:
-            a = self.adjacency
+            a = cast(sp.csr_array, self.adjacency)
             tensors["adjacency.data"] = np.ascontiguousarray(a.data)
             tensors["adjacency.indices"] = np.ascontiguousarray(a.indices)
             tensors["adjacency.indptr"] = np.ascontiguousarray(a.indptr)
@@ -588,7 +588,7 @@ class Graph:
         if self.is_sparse != other.is_sparse:
             return False
         if self.is_sparse:
-            a, b = self.adjacency, other.adjacency
+            a, b = cast(sp.csr_array, self.adjacency), cast(sp.csr_array, other.adjacency)
             same_adj = (
                 a.shape == b.shape
                 and a.dtype == b.dtype
@@ -597,7 +597,9 @@ class Graph:
                 and np.array_equal(a.data, b.data)
             )
         else:
-            same_adj = self.adjacency.dtype == other.adjacency.dtype and np.array_equal(self.adjacency, other.adjacency)
+            same_adj = self.adjacency.dtype == other.adjacency.dtype and np.array_equal(
+                cast(np.ndarray, self.adjacency), cast(np.ndarray, other.adjacency)
+            )
         return (
             same_adj
             and self.prompt == other.prompt

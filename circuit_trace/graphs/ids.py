@@ -7,6 +7,12 @@ viewer's feature-detail files all name nodes through these functions.
 from __future__ import annotations
 
 from math import isqrt
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
 
 __all__ = [
     "cantor_pair",
@@ -70,10 +76,10 @@ def node_id(kind: str, layer: int, feature: int, pos: int, token_id: int, n_laye
 
 def node_ids(
     kinds: list[str],
-    layers: list[int],
-    features: list[int],
-    positions: list[int],
-    token_ids: list[int],
+    layers: Sequence[int] | np.ndarray,
+    features: Sequence[int] | np.ndarray,
+    positions: Sequence[int] | np.ndarray,
+    token_ids: Sequence[int] | np.ndarray,
     n_layers: int,
 ) -> list[str]:
     """Neuronpedia ids for a whole node table, guaranteed unique.

@@ -7,6 +7,7 @@ vanishes, so no N x N product or inverse is ever formed (a 100k-node sparse grap
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
 __all__ = [
@@ -41,11 +42,11 @@ def as_csr(adjacency: Adjacency, dtype: type = np.float64) -> sp.csr_array:
         out.sum_duplicates()
         out.eliminate_zeros()
         out.sort_indices()
-    elif np.ndim(adjacency) == 2:
+    elif np.ndim(adjacency) == 2:  # pyright: ignore[reportArgumentType]  # sparse handled above
         out = _dense_to_csr(np.asarray(adjacency), dtype)
     else:
         out = sp.csr_array(np.asarray(adjacency, dtype=dtype))
-    if out.shape[0] != out.shape[1]:
+    if out.shape[0] != out.shape[1]:  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
         raise ValueError(f"adjacency must be square, got shape {out.shape}")
     if not np.all(np.isfinite(out.data)):
         raise ValueError("adjacency holds non-finite values (nan/inf)")
@@ -101,19 +102,19 @@ def row_normalise_data(
     return absdata * scale[row_of_entry]
 
 
-def row_of_entries(csr: sp.csr_array, dtype: type = np.int64) -> np.ndarray:
+def row_of_entries(csr: sp.csr_array, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
     """Row index of every stored entry [nnz] (the COO row array of a CSR matrix)."""
-    return np.repeat(np.arange(csr.shape[0], dtype=dtype), np.diff(csr.indptr))
+    return np.repeat(np.arange(csr.shape[0], dtype=dtype), np.diff(csr.indptr))  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
 
 
-def indptr_from_counts(counts: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+def indptr_from_counts(counts: np.ndarray, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
     """CSR row pointer [n + 1] from the number of entries of each row [n]."""
     indptr = np.zeros(len(counts) + 1, dtype=dtype)
     np.cumsum(counts, out=indptr[1:])
     return indptr
 
 
-def indptr_from_rows(rows: np.ndarray, n_rows: int, dtype: type = np.int64) -> np.ndarray:
+def indptr_from_rows(rows: np.ndarray, n_rows: int, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
     """CSR row pointer [n_rows + 1] of entries in row-major order whose rows are `rows` [nnz]."""
     return indptr_from_counts(np.bincount(rows, minlength=n_rows), dtype)
 
@@ -122,7 +123,7 @@ def normalized_csr(csr: sp.csr_array, rows: np.ndarray | None = None) -> sp.csr_
     """Â of a canonical CSR `csr` (see `as_csr`), sharing its index arrays; rows: its
     `row_of_entries` when already at hand."""
     rows = row_of_entries(csr) if rows is None else rows
-    data = row_normalise_data(csr.data, rows, csr.shape[0], csr.indptr)
+    data = row_normalise_data(csr.data, rows, csr.shape[0], csr.indptr)  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     return sp.csr_array((data, csr.indices, csr.indptr), shape=csr.shape)
 
 
@@ -155,8 +156,8 @@ def influence(normalized: Adjacency, weights: np.ndarray, max_iter: int = 1000) 
     Attribution graphs have depth about 2 x n_layers, far below the default.
     """
     w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (normalized.shape[0],):
-        raise ValueError(f"weights must have shape ({normalized.shape[0]},), got {w.shape}")
+    if w.shape != (normalized.shape[0],):  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
+        raise ValueError(f"weights must have shape ({normalized.shape[0]},), got {w.shape}")  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     current = _vecmat(w, normalized)
     total = current.copy()
     steps = 1

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -209,8 +209,9 @@ def _selection(
     if result.node_mask.shape != (graph.n_nodes,):
         raise ValueError("the PruneResult belongs to a graph with a different number of nodes")
     em = result.edge_mask
-    tgt = row_of_entries(em)[em.data]
-    src = em.indices[em.data].astype(np.int64)
+    keep = cast(np.ndarray, em.data)  # [nnz] bool: which stored edges the pruning kept
+    tgt = row_of_entries(em)[keep]
+    src = em.indices[keep].astype(np.int64)
     both = result.node_mask[tgt] & result.node_mask[src]
     return _Selection(
         np.flatnonzero(result.node_mask),
@@ -264,7 +265,7 @@ def _node_dicts(graph: Graph, sel: _Selection, np_ids: list[str]) -> list[dict]:
     activations = nodes["activation"].to_numpy(dtype=np.float64)
     out = []
     for i in sel.kept.tolist():
-        kind = kinds[i]
+        kind = cast(str, kinds[i])  # object array of kind names
         layer, feature, pos = int(layers[i]), int(features[i]), int(positions[i])
         node: dict[str, Any] = {"node_id": np_ids[i]}
         if kind == "feature":
@@ -285,9 +286,9 @@ def _node_dicts(graph: Graph, sel: _Selection, np_ids: list[str]) -> list[dict]:
             feature_type=FEATURE_TYPES[kind],
             jsNodeId=_js_node_id(kind, layer, feature, pos, slots[i]),
             clerp=clerp,
-            influence=_finite_or_none(sel.cumulative[i]),
-            node_influence=_finite_or_none(sel.node_influence[i]),
-            activation=_finite_or_none(activations[i]),
+            influence=_finite_or_none(sel.cumulative[i]),  # pyright: ignore[reportArgumentType]  # numpy scalar, not array
+            node_influence=_finite_or_none(sel.node_influence[i]),  # pyright: ignore[reportArgumentType]  # numpy scalar, not array
+            activation=_finite_or_none(activations[i]),  # pyright: ignore[reportArgumentType]  # numpy scalar, not array
             token_prob=prob,
             is_target_logit=bool(i == top_logit),
             **_label_extras(nodes, i),
@@ -367,7 +368,7 @@ def _stats_info(graph: Graph) -> dict[str, Any]:
     if stats is not None and not isinstance(stats, dict):
         from dataclasses import asdict, is_dataclass
 
-        stats = asdict(stats) if is_dataclass(stats) else getattr(stats, "__dict__", None)
+        stats = asdict(stats) if is_dataclass(stats) else getattr(stats, "__dict__", None)  # pyright: ignore[reportArgumentType]  # an instance, never a class
     out: dict[str, Any] = {}
     for key, value in (stats or {}).items():
         try:

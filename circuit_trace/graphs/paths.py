@@ -28,7 +28,7 @@ def _topological(graph) -> np.ndarray:
 
 def _best_from(steps: sp.csc_array, order: np.ndarray, src: int) -> tuple[np.ndarray, np.ndarray]:
     """Best log-strength from `src` to every node, and each node's predecessor on that path."""
-    best, prev = np.full(steps.shape[0], -np.inf), np.full(steps.shape[0], -1)
+    best, prev = np.full(steps.shape[0], -np.inf), np.full(steps.shape[0], -1)  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     best[src] = 0.0
     for s in order:
         if np.isfinite(best[s]):

@@ -124,7 +124,7 @@ def prune_masks(
         if not 0.0 <= t <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {t}")
     csr = as_csr(adjacency)
-    n, nnz = csr.shape[0], csr.nnz
+    n, nnz = csr.shape[0], csr.nnz  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     w = np.asarray(weights, dtype=np.float64)
     idx_dtype = csr.indices.dtype
     rows = row_of_entries(csr, idx_dtype)  # [nnz] target of each edge
@@ -229,7 +229,7 @@ def prune(graph: Graph, node_threshold: float = NODE_THRESHOLD, edge_threshold: 
     kept = np.flatnonzero(masks.node_mask)
     # Kept edges only, with the original float weights, restricted to kept rows/columns.
     kidx = np.flatnonzero(masks.edge_keep)  # ascending = row-major, like csr itself
-    kindptr = indptr_from_rows(row_of_entries(csr)[kidx], csr.shape[0], csr.indptr.dtype)
+    kindptr = indptr_from_rows(row_of_entries(csr)[kidx], csr.shape[0], csr.indptr.dtype)  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     kept_edges = sp.csr_array((csr.data[kidx], csr.indices[kidx], kindptr), shape=csr.shape)
     sub = kept_edges[kept][:, kept]
     pruned = graph.subgraph(kept, sub)

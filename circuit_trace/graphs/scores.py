@@ -33,7 +33,7 @@ def graph_scores(
 ) -> GraphScores:
     """Scores from bare arrays: adjacency [N, N] (rows targets), weights [N], masks [N] bool."""
     csr = as_csr(adjacency)
-    n = csr.shape[0]
+    n = csr.shape[0]  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     rows = row_of_entries(csr)
     ahat = normalized_csr(csr, rows)
     del csr  # ahat shares its index arrays; the float64 copy of A is no longer needed

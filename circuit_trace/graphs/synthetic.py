@@ -134,7 +134,7 @@ def random_graph(
         input_ids=input_ids.tolist(),
         tokens=tokens,
         nodes=nodes,
-        adjacency=adj if sparse else adj.toarray(),
+        adjacency=adj if sparse else adj.toarray(),  # pyright: ignore[reportArgumentType]  # scipy stubs: adj is a csr_array
         n_layers=L,
         model_id="synthetic",
         transcoder_id="synthetic-plt",

@@ -112,21 +112,21 @@ EditLike = Edit | ErrorAblation
 
 
 def set_feature(layer: int, index: int, value: float, positions: Sequence[int] | int | None = None) -> Edit:
-    return Edit((layer, index), "set", value, positions)
+    return Edit((layer, index), "set", value, positions)  # pyright: ignore[reportArgumentType]  # __post_init__ makes a tuple
 
 
 def scale_feature(layer: int, index: int, factor: float, positions: Sequence[int] | int | None = None) -> Edit:
-    return Edit((layer, index), "scale", factor, positions)
+    return Edit((layer, index), "scale", factor, positions)  # pyright: ignore[reportArgumentType]  # __post_init__ makes a tuple
 
 
 def add_feature(layer: int, index: int, amount: float, positions: Sequence[int] | int | None = None) -> Edit:
-    return Edit((layer, index), "add", amount, positions)
+    return Edit((layer, index), "add", amount, positions)  # pyright: ignore[reportArgumentType]  # __post_init__ makes a tuple
 
 
 def ablate_errors(
     layers: Sequence[int] | int | None = None, positions: Sequence[int] | int | None = None
 ) -> ErrorAblation:
-    return ErrorAblation(layers, positions)
+    return ErrorAblation(layers, positions)  # pyright: ignore[reportArgumentType]  # __post_init__ makes tuples
 
 
 # ---------------------------------------------------------------------------------- node ids

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 import torch
@@ -478,7 +478,7 @@ def format_result(result: InterventionResult) -> str:
     lines = [f"prompt: {result.prompt!r}   mode: {result.mode}   KL(clean || edited) = {result.kl:.4g} nats"]
     if len(result.features):
         lines.append("edited features (layer_index@pos: op value -> before => after):")
-        for r in result.features.itertuples():
+        for r in cast(Iterable[Any], result.features.itertuples()):  # namedtuple rows: columns as attributes
             lines.append(f"  {r.layer}_{r.index}@{r.pos}: {r.op} {r.value:g}  {r.before:.4g} => {r.after:.4g}")
     lines.append(f"{'rank':>4}  {'before':<28}{'after':<28}")
     for k in range(max(len(result.top_before), len(result.top_after))):

@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -47,10 +48,10 @@ class ValidationReport:
     settings: dict = field(default_factory=dict)
 
     def _rho(self, kind: str, column: str) -> float:
-        d = self.pairs[self.pairs["kind"] == kind]
+        d = cast(pd.DataFrame, self.pairs[self.pairs["kind"] == kind])  # a boolean row mask keeps a frame
         if len(d) < 3 or d[column].nunique() < 2 or d["measured"].nunique() < 2:
             return float("nan")  # too few pairs, or constant: no rank correlation to report
-        return float(spearmanr(d[column], d["measured"]).statistic)
+        return float(spearmanr(d[column], d["measured"]).statistic)  # pyright: ignore[reportAttributeAccessIssue]  # scipy stubs omit .statistic
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -143,7 +144,7 @@ def total_effects(graph, sources: np.ndarray) -> np.ndarray:
     A = as_csr(graph.adjacency, dtype=np.float64)
     feats = graph.feature_indices
     act = graph.nodes["activation"].to_numpy(dtype=np.float64)
-    scale = np.zeros(A.shape[0])
+    scale = np.zeros(A.shape[0])  # pyright: ignore[reportOptionalSubscript]  # a csr_array always has a shape
     ok = act[feats] != 0
     scale[feats[ok]] = 1.0 / act[feats[ok]]
     M = A @ sp.diags_array(scale)  # per-unit weights; non-feature columns zeroed

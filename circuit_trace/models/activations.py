@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from nnsight import NNsight
 
 from .adapters import ModelAdapter
 
 
-def _envoy(root, path: str):
+def _envoy(root: Any, path: str) -> Any:
     env = root
     for part in path.split("."):
         env = env[int(part)] if part.isdigit() else getattr(env, part)
@@ -33,7 +35,8 @@ def mlp_io(
     """Return (x, y), each [n_layers_read, B, P, d]: the transcoder input and target of each layer."""
     layers = list(range(adapter.n_layers)) if layers is None else list(layers)
     wrapped = nnsight_wrapper(adapter)
-    xs, ys = [None] * len(layers), [None] * len(layers)
+    xs: list[Any] = [None] * len(layers)
+    ys: list[Any] = [None] * len(layers)
     with wrapped.trace(input_ids):
         # nnsight serves module values in execution order: visit layers bottom-up, store in caller order
         for i in sorted(range(len(layers)), key=lambda i: layers[i]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -56,15 +56,15 @@ class ModelAdapter:
     def __init__(self, model: nn.Module):
         self.model = model
         self.nnsight_plain = None
-        self.config = model.config
-        self.layers: nn.ModuleList = model.get_submodule(self.layers_path)
+        self.config: Any = model.config
+        self.layers = cast(nn.ModuleList, model.get_submodule(self.layers_path))
         self.n_layers = len(self.layers)
         self.d_model = int(self.config.hidden_size)
         self.vocab_size = int(self.config.vocab_size)
         self.n_ctx = int(getattr(self.config, "max_position_embeddings", 0) or self.config.n_positions)
         self.embed_tokens: nn.Module = model.get_submodule(self.embed_path)
         self.final_norm: nn.Module = model.get_submodule(self.final_norm_path)
-        self.lm_head: nn.Linear = model.get_submodule(self.lm_head_path)
+        self.lm_head = cast(nn.Linear, model.get_submodule(self.lm_head_path))
         self.final_logit_softcap: float | None = getattr(self.config, "final_logit_softcapping", None)
 
     # -- hook points ---------------------------------------------------------------------------
@@ -196,8 +196,9 @@ SUPPORTED_FAMILIES: tuple[str, ...] = tuple(_REGISTRY)  # config.model_type valu
 
 def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:
     """Forward of a GPT-2 self-attention module with its pattern frozen: only v is computed."""
-    conv, d = attn.c_attn, attn.split_size
-    n_heads, layer = attn.num_heads, attn.layer_idx
+    m: Any = attn  # HF's GPT2Attention: its submodules and ints are not visible on nn.Module
+    conv, d = m.c_attn, m.split_size
+    n_heads, layer = m.num_heads, m.layer_idx
 
     def forward(hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         B, P, _ = hidden_states.shape
@@ -205,7 +206,7 @@ def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:
         v = v.view(B, P, n_heads, -1).transpose(1, 2)  # [B, H, P, dh]
         p = pattern(layer, P).to(v.dtype)  # [1, H, P, P]
         out = torch.matmul(p, v).transpose(1, 2).reshape(B, P, d)
-        return attn.c_proj(out), p  # (output, attention weights) as HF's module returns them
+        return m.c_proj(out), p  # (output, attention weights) as HF's module returns them
 
     return forward
 
@@ -213,7 +214,7 @@ def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:
 def get_adapter(model: nn.Module) -> ModelAdapter:
     """The adapter for an HF causal LM, or an error naming the supported families."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    cls = _REGISTRY.get(model_type)
+    cls = _REGISTRY.get(model_type) if isinstance(model_type, str) else None
     if cls is None:
         raise UnsupportedArchitectureError(
             f"unsupported architecture {model_type!r} ({type(model).__name__}); "

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -47,9 +48,11 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     n_rep = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
     layer = module.layer_idx
+    state = _MODE.state
     if _MODE.mode == "frozen":
         # a prefix of the recorded prompt (causal: its patterns are the recorded ones' top-left block)
-        pattern = _MODE.state.patterns[layer][..., : query.shape[-2], : key.shape[-2]].to(value.dtype)
+        assert state is not None  # set with the mode by freeze_mode
+        pattern = state.patterns[layer][..., : query.shape[-2], : key.shape[-2]].to(value.dtype)
     else:
         scale = query.shape[-1] ** -0.5 if scaling is None else scaling
         scores = torch.matmul(query, key.transpose(2, 3)) * scale
@@ -59,7 +62,8 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
             scores = scores + attention_mask[:, :, :, : key.shape[-2]]
         pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         if _MODE.mode == "record":
-            _MODE.state.patterns[layer] = pattern[:1].detach()
+            assert state is not None  # set with the mode by freeze_mode
+            state.patterns[layer] = pattern[:1].detach()
     out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
     return out, pattern
 
@@ -101,15 +105,17 @@ def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_on
         if _MODE.mode is None:
             return original(x)
         xf = x.float()
+        state = _MODE.state
+        assert state is not None  # set with the mode by freeze_mode
         if _MODE.mode == "record":
             if centre:
                 xf = xf - xf.mean(-1, keepdim=True)
-            _MODE.state.norm_scales[id(module)] = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)[:1].detach()
+            state.norm_scales[id(module)] = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)[:1].detach()
             return original(x)
-        weight = module.weight.float()
+        weight = cast(torch.Tensor, module.weight).float()
         # a prefix pass: cut the recorded scale to x's positions, wherever they sit (dim 1, or dim 2
         # for per-head QK-norms applied after the heads' transpose, as Gemma-3 does)
-        scale = _MODE.state.norm_scales[id(module)]
+        scale = state.norm_scales[id(module)]
         scale = scale[(slice(None), *(slice(0, n) for n in x.shape[1:-1]))]
         gain = scale * (1.0 + weight if offset_one else weight)
         out = _FrozenNorm.apply(xf, gain, centre)  # positions: dim 1 of the recorded scale
@@ -143,7 +149,7 @@ def freeze_mode(adapter: ModelAdapter, mode: str, state: FrozenState) -> Iterato
     patterns and denominators in `state`; "frozen": use the stored ones, making them constants)."""
     if mode not in ("record", "frozen"):
         raise ValueError(f"mode must be 'record' or 'frozen', got {mode!r}")
-    model = adapter.model
+    model: Any = adapter.model  # an HF PreTrainedModel (config, set_attn_implementation)
     kind = adapter.norm_kind
     patches = []
     for norm in adapter.norm_modules():

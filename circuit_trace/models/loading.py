@@ -64,5 +64,5 @@ def load_hf(model_id_or_path: str, *, device=None, dtype=None) -> tuple[PreTrain
             f"could not load model {model_id_or_path!r}: {str(exc).rstrip('.')}. A hub id needs network access "
             "(or a populated HF cache); a local path must hold config.json and weights."
         ) from exc
-    model.to(default_device(device)).eval()
+    model.to(default_device(device)).eval()  # pyright: ignore[reportArgumentType]  # transformers stub types .to oddly
     return model, tokenizer

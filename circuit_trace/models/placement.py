@@ -5,6 +5,8 @@ the package's own tensors follow the embedding's device (`first_device`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -40,10 +42,11 @@ def place_model(model: nn.Module, device_map: str | dict, *, dtype: torch.dtype 
     if "disk" in device_map.values():
         raise ValueError("the model does not fit the GPUs and CPU memory together (disk offload is not supported)")
     dispatch_model(model, device_map=device_map, force_hooks=True)
-    model.hf_device_map = dict(device_map)
+    model.hf_device_map = dict(device_map)  # pyright: ignore[reportAttributeAccessIssue, reportArgumentType]  # HF's own attribute, not on nn.Module
     return model
 
 
 def first_device(model: nn.Module) -> torch.device:
     """Where inputs go: the device of the input embedding (a placed model's first block)."""
-    return model.get_input_embeddings().weight.device
+    hf: Any = model  # an HF PreTrainedModel
+    return hf.get_input_embeddings().weight.device

@@ -44,7 +44,12 @@ def build(kind: str, folder: str | Path | None = None, *, n_sentences: int = N_S
     rm = load(None, str(folder), device="cpu")
     rm.transcoders.name = f"circuit-trace/states-{kind}"  # also when built in a staging folder
     return feature_dashboards(
-        rm, held_out_corpus(n_sentences), folder / "features", concepts=StateConcepts(), progress=progress, **SETTINGS
+        rm,
+        held_out_corpus(n_sentences),
+        folder / "features",
+        concepts=StateConcepts(),  # pyright: ignore[reportArgumentType]  # read-only tuple fits ConceptMap
+        progress=progress,
+        **SETTINGS,
     )
 
 

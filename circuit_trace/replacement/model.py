@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,7 +67,7 @@ class ReplacementModel:
         from ..models import resolve_dtype
 
         dt = resolve_dtype(dtype)
-        kwargs = {k: v for k, v in (("device", device), ("dtype", dt)) if v is not None}
+        kwargs: dict[str, Any] = {k: v for k, v in (("device", device), ("dtype", dt)) if v is not None}
         self.model.to(**kwargs)
         self.transcoders.to(**kwargs)
         return self

@@ -61,9 +61,9 @@ def _start_actors(n: int, load_kwargs: dict, options: SweepOptions) -> list:
     actors = [actor_cls.remote(load_kwargs, options) for _ in range(n)]
     try:
         ray.get([a.ready.remote() for a in actors])  # a load failure surfaces here, before any prompt
-    except ray.exceptions.RayActorError as exc:
+    except ray.exceptions.RayActorError as exc:  # pyright: ignore[reportAttributeAccessIssue]  # ray imports it lazily
         for a in actors:
-            ray.kill(a)
+            ray.kill(a)  # pyright: ignore[reportArgumentType]  # ActorProxy is an ActorHandle at runtime
         cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise SweepLoadError(f"a Ray worker could not load the model/transcoders: {cause}") from exc
     return actors
@@ -117,7 +117,7 @@ def run_ray(
             actor, spec = running.pop(done)
             try:
                 row, files = ray.get(done)
-            except ray.exceptions.RayActorError as exc:  # retries exhausted: record and go on
+            except ray.exceptions.RayActorError as exc:  # pyright: ignore[reportAttributeAccessIssue]  # retries exhausted: record and go on
                 row, files = _dead_row(spec, exc), {}
             on_result(spec, row, files)
             idle.append(actor)

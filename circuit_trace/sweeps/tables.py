@@ -85,7 +85,7 @@ def feature_frame(rows: list[dict]) -> pd.DataFrame:
 def table_format() -> str:
     """parquet when pyarrow is installed, else csv."""
     try:
-        import pyarrow  # noqa: F401
+        import pyarrow  # noqa: F401  # pyright: ignore[reportMissingImports]  # optional dependency
     except ImportError:
         return "csv"
     return "parquet"

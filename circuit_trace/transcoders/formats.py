@@ -238,7 +238,7 @@ def _activation_from(cfg: dict[str, Any], has_threshold: bool) -> tuple[str, int
     k = cfg.get("k")
     if act == "topk" and k is None:
         raise CheckpointError(f"{cfg['_path']}: activation is topk but no 'k' is given", path=cfg["_path"])
-    return act, (int(k) if act == "topk" else None)
+    return act, (int(k) if act == "topk" and k is not None else None)
 
 
 def _new(

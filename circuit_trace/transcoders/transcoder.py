@@ -35,6 +35,10 @@ _THRESHOLD_PARAMS = ("threshold", "log_threshold")
 class Transcoder(nn.Module):
     """PLT or CLT covering all `n_layers` MLPs of one model (contract: docs/ARCHITECTURE.md)."""
 
+    # Registered by name in __init__ (only for jumprelu); declared here so type checkers see Parameters.
+    threshold: nn.Parameter
+    log_threshold: nn.Parameter
+
     def __init__(
         self,
         n_layers: int,
@@ -95,7 +99,7 @@ class Transcoder(nn.Module):
         self.bandwidth = float(bandwidth)
 
         L, Fe, d = self.n_layers, self.d_features, self.d_model
-        fk = dict(device=device, dtype=dtype)
+        fk: dict[str, Any] = dict(device=device, dtype=dtype)
         self.W_enc = nn.Parameter(torch.zeros(L, Fe, d, **fk))
         self.b_enc = nn.Parameter(torch.zeros(L, Fe, **fk))
         self.b_dec = nn.Parameter(torch.zeros(L, d, **fk))

@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..graphs.defaults import EDGE_THRESHOLD, NODE_THRESHOLD
 
@@ -188,7 +188,8 @@ def load(
         sn = list(supernodes)
     sn = [[str(x) for x in group] for group in sn if isinstance(group, (list, tuple)) and len(group) >= 2]
 
-    ps = meta.get("pruning_settings") if isinstance(meta.get("pruning_settings"), Mapping) else {}
+    ps_raw = meta.get("pruning_settings")
+    ps: Mapping[str, Any] = ps_raw if isinstance(ps_raw, Mapping) else {}
     view = _num(meta.get("node_threshold"))
     export = _num(ps.get("export_node_threshold"))
     return VGraph(
@@ -217,11 +218,13 @@ def visible_ids(graph: VGraph, threshold: float) -> set[int]:
         return {n.index for n in graph.nodes}
     always = {n.index for n in graph.nodes if n.always or n.influence is None}
     keep, cut = set(always), None
-    for n in sorted((n for n in graph.nodes if n.index not in always), key=lambda n: n.influence):
-        if n.influence < threshold - 1e-12:
+    # nodes without an influence are all in `always`, so every influence here is a float
+    for n in sorted((n for n in graph.nodes if n.index not in always), key=lambda n: cast(float, n.influence)):
+        inf = cast(float, n.influence)
+        if inf < threshold - 1e-12:
             keep.add(n.index)
-        elif cut is None or n.influence <= cut + 1e-15:
-            cut = n.influence
+        elif cut is None or inf <= cut + 1e-15:
+            cut = inf
             keep.add(n.index)
     is_feature = {n.index for n in graph.nodes if n.kind == "feature"}
     while True:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import plotly.graph_objects as go
@@ -415,7 +415,7 @@ def _build_traces(prep: _Prepared, xy, color_by, max_edges, n_labels):
         "nodes": {str(n.index): [*_point(prep, xy, n.index), prep.nbin[n.index]] for n in prep.keep},
         "edges": [[s, t, float(w), max(prep.nbin[s], prep.nbin[t])] for s, t, w in drawn],
         "edge_traces": edge_ids,
-        "edge_opacity": [OPACITIES[traces[i].meta["width_bin"]] for i in edge_ids],
+        "edge_opacity": [OPACITIES[cast(dict, traces[i].meta)["width_bin"]] for i in edge_ids],
         "highlight": hl,
         "steps": prep.steps,
         "active": prep.active,
@@ -635,7 +635,7 @@ def widget(graph: Any, **kw: Any):
     except Exception:  # ImportError (no anywidget) or a widget backend refusing
         return fig
     m = w.layout.meta["circuit_trace"]
-    state = {"selected": None}
+    state: dict[str, int | None] = {"selected": None}
 
     def clear():
         state["selected"] = None
@@ -673,7 +673,7 @@ def widget(graph: Any, **kw: Any):
             w.data[hn].x, w.data[hn].y = xn, yn
             w.data[hs].x, w.data[hs].y = [p[0]], [p[1]]
 
-    for tr in w.data:
+    for tr in cast(Any, w.data):  # plotly's stubs type FigureWidget.data loosely
         if tr.meta and tr.meta.get("role") == "nodes":
             tr.on_click(on_click)
     return w

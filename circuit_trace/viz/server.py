@@ -25,7 +25,7 @@ import threading
 import webbrowser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from ..atomic import atomic_write_json
@@ -157,7 +157,8 @@ class _GraphIndex:
             return {**broken, "error": f"not valid JSON ({e})"}
         if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
             return {**broken, "error": 'not a graph JSON (no "nodes" list)'}
-        meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        meta_raw = data.get("metadata")
+        meta: dict[str, Any] = meta_raw if isinstance(meta_raw, dict) else {}
         return {
             "name": name,
             "file": path.name,
@@ -212,7 +213,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), ctype)
 
     def _host_ok(self) -> bool:
-        bound = self.server.server_address[0]
+        bound = cast("tuple[str, int]", self.server.server_address)[0]  # an AF_INET(6) server
         if bound not in LOOPBACK_NAMES and not str(bound).startswith("127."):
             return True  # the user chose to expose it; nothing to pin the Host to
         host = self.headers.get("Host", "")
@@ -342,7 +343,7 @@ class ViewerServer:
 
     def __init__(self, directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, quiet: bool = True):
         self.httpd = make_server(directory, host, port, quiet=quiet)
-        self.host, self.port = self.httpd.server_address[:2]
+        self.host, self.port = cast("tuple[str, int]", self.httpd.server_address[:2])
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="circuit-trace-viewer", daemon=True
         )
@@ -376,7 +377,7 @@ def start_server(
 def serve(directory: str | os.PathLike, host: str = "127.0.0.1", port: int = 8050, open_browser: bool = False) -> None:
     """Serve the viewer for the graph JSON files in `directory` until interrupted (Ctrl-C)."""
     httpd = make_server(directory, host, port, quiet=False)
-    h, p = httpd.server_address[:2]
+    h, p = cast("tuple[str, int]", httpd.server_address[:2])
     url = f"http://{'[' + h + ']' if ':' in h else h}:{p}/"
     print(f"circuit-trace viewer: serving {Path(directory).resolve()} at {url} (Ctrl-C to stop)", flush=True)
     if open_browser:

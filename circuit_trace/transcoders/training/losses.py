@@ -11,6 +11,7 @@ pre-activations of dead features, normalised by the residual's variance (as in s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -55,11 +56,14 @@ def jumprelu_loss(
     theta = tc.thresholds()  # [L, F]
     # tanh(c‖W‖a) = tanh(c‖W‖h)·1[h > θ]; the step gets the straight-through θ-gradient, so the
     # penalty's jump at θ (not its saturated slope) is what pushes θ up.
-    sparsity = sum(
-        (torch.tanh(c * norms[l] * h.float()) * step_ste(h.float(), theta[l], tc.bandwidth)).sum(-1).mean()
-        for l, h in enumerate(hs)
+    sparsity = cast(
+        torch.Tensor,  # sum() of Tensors; its start value 0 makes the checker see int | Tensor
+        sum(
+            (torch.tanh(c * norms[l] * h.float()) * step_ste(h.float(), theta[l], tc.bandwidth)).sum(-1).mean()
+            for l, h in enumerate(hs)
+        ),
     )
-    preact = sum((F.relu(theta[l] - h.float()) * norms[l]).sum(-1).mean() for l, h in enumerate(hs))
+    preact = cast(torch.Tensor, sum((F.relu(theta[l] - h.float()) * norms[l]).sum(-1).mean() for l, h in enumerate(hs)))
     loss = mse + lambda_s * sparsity + lambda_p * preact
     return LossOutput(
         loss, {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()}, y_hat, acts

@@ -81,5 +81,6 @@ def fold_normalization(tc: Transcoder, norm: Normalizer) -> Transcoder:
         targets = torch.tensor(list(tc.output_layers(l)), device=tc.device)
         out.W_dec[l].copy_((tc.decoder(l).double() / sy[targets][None, :, None]).to(dt))
     if tc.has_skip:
+        assert tc.W_skip is not None and out.W_skip is not None  # has_skip means W_skip is set
         out.W_skip.copy_((tc.W_skip.double() * (sx / sy)[:, None, None]).to(dt))
     return out

@@ -238,6 +238,7 @@ class Trainer:
             tc.W_dec[l].copy_((torch.rand(tc.W_dec[l].shape, generator=g) * 2 - 1) * bound)
         tc.b_dec.copy_(y.mean(0))
         if tc.has_skip:
+            assert tc.W_skip is not None  # has_skip means W_skip is set
             tc.W_skip.zero_()
         if tc.activation == "jumprelu":
             tc.log_threshold.fill_(math.log(cfg.init_threshold))
@@ -385,6 +386,7 @@ def new_transcoder(
     from ...models.loading import resolve_dtype
 
     dtype = resolve_dtype(config.dtype)
+    assert dtype is not None  # config.dtype is a str, so resolve_dtype never returns None here
     return Transcoder(
         n_layers,
         d_model,
@@ -617,6 +619,7 @@ def _load_init(tc: Transcoder, init: Transcoder, norm: Normalizer) -> None:
     for l in range(tc.n_layers):
         tc.W_dec[l].copy_(unfolded.W_dec[l])
     if tc.has_skip:
+        assert tc.W_skip is not None and unfolded.W_skip is not None  # has_skip on both (same config)
         tc.W_skip.copy_(unfolded.W_skip)
     if tc.activation == "jumprelu":
         tc.log_threshold.copy_(unfolded.threshold.clamp_min(1e-6).log())
