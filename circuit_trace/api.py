@@ -120,32 +120,32 @@ def load(
         model, model_id = str(model_dir), "circuit-trace/states-organism"
     else:
         model_id = model if isinstance(model, str) else None
+    if not isinstance(model, (str, Path, nn.Module)):
+        raise TypeError(f"model must be a hub id, a path or a PreTrainedModel, got {type(model).__name__}")
+    if transcoders is None:  # refuse before the (possibly slow) model load
+        raise ValueError(
+            "transcoders are required for a model other than the embedded organism "
+            "(a hub id, a circuit-tracer layout directory, or a Transcoder)"
+        )
     if isinstance(transcoders, str):  # a published set's short name -> its hub ref, checked against the model
         transcoders = resolve_transcoders(transcoders, model)
     if isinstance(model, (str, Path)):
         hf_model, tok = load_hf(str(model), device="cpu" if device_map is not None else dev, dtype=dt)
         tokenizer = tokenizer or tok
-    elif isinstance(model, nn.Module):
+    else:
         if tokenizer is None:
             raise ValueError("a model passed as an object needs its tokenizer: load(model, transcoders, tokenizer=tok)")
         if device_map is not None:  # placed below, module by module
             hf_model = model.to(dtype=dt) if dt else model
         else:
             hf_model = model.to(device=dev, dtype=dt) if dt else model.to(dev)
-    else:
-        raise TypeError(f"model must be a hub id, a path or a PreTrainedModel, got {type(model).__name__}")
     if device_map is not None:
         hf_model = place_model(hf_model, device_map, dtype=dt)
         dev = dev if device is not None else first_device(hf_model)
-    if transcoders is None:
-        raise ValueError(
-            "transcoders are required for a model other than the embedded organism "
-            "(a hub id, a circuit-tracer layout directory, or a Transcoder)"
-        )
     if isinstance(transcoders, (str, Path)):
         tc = load_transcoders(str(transcoders), device=dev, dtype=dt or torch.float32)
         tc.feature_labels = read_feature_labels(Path(transcoders))
-        tc.feature_label_scores = read_feature_label_scores(Path(transcoders))  # pyright: ignore[reportArgumentType]  # plain attribute on the Module
+        tc.feature_label_scores = read_feature_label_scores(Path(transcoders))
         tc.source_path = str(transcoders)
         tc.name = organism_tc or _organism_transcoder_name(Path(transcoders)) or tc.name
     elif isinstance(transcoders, Transcoder):
@@ -204,7 +204,7 @@ def attribute(
         feats = result.nodes["kind"] == "feature"
         keys = result.nodes.loc[feats, "layer"].astype(str) + "_" + result.nodes.loc[feats, "feature"].astype(str)
         result.nodes.loc[feats, "label"] = keys.map(labels).fillna("")
-        scores = getattr(model.transcoders, "feature_label_scores", None) or {}
+        scores = model.transcoders.feature_label_scores
         result.nodes["label_score"] = float("nan")  # labels are heuristic: their evidence's agreement
         result.nodes.loc[feats, "label_score"] = keys.map(scores).astype(float)
     graph = Graph.from_attribution(result)

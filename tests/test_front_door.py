@@ -98,3 +98,9 @@ def test_reprs(rm, graph):
     kept, total = int(pruned.node_mask.sum()), graph.n_nodes
     assert f"kept {kept} of {total} nodes" in text and f"{pruned.n_edges} of" in text
     assert "node_threshold=0.8" in text and len(text) < 200
+
+
+def test_load_without_transcoders_refuses_before_reading_the_model(tmp_path):
+    # The directory holds no model at all: the refusal must come before any attempt to load it.
+    with pytest.raises(ValueError, match="transcoders are required"):
+        ct.load(str(tmp_path / "no-model-here"))

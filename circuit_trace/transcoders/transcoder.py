@@ -94,6 +94,7 @@ class Transcoder(nn.Module):
         # Set by whoever loads it (`circuit_trace.load`): {"<layer>_<index>": label} shipped beside the
         # checkpoint, and the directory or hub id it came from (None: built in memory).
         self.feature_labels: dict[str, str] = {}
+        self.feature_label_scores: dict[str, float] = {}  # agreement of each heuristic label's evidence
         self.source_path: str | None = None
         # Width of the rectangle kernel for JumpReLU's θ straight-through gradient (units of h).
         self.bandwidth = float(bandwidth)
