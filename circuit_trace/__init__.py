@@ -20,6 +20,8 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # the front door
     "load": "api",
+    "load_model": "api",
+    "LoadedModel": "models",
     "attribute": "api",
     "prune": "graphs",
     "Graph": "graphs",
@@ -55,6 +57,10 @@ _EXPORTS: dict[str, str] = {
     "add_feature": "interventions",
     "ablate_errors": "interventions",
     "swap": "interventions",
+    "GenerationResult": "interventions",
+    "read_supernodes": "interventions",
+    "read_pinned_ids": "interventions",
+    "strongest_inputs": "interventions",
     # attention: head loadings and QK attribution
     "head_loadings": "attention",
     "head_loadings_top": "attention",
@@ -99,7 +105,7 @@ _SUBPACKAGES = (
 )
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
-    from .api import attribute, load
+    from .api import attribute, load, load_model
     from .attention import QKAttribution, attach_attention, head_loadings, head_loadings_top, qk_attribution
     from .attribution.options import AttributionOptions
     from .attribution.targets import Target, TargetError, custom_target, logit_difference
@@ -109,6 +115,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from .interventions import (
         Edit,
         EditError,
+        GenerationResult,
         InterventionResult,
         Supernode,
         ValidationReport,
@@ -117,12 +124,15 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         add_feature,
         generate,
         intervene,
+        read_pinned_ids,
+        read_supernodes,
         scale_feature,
         set_feature,
+        strongest_inputs,
         swap,
         validate,
     )
-    from .models import UnsupportedArchitectureError
+    from .models import LoadedModel, UnsupportedArchitectureError
     from .replacement.model import PromptError, ReplacementModel
     from .sweeps import SweepOptions, SweepResult, sweep
     from .transcoders import CheckpointError, Transcoder, TranscoderError, TranscoderMismatchError, load_transcoders

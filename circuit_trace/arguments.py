@@ -7,6 +7,21 @@ import numbers
 from typing import Any
 
 
+def dtype_table() -> dict:
+    """Dtype names the toolkit accepts ({name: torch.dtype}); here, beside the other argument checks,
+    so that training from an activation cache can read them without importing the model stack."""
+    import torch
+
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+
+
 def check_type(value: Any, expected: type | tuple[type, ...], where: str, what: str, hint: str = "") -> None:
     """Raise TypeError("where: what must be <hint or type names>, got <type>") unless `value` is an
     instance of `expected`."""

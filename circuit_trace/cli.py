@@ -12,6 +12,7 @@ import errno
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .graphs.defaults import DESIRED_LOGIT_PROB, EDGE_THRESHOLD, MAX_N_LOGITS, NODE_THRESHOLD
@@ -99,11 +100,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="default: float32")
 
 
-def _print_trace(graph, pruned, seconds: float, out: Path | None) -> None:
+def _print_trace(graph, pruned, seconds: float, out: Path | None, chosen: bool = False) -> None:
+    """The trace summary; `chosen`: the targets were given (`--target`, `--logit-diff`), not the top logits.
+    A custom target (e.g. a logit difference) has a value, not a probability."""
     logits = graph.logit_nodes()
-    print("top logits:")
+    print("targets:" if chosen else "top logits:")
     for _, row in logits.iterrows():
-        print(f"  {row['token']!r:>16}  p={row['logit_prob']:.4f}")
+        if row["token_id"] < 0:
+            print(f"  {row['token']!r:>16}  value={row['activation']:.4f}")
+        else:
+            print(f"  {row['token']!r:>16}  p={row['logit_prob']:.4f}")
     scores = graph.scores()
     print(f"nodes: {graph.n_nodes} -> {pruned.graph.n_nodes} after pruning")
     print(f"edges: {graph.n_edges} -> {pruned.graph.n_edges} after pruning")
@@ -118,11 +124,13 @@ def cmd_trace(args) -> int:
     from .graphs import prune
 
     out = _output_path(args.output, args.prompt)
+    save = _checked_path(args.save_graph, ".safetensors", "--save") if args.save_graph else None
     rm = _load_model(args)
     t0 = time.perf_counter()
     graph = attribute(
         rm,
         args.prompt,
+        targets=_trace_targets(rm, args),
         max_feature_nodes=args.max_feature_nodes,
         batch_size=args.batch_size,
         max_n_logits=args.max_n_logits,
@@ -133,9 +141,36 @@ def cmd_trace(args) -> int:
     graph.to_json(
         out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold, pruned=pruned
     )
-    _print_trace(graph, pruned, time.perf_counter() - t0, out)
+    _print_trace(graph, pruned, time.perf_counter() - t0, out, chosen=bool(args.target or args.logit_diff))
+    if save is not None:
+        graph.save(save)
+        print(f"wrote {save} (the full graph: `ct.Graph.load`, `circuit-trace validate --graph`)")
+    if args.html:
+        from .viz import to_html
+
+        print(f"wrote {to_html(graph, out.with_suffix('.html'))} (standalone interactive view)")
     _print_details(rm, pruned.graph, out)
     return EXIT_OK
+
+
+def _checked_path(arg: str, suffix: str, flag: str) -> Path:
+    """An output path whose directory exists and whose name ends in `suffix` (else bad input)."""
+    path = Path(arg)
+    if not path.parent.is_dir():
+        raise CLIError(f"{flag}: directory {str(path.parent)!r} does not exist (create it first)")
+    if path.suffix != suffix:
+        raise CLIError(f"{flag} path {arg!r} must end in {suffix}")
+    return path
+
+
+def _trace_targets(rm, args) -> list | None:
+    """`--target TOKEN`s (each one token) and `--logit-diff A B`; None: the top logits."""
+    from .attribution.targets import logit_difference
+
+    targets: list = list(args.target or [])
+    if args.logit_diff:
+        targets.append(logit_difference(rm, *args.logit_diff))
+    return targets or None
 
 
 def _print_details(rm, graph, out: Path) -> None:
@@ -151,20 +186,113 @@ def _print_details(rm, graph, out: Path) -> None:
 
 
 def cmd_intervene(args) -> int:
-    from .interventions import EditError, format_result, intervene, parse_cli_edits
+    """Edits from the options (checked before the model loads), then the next-token table, or the
+    edited and unedited continuations with --generate; --html writes the result's figure."""
+    from .cli_commands.intervene import generation_kwargs, prepared_edits, strongest_supernode, swap_edits
+    from .interventions import EditError, generate, intervene
 
+    html_out = _checked_path(args.html, ".html", "--html") if args.html else None
     try:
-        edits = parse_cli_edits(args.scale, args.set, args.supernode)
+        if args.strongest is None:  # else the edits name a supernode found in the model, below
+            prepared_edits(args)
+        gen = generation_kwargs(args)
+        if gen is not None and (args.mode != "free" or html_out is not None):
+            raise EditError("--generate runs the real model (free mode) and has no figure: drop --mode/--html")
     except EditError as exc:
         raise CLIError(str(exc)) from exc
-    if not edits:
-        raise CLIError("no edits given: use --scale ID=F, --set ID=V (ID = layer_index[_pos] or a --supernode NAME)")
     rm = _load_model(args)
     try:
+        edits, groups = prepared_edits(args, strongest_supernode(rm, args))
+        edits += swap_edits(rm, args, groups)
+        if gen is not None:
+            with warnings.catch_warnings():  # a context-limit stop is said in the printed result
+                warnings.simplefilter("ignore")
+                print(generate(rm, args.prompt, edits, **gen))
+            return EXIT_OK
         result = intervene(rm, args.prompt, edits, mode=args.mode, top_k=args.top_k)
-    except EditError as exc:
+    except (EditError, ValueError) as exc:  # ValueError: a sampling setting generate refuses
         raise CLIError(str(exc)) from exc
-    print(format_result(result))
+    print(result)
+    _print_supernodes(result, groups, html_out)
+    return EXIT_OK
+
+
+def _print_supernodes(result, groups: dict[str, tuple[str, ...]], html_out: Path | None) -> None:
+    """Each named supernode's activation after the edits as a fraction of before (those whose ids
+    all carry a position), and the figure of both when asked."""
+    from .cli_commands.intervene import positioned_supernodes
+
+    sns = positioned_supernodes(groups)
+    fractions = result.supernode_fractions(sns) if sns else None
+    if fractions is not None and len(fractions):
+        print("supernode activation after the edits (sum over its features, % of before):")
+        for _, r in fractions.iterrows():
+            frac = f"{r['fraction']:.0%}" if r["before"] else "was 0"
+            print(f"  {r['label']!r:>16}  {r['before']:.4g} => {r['after']:.4g}  ({frac})")
+    if html_out is not None:
+        from .atomic import atomic_write_text
+
+        fig = result.figure(supernodes=sns or None)
+        atomic_write_text(html_out, fig.to_html(include_plotlyjs=True, full_html=True))
+        print(f"wrote {html_out} (top tokens before/after and the supernodes' activation fractions)")
+
+
+def _validation_graph(rm, args):
+    """The graph to validate: read from `--graph` (`trace --save` .safetensors or a graph JSON), or
+    traced from PROMPT; exactly one of the two."""
+    from .api import attribute
+    from .graphs import Graph
+
+    if (args.prompt is None) == (args.graph is None):
+        raise CLIError("give a PROMPT to trace or --graph FILE (from `trace --save`), not both and not neither")
+    if args.prompt is not None:
+        return attribute(rm, args.prompt, max_feature_nodes=args.max_feature_nodes, progress=not args.quiet)
+    path = Path(args.graph)
+    try:
+        return Graph.from_json(path) if path.suffix == ".json" else Graph.load(path)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--graph {args.graph}: {exc}") from exc
+
+
+def _print_validation(report) -> None:
+    """The Spearman table, the goal and how often one ablation changed the top token."""
+    s = report.summary
+    print(f"validation of {report.prompt!r}: {report.settings['n_sources_ablated']} source features ablated")
+    print(f"  {'pairs':<18}{'n':>5}  {'Spearman direct':>15}  {'Spearman total':>14}")
+    for _, r in s.iterrows():
+        print(f"  {r['pairs']:<18}{r['n']:>5}  {r['spearman_direct']:>15.3f}  {r['spearman_total']:>14.3f}")
+    rho, passed = s.iloc[0]["spearman_total"], report.passed
+    verdict = "cannot be compared with" if passed is None else ("meets" if passed else "is below")
+    print(f"feature->feature Spearman (total) {rho:.3f} {verdict} the goal {report.goal} from the literature")
+    n = report.settings["n_sources_ablated"]
+    print(f"the top token changed in {report.top_token_changed:.0%} of the {n} single-feature ablations")
+
+
+def cmd_validate(args) -> int:
+    from .interventions import EditError, validate
+
+    json_out = _checked_path(args.json, ".json", "--json") if args.json else None
+    html_out = _checked_path(args.html, ".html", "--html") if args.html else None
+    rm = _load_model(args)
+    graph = _validation_graph(rm, args)
+    try:
+        report = validate(rm, graph, n_pairs=args.n_pairs, seed=args.seed, max_sources=args.max_sources)
+    except (EditError, ValueError) as exc:  # a graph of another model/transcoder, or without features
+        raise CLIError(str(exc)) from exc
+    _print_validation(report)
+    if graph.is_pruned:  # pairs only over the kept, strongest edges: agreement comes out higher
+        print(
+            "note: a pruned graph (e.g. a JSON export): only its kept edges are compared, which raises the "
+            "correlation; validate the full graph (`trace --save`) to compare with the goal"
+        )
+    if json_out is not None:
+        report.save(json_out)
+        print(f"wrote {json_out} (`ValidationReport.load`)")
+    if html_out is not None:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(html_out, report.figure().to_html(include_plotlyjs=True, full_html=True))
+        print(f"wrote {html_out} (predicted vs measured, one point per pair)")
     return EXIT_OK
 
 
@@ -232,20 +360,66 @@ TRAIN_HELP = {
 }
 
 
-def _train_option(group, f: dataclasses.Field, hint, default) -> None:
+def _field_comments(cls) -> dict[str, str]:
+    """{field: its trailing `# comment`} in the source of dataclass `cls` and its bases (a missing
+    source gives no comments)."""
+    import inspect
+    import io
+    import tokenize
+
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # bases first: a subclass's comment wins
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        lines = source.splitlines()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            m = re.match(r"\s+(\w+)\s*:", lines[tok.start[0] - 1]) if tok.type == tokenize.COMMENT else None
+            if m:
+                comments[m.group(1)] = tok.string.lstrip("#").strip()
+    return comments
+
+
+def _train_help(f: dataclasses.Field, comments: dict[str, str], default) -> str:
+    """A field's help: its metadata["help"], else TRAIN_HELP, else its source comment."""
+    text = f.metadata.get("help") or TRAIN_HELP.get(f.name)
+    if text is None:
+        text = comments.get(f.name, f"TrainConfig.{f.name}").replace("%", "%%")
+    if default not in (None, "") and "default" not in text:
+        text += f" (default {default})"
+    return text
+
+
+def _option_type(hint) -> dict:
+    """argparse keywords for a field of type `hint`: bool -> --x/--no-x, Literal -> choices,
+    list/tuple[T] -> one or more T, int/float/str (or Optional of one) -> that type, else str."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _option_type(args[0])
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is typing.Literal:
+        return {"type": type(args[0]), "choices": args}
+    if origin in (list, tuple) and args:
+        return {"type": args[0] if args[0] in (int, float, str) else str, "nargs": "+"}
+    return {"type": hint if hint in (int, float, str) else str}
+
+
+def _train_option(group, f: dataclasses.Field, hint, default, comments: dict[str, str] | None = None) -> None:
     """Add the option of `TrainConfig` field `f` (type `hint`) to `group`."""
     from .transcoders.training.trainer import KINDS, TRAINABLE_ACTIVATIONS
 
     flag = "--" + TRAIN_OPTION_NAMES.get(f.name, f.name).replace("_", "-")
-    help_ = TRAIN_HELP.get(f.name, f"TrainConfig.{f.name}")
-    if default not in (None, "") and "default" not in help_:
-        help_ += f" (default {default})"
-    kw: dict = {"dest": f.name, "default": default, "help": help_}
-    if hint in (bool, bool | None):
-        kw["action"] = argparse.BooleanOptionalAction
-    else:
-        kw["type"] = next(t for t in (int, float, str) if hint in (t, t | None))
-        kw["choices"] = {"kind": KINDS, "activation": TRAINABLE_ACTIVATIONS}.get(f.name)
+    kw: dict = {"dest": f.name, "default": default, "help": _train_help(f, comments or {}, default)}
+    kw.update(_option_type(hint))
+    choices = f.metadata.get("choices") or {"kind": KINDS, "activation": TRAINABLE_ACTIVATIONS}.get(f.name)
+    if choices is not None and "action" not in kw:
+        kw["choices"] = tuple(choices)
     group.add_argument(flag, **kw)
 
 
@@ -255,15 +429,28 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
     from .transcoders.training import TrainConfig
 
-    parser.add_argument("--model", required=True, help="HF hub id or local model directory")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="HF hub id, local model directory, or a .gguf file / directory holding one "
+        "(converted once to a cached safetensors copy under $CIRCUIT_TRACE_CACHE, default ~/.cache/circuit_trace)",
+    )
     parser.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
+    parser.add_argument(
+        "--bos",
+        default=None,
+        help="token each training window starts with: a token string (e.g. '<|endoftext|>'), or 'none' "
+        "(default: the tokenizer's own BOS)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     hints, defaults = typing.get_type_hints(TrainConfig), TrainConfig()
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig) if f.init}
+    comments = _field_comments(TrainConfig)
     advanced = parser.add_argument_group("advanced options (TrainConfig fields)")
-    for name in [*TRAIN_COMMON, *sorted(set(fields) - set(TRAIN_COMMON))]:
-        _train_option(parser if name in TRAIN_COMMON else advanced, fields[name], hints[name], getattr(defaults, name))
+    for name in [*(n for n in TRAIN_COMMON if n in fields), *sorted(set(fields) - set(TRAIN_COMMON))]:
+        group = parser if name in TRAIN_COMMON else advanced
+        _train_option(group, fields[name], hints[name], getattr(defaults, name), comments)
     return parser
 
 
@@ -271,9 +458,24 @@ def config_from_args(args: argparse.Namespace):
     """The checked `TrainConfig` of parsed `circuit-trace train` arguments (ValueError if invalid)."""
     from .transcoders.training import TrainConfig
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.init})
     config.validate()
     return config
+
+
+def _load_train_model(model: str, device: str | None, bos: str | None):
+    """(model, tokenizer) for `train`: a load failure is exit 3, a BOS not in the vocabulary exit 2."""
+    from .models import load_model, set_bos
+
+    try:
+        loaded = load_model(model, device=device)
+    except (OSError, ValueError) as exc:  # load_model's OSError already names the model
+        raise CLIError(str(exc) if isinstance(exc, OSError) else f"could not load the model: {exc}", EXIT_LOAD) from exc
+    try:
+        set_bos(loaded.tokenizer, bos)
+    except ValueError as exc:
+        raise CLIError(f"--bos: {exc}") from exc
+    return loaded.model, loaded.tokenizer
 
 
 def _remove_if_new_and_empty(directory: Path, existed: bool) -> None:
@@ -285,7 +487,7 @@ def _remove_if_new_and_empty(directory: Path, existed: bool) -> None:
 def train_from_args(args: argparse.Namespace | list[str] | None = None):
     """Parse (or take parsed) `circuit-trace train` arguments, load the model and train; the
     `TrainingReport`. Errors are raised as `CLIError` with their exit code."""
-    from .models import UnsupportedArchitectureError, load_hf
+    from .models import UnsupportedArchitectureError
     from .transcoders.training import CorpusError, OutputDirError, train
 
     if not isinstance(args, argparse.Namespace):
@@ -294,11 +496,7 @@ def train_from_args(args: argparse.Namespace | list[str] | None = None):
         config = config_from_args(args)
     except ValueError as exc:
         raise CLIError(f"bad training option: {exc}") from exc
-    device = _device(config.device)
-    try:
-        model, tokenizer = load_hf(args.model, device=device)
-    except (OSError, ValueError) as exc:  # load_hf's OSError already names the model
-        raise CLIError(str(exc) if isinstance(exc, OSError) else f"could not load the model: {exc}", EXIT_LOAD) from exc
+    model, tokenizer = _load_train_model(args.model, _device(config.device), getattr(args, "bos", None))
     out = Path(config.out_dir)
     existed = out.exists()
     try:
@@ -365,6 +563,28 @@ def add_trace_command(sub) -> None:
         default=None,
         help="targets per backward pass (default: as many as fit in memory, at most 256)",
     )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="attribute this next token (exactly one token, e.g. ' Austin') instead of the top logits; repeatable",
+    )
+    p.add_argument(
+        "--logit-diff",
+        nargs=2,
+        default=None,
+        metavar=("A", "B"),
+        help="attribute the logit difference logit(A) - logit(B) (each one token), with any --target",
+    )
+    p.add_argument("--html", action="store_true", help="also write a standalone interactive view beside the JSON")
+    p.add_argument(
+        "--save",
+        dest="save_graph",  # not `save`: nnsight gives every object (argparse.Namespace too) a .save method
+        default=None,
+        metavar="FILE",
+        help="also save the full graph (.safetensors; `ct.Graph.load`)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_trace)
 
@@ -412,28 +632,15 @@ def add_demo_command(sub) -> None:
 
 
 def add_intervene_command(sub) -> None:
-    p = sub.add_parser("intervene", help="edit features in the real model and print top tokens before/after")
+    from .cli_commands.intervene import add_intervene_options
+
+    p = sub.add_parser(
+        "intervene", help="edit features in the real model: top tokens before/after, or continuations with --generate"
+    )
     p.add_argument("prompt", help="the text to run (BOS is prepended)")
     _add_model_args(p)
-    p.add_argument(
-        "--scale",
-        action="append",
-        default=[],
-        metavar="ID=F",
-        help="multiply a feature's activation by F (e.g. 3_117=-2); ID is layer_index (all positions), "
-        "layer_index_pos, or a supernode NAME; repeatable",
-    )
-    p.add_argument(
-        "--set", action="append", default=[], metavar="ID=V", help="set a feature's activation to V; repeatable"
-    )
-    p.add_argument(
-        "--supernode",
-        action="append",
-        default=[],
-        metavar="NAME=IDS",
-        help="name a group of feature ids (comma separated, each layer_index or layer_index_pos) "
-        "for --scale/--set; repeatable",
-    )
+    add_intervene_options(p)
+    p.add_argument("--html", default=None, metavar="FILE", help="also write the result's figure (.html)")
     p.add_argument(
         "--mode",
         choices=["free", "constrained"],
@@ -443,6 +650,23 @@ def add_intervene_command(sub) -> None:
     )
     p.add_argument("--top-k", type=_positive_int, default=5, help="top tokens shown (default 5)")
     p.set_defaults(func=cmd_intervene)
+
+
+def add_validate_command(sub) -> None:
+    p = sub.add_parser(
+        "validate", help="check a graph's predicted ablation effects against ablations in the real model (Spearman)"
+    )
+    p.add_argument("prompt", nargs="?", default=None, help="the text to trace and validate (or --graph)")
+    p.add_argument("--graph", default=None, help="validate this graph instead: `trace --save` .safetensors or a JSON")
+    _add_model_args(p)
+    p.add_argument("--n-pairs", type=_positive_int, default=200, help="feature->feature pairs sampled (default 200)")
+    p.add_argument("--max-sources", type=_positive_int, default=64, help="source features ablated (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the sample of sources and pairs (default 0)")
+    p.add_argument("--max-feature-nodes", type=_positive_int, default=None, help="cap on feature nodes when tracing")
+    p.add_argument("--json", default=None, metavar="FILE", help="also save the report (.json; `ValidationReport.load`)")
+    p.add_argument("--html", default=None, metavar="FILE", help="also write its figure (.html, plotly inlined)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_validate)
 
 
 def add_train_command(sub) -> None:
@@ -464,8 +688,8 @@ def cmd_sweep(args) -> int:
     from .sweeps import SweepInputError, SweepLoadError, SweepOptions, sweep
 
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CLIError(f"the parent of the output directory {str(out)!r} does not exist (create it first)")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file, not a directory")
     options = SweepOptions(
         max_feature_nodes=args.max_feature_nodes,
         max_n_logits=args.max_n_logits,
@@ -648,13 +872,81 @@ def add_features_command(sub) -> None:
     p.set_defaults(func=cmd_features)
 
 
+def add_harvest_command(sub) -> None:
+    """`circuit-trace harvest`: one option per `HarvestConfig` field, like `train`'s."""
+    import typing
+
+    from .transcoders.training import HarvestConfig
+
+    p = sub.add_parser("harvest", help="run a model once over a corpus and cache its MLP activations for training")
+    p.add_argument("--model", required=True, help="HF hub id, local model directory, or a .gguf file / directory")
+    p.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
+    p.add_argument("--bos", default=None, help="token each window starts with, or 'none' (default: the tokenizer's)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hints, defaults = typing.get_type_hints(HarvestConfig), HarvestConfig()
+    for f in dataclasses.fields(HarvestConfig):
+        _train_option(p, f, hints[f.name], getattr(defaults, f.name))
+    p.set_defaults(func=cmd_harvest)
+
+
+def cmd_harvest(args) -> int:
+    from .models import UnsupportedArchitectureError
+    from .transcoders.training import CacheError, CorpusError, HarvestConfig, harvest
+
+    config = HarvestConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(HarvestConfig)})
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise CLIError(f"bad harvest option: {exc}") from exc
+    model, tokenizer = _load_train_model(args.model, _device(args.device), args.bos)
+    start = time.perf_counter()
+    try:
+        info = harvest(model, tokenizer, args.corpus, config, progress=not args.no_progress)
+    except UnsupportedArchitectureError as exc:
+        raise CLIError(str(exc), EXIT_LOAD) from exc
+    except (CorpusError, CacheError, OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    seconds = time.perf_counter() - start
+    print(
+        f"cache {config.out_dir}: {info.n_tokens} tokens, layers {len(info.layers)}, {info.dtype}, "
+        f"{len(info.shards)} shard(s), {seconds:.0f}s; train from it with `circuit-trace train --cache {config.out_dir}`"
+    )
+    return EXIT_OK
+
+
+def add_merge_transcoders_command(sub) -> None:
+    p = sub.add_parser(
+        "merge-transcoders", help="merge training runs on layer subsets (--layers) into one transcoder set"
+    )
+    p.add_argument("runs", nargs="+", help="training output directories (or their transcoder/ directories)")
+    p.add_argument("--out", required=True, help="directory for the merged set (circuit-tracer layout)")
+    p.set_defaults(func=cmd_merge_transcoders)
+
+
+def cmd_merge_transcoders(args) -> int:
+    from .transcoders import TranscoderError
+    from .transcoders.training import MergeError, merge_transcoders
+
+    try:
+        tc = merge_transcoders(args.runs, args.out)
+    except (MergeError, TranscoderError, FileExistsError) as exc:
+        raise CLIError(str(exc)) from exc
+    kind = "CLT" if tc.is_cross_layer else "PLT"
+    print(f"merged {len(args.runs)} run(s) into {args.out}: {kind}, {tc.n_layers} layers")
+    return EXIT_OK
+
+
 # One registration function per subcommand, in the order `--help` lists them. A new subcommand is a
 # `cmd_<name>(args) -> int` plus an `add_<name>_command(sub)` appended here.
 COMMANDS = [
     add_trace_command,
     add_demo_command,
     add_intervene_command,
+    add_validate_command,
     add_train_command,
+    add_harvest_command,
+    add_merge_transcoders_command,
     add_serve_command,
     add_sweep_command,
     add_transcoders_command,

@@ -19,6 +19,7 @@ from urllib.request import getproxies, proxy_bypass
 
 __all__ = [
     "cached_file",
+    "clear_probe_cache",
     "PROBE_TIMEOUT_S",
     "HubUnavailableError",
     "hub_endpoint",
@@ -69,6 +70,12 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
         ok = False
     _probe_cache[endpoint] = (now, ok)
     return ok
+
+
+def clear_probe_cache() -> None:
+    """Forget earlier probe results, so the next `hub_reachable` asks the network again (after the
+    proxy or endpoint settings changed)."""
+    _probe_cache.clear()
 
 
 def use_local_files_only() -> bool:

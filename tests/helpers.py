@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+from pathlib import Path
 
 import torch
 from hypothesis import HealthCheck, settings
@@ -229,3 +230,62 @@ def plain_forward(rm, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 SUPPORTED = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3")
+
+
+# -- a tiny GGUF file ---------------------------------------------------------------------------------
+GGUF_LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+GGUF_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+
+
+def write_tiny_gguf(path, *, n_layers: int = 2, d: int = 16, ff: int = 32, seed: int = 0) -> Path:
+    """A random 2-layer Llama in GGUF (float32 tensors) with a byte-level BPE tokenizer of 56 tokens
+    whose BOS/EOS are chat markers, like SmolLM2-Instruct's."""
+    import gguf  # the `gguf` package (tests that call this skip without it)
+    import numpy as np
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "Ġ", *GGUF_LETTERS, *("Ġ" + c for c in GGUF_LETTERS)]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("Tiny Llama")
+    w.add_block_count(n_layers)
+    w.add_context_length(64)
+    w.add_embedding_length(d)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(2)
+    w.add_head_count_kv(1)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(d // 2)
+    w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_token_merges(["Ġ " + c for c in GGUF_LETTERS])
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(False)
+    w.add_chat_template(GGUF_TEMPLATE)
+
+    def rand(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", rand(len(tokens), d))
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    w.add_tensor("output.weight", rand(len(tokens), d))
+    for i in range(n_layers):
+        for name, shape in [("attn_q", (d, d)), ("attn_k", (d // 2, d)), ("attn_v", (d // 2, d))]:
+            w.add_tensor(f"blk.{i}.{name}.weight", rand(*shape))
+        w.add_tensor(f"blk.{i}.attn_output.weight", rand(d, d))
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(d, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(d, np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(ff, d))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", rand(ff, d))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", rand(d, ff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)

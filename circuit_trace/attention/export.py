@@ -73,6 +73,48 @@ def _lists(r: QKAttribution, n: int) -> dict:
     }
 
 
+def _edge_entry(s: str, t: str, df: pd.DataFrame, n_heads: int) -> dict:
+    """One edge of the payload: its weight, bypass loadings by layer and its top heads by |loading|."""
+    heads = df[df["kind"] == "head"]
+    top = heads.iloc[np.argsort(-np.abs(np.asarray(heads["loading"], dtype=float)), kind="stable")[:n_heads]]
+    bypass = df.loc[df["kind"] == "bypass", ["layer", "loading"]]
+    return {
+        "source": s,
+        "target": t,
+        "edge": _num(df["edge"].iloc[0]),
+        "bypass": {str(int(m)): _num(v) for m, v in bypass.itertuples(index=False)},
+        "heads": [
+            {"layer": int(m), "head": int(h), "loading": _num(v)}
+            for m, h, v in top[["layer", "head", "loading"]].itertuples(index=False)
+        ],
+    }
+
+
+def _head_detail(head: dict, s: str, key: tuple[int, int, int, int], r: QKAttribution, n: int) -> dict:
+    """One (edge, head)'s QK result: scores and its top `n` pair and marginal contributors."""
+    return {
+        **head,
+        "source": s,
+        "query_pos": key[2],
+        "key_pos": key[3],
+        "score": _num(r.score),
+        "capped_score": _num(r.capped_score),
+        "pattern": _num(r.pattern),
+        **_lists(r, n),
+    }
+
+
+def _referenced(results: dict) -> set[str]:
+    """Ids of every contributor named in the targets' lists and their heads' lists."""
+    referenced = set()
+    for node in results.values():
+        for lists in [node, *node["heads"]]:
+            referenced.update(x for item in lists["pair_wise_contributors"] for x in item[:2])
+            for name in ("top_q_marginal_contributors", "top_k_marginal_contributors"):
+                referenced.update(item[0] for item in lists[name])
+    return referenced
+
+
 def attach_attention(
     model,
     graph: Graph,
@@ -96,57 +138,27 @@ def attach_attention(
     loads = head_loadings_top(model, graph, edges=edges, progress=progress)
     lr = model.local_context(list(graph.input_ids))
     res = record_residuals(lr)
-    feats = graph.nodes[graph.nodes["kind"] == "feature"]
-    acts = dict(zip(feats["node_id"], feats["activation"].astype(float)))
     pos = dict(zip(graph.nodes["node_id"], graph.nodes["pos"].astype(int)))
     out_edges, results, rows = [], {}, {}
     cache: dict[tuple, QKAttribution] = {}
     for key, df in loads.groupby(["source", "target"], sort=False):
         s, t = str(key[0]), str(key[1])  # type: ignore[index]
-        heads = df[df["kind"] == "head"]
-        top = heads.iloc[np.argsort(-np.abs(np.asarray(heads["loading"], dtype=float)), kind="stable")[:n_heads]]
-        entry = {
-            "source": s,
-            "target": t,
-            "edge": _num(df["edge"].iloc[0]),
-            "bypass": {
-                str(int(m)): _num(v)
-                for m, v in df.loc[df["kind"] == "bypass", ["layer", "loading"]].itertuples(index=False)
-            },
-            "heads": [
-                {"layer": int(m), "head": int(h), "loading": _num(v)}
-                for m, h, v in top[["layer", "head", "loading"]].itertuples(index=False)
-            ],
-        }
-        out_edges.append(entry)
-        for head in entry["heads"]:
-            key = (head["layer"], head["head"], pos[t], pos[s])
-            if key not in cache:
-                cache[key] = qk_attribution_local(lr, *key, residuals=res)
-            r = cache[key]
+        out_edges.append(_edge_entry(s, t, df, n_heads))
+        for head in out_edges[-1]["heads"]:
+            qk = (head["layer"], head["head"], pos[t], pos[s])
+            if qk not in cache:
+                cache[qk] = qk_attribution_local(lr, *qk, residuals=res)
+            r = cache[qk]
             rows.update((row["id"], row) for _, row in r.components.iterrows())
-            detail = {
-                **head,
-                "source": s,
-                "query_pos": key[2],
-                "key_pos": key[3],
-                "score": _num(r.score),
-                "capped_score": _num(r.capped_score),
-                "pattern": _num(r.pattern),
-                **_lists(r, n_contributors),
-            }
             node = results.setdefault(t, {"heads": [], "_best": -1.0})
-            node["heads"].append(detail)
+            node["heads"].append(_head_detail(head, s, qk, r, n_contributors))
             if abs(head["loading"]) > node["_best"]:
                 node.update(_best=abs(head["loading"]), **_lists(r, n_contributors))
-    referenced = set()
     for node in results.values():
         node.pop("_best")
-        for lists in [node, *node["heads"]]:
-            referenced.update(x for item in lists["pair_wise_contributors"] for x in item[:2])
-            for name in ("top_q_marginal_contributors", "top_k_marginal_contributors"):
-                referenced.update(item[0] for item in lists[name])
-    contributors = {i: _descriptor(rows[i], list(graph.input_ids), acts) for i in sorted(referenced)}
+    feats = graph.nodes[graph.nodes["kind"] == "feature"]
+    acts = dict(zip(feats["node_id"], feats["activation"].astype(float)))
+    contributors = {i: _descriptor(rows[i], list(graph.input_ids), acts) for i in sorted(_referenced(results))}
     payload = {
         "version": PAYLOAD_VERSION,
         "edges": out_edges,

@@ -14,7 +14,8 @@ run through head h at layer m (whatever they do before and after m). Equivalentl
 multiplying head h's output, loading(m, h) = ∂A[t, s]/∂g_h at g = 1, and since the frozen model is
 affine in each gate, also A[t, s] - A[t, s | head h removed] (tested). The bypass of layer m is
 A[t, s] - Σ_h loading(m, h): the edge in the model whose layer-m heads are all removed (tested).
-Layers at or above the source's last write and above the target carry nothing: loadings 0.
+Layers at or below the source's first write (an MLP at layer l writes after attention l) and
+layers above the target carry nothing: loadings 0 (`head_loadings_top` leaves them out).
 
 Cost per target row: one batch-1 frozen forward over the positions up to the target (the heads'
 inputs z_m recorded in it), one backward to the leaves and every z_m, and one backward vmapped over
@@ -164,7 +165,9 @@ def head_loadings_top(
 ) -> pd.DataFrame:
     """Head loadings of the graph's `n_edges` strongest cross-position edges (or of `edges`, a frame
     from `cross_position_edges`). One pass per distinct target (module docstring): columns source,
-    target, edge, layer, head, kind, loading; per (edge, layer), heads + bypass sum to the edge."""
+    target, edge, layer, head, kind, loading; per (edge, layer), heads + bypass sum to the edge. Only
+    the layers that can carry the edge are listed: above the source's first write (embeddings: from
+    layer 0) and below the target; elsewhere every head's loading is 0 and the bypass the edge."""
     from tqdm.auto import tqdm
 
     edges = cross_position_edges(graph, n_edges) if edges is None else edges
@@ -179,7 +182,7 @@ def head_loadings_top(
         refs = [node_ref(graph, s) for s in srcs]
         vals, loadings = _target_rows(lr, geo, tgt, refs)
         for ref, edge, load in zip(refs, vals, loadings):
-            df = _frame(float(edge), load, list(range(target_layers(lr, tgt))))
+            df = _frame(float(edge), load, list(range(ref.layer + 1, target_layers(lr, tgt))))
             df.insert(0, "edge", float(edge))
             df.insert(0, "target", tgt.node_id)
             df.insert(0, "source", ref.node_id)

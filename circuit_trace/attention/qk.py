@@ -55,6 +55,19 @@ class QKAttribution:
         """Σ of every pair's contribution (= score, exactly up to float rounding)."""
         return float(self.pairs["contribution"].sum())
 
+    def __repr__(self) -> str:  # the tables can hold thousands of rows: name their sizes, not their rows
+        cap = "" if self.softcap is None else f", capped_score={self.capped_score:.4g}"
+        top = ""
+        if len(self.pairs):
+            q, k, v = self.pairs.iloc[0][["query", "key", "contribution"]]
+            top = f"; top pair {q} x {k} = {float(v):.4g}"
+        n_q = int((self.components["side"] == "query").sum())
+        return (
+            f"QKAttribution(layer={self.layer}, head={self.head}, query_pos={self.query_pos}, "
+            f"key_pos={self.key_pos}, score={self.score:.4g}{cap}, pattern={self.pattern:.4g}; "
+            f"{n_q} query x {len(self.components) - n_q} key components, {len(self.pairs)} pairs{top})"
+        )
+
 
 def _bias_row(kind: str, layer: int, head: int, pos: int) -> tuple:
     side = "query" if kind == "q" else "key"

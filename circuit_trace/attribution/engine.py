@@ -14,7 +14,8 @@ or a logit direction at the last position); `sources.Sources` turns the gradient
 The frozen forward runs with batch 1 and the backward is vmapped over the B seeds
 (`is_grads_batched`), so no B copies of the forward are built or kept. Causal-cone batching: a
 pass holds features of one layer (it starts there: nothing above it is differentiated) and its
-forward covers only the positions up to the pass's last one (nothing after it is)."""
+forward covers only the positions up to the pass's last one (nothing after it is) and, unless it
+can reuse the whole-prompt forward, only the layers up to its own (`frozen_to_layer`)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ class BackwardPasses:
         idx = torch.as_tensor(batch)
         layer, pos = int(feats.layer[idx[0]]), feats.pos[idx]
         n_pos = int(pos.max()) + 1
-        fo = self._full() if n_pos == self.lr.n_pos else self.lr.frozen_forward(n_pos=n_pos)
+        fo = self._full() if n_pos == self.lr.n_pos else self.lr.frozen_to_layer(layer, n_pos=n_pos)
         x = fo.x[layer]  # [1, n_pos, d]
         seed = x.new_zeros(len(batch), 1, n_pos, x.shape[-1])  # [b, 1, n_pos, d]
         rows_b = torch.arange(len(batch), device=seed.device)

@@ -19,7 +19,7 @@ import torch
 from ..atomic import atomic_write_json
 from ..models.mlp_hooks import mlp_hooks
 from .collect import LayerStats, StatsOptions
-from .corpus import context_batches, corpus_fingerprint, read_documents
+from .corpus import TokenDecoder, context_batches, corpus_fingerprint, read_documents
 from .identity import default_dashboard_dir, transcoder_fingerprint, transcoder_id
 from .labels import ConceptMap, LabelOptions
 from .render import render_layer
@@ -111,19 +111,6 @@ def _concept_ids(cmap: ConceptMap, token_strings, ids: torch.Tensor) -> torch.Te
     return torch.tensor(rows, dtype=torch.long)
 
 
-class _Tokens:
-    """Cached single-token decoding."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer, self.cache = tokenizer, {}
-
-    def __call__(self, i: int) -> str:
-        s = self.cache.get(i)
-        if s is None:
-            s = self.cache[i] = self.tokenizer.decode([i])
-        return s
-
-
 def _save_partial(directory: Path, stats: list[LayerStats], meta: dict) -> None:
     from safetensors.torch import save_file
 
@@ -174,7 +161,7 @@ def _run(rm, corpus, o: DashboardOptions, stats: list[LayerStats], cmap, done: i
     """Stream the corpus from context `done` on; returns the number of contexts seen in total."""
     from tqdm.auto import tqdm
 
-    tc, tokens = rm.transcoders, _Tokens(rm.tokenizer)
+    tc, tokens = rm.transcoders, TokenDecoder(rm.tokenizer)
     total = _count_contexts(rm, corpus, o) if o.progress else None
     bar = tqdm(total=total, initial=done, unit="ctx", desc="dashboards", disable=not o.progress, dynamic_ncols=True)
     has_bos = rm.tokenizer.bos_token_id is not None
@@ -218,6 +205,76 @@ def _run(rm, corpus, o: DashboardOptions, stats: list[LayerStats], cmap, done: i
     return done
 
 
+def _options(options: DashboardOptions | None, overrides: dict[str, Any]) -> DashboardOptions:
+    o = options or DashboardOptions()
+    if overrides:
+        unknown = set(overrides) - set(asdict(o))
+        if unknown:
+            raise DashboardError(f"unknown dashboard option(s): {', '.join(sorted(unknown))}")
+        o = DashboardOptions(**{**asdict(o), **overrides})
+    o.check()
+    return o
+
+
+def _run_meta(corpus, o: DashboardOptions, fingerprint: str, n_concepts: int) -> dict:
+    """What a partial run must share with this one to be resumed."""
+    return {
+        "corpus": corpus_fingerprint(corpus),
+        "transcoder_fingerprint": fingerprint,
+        "ctx_len": o.ctx_len,
+        "batch_size": o.batch_size,
+        "max_contexts": o.max_contexts,
+        "top_k": o.top_k,
+        "n_samples": o.n_samples,
+        "seed": o.seed,
+        "n_concepts": n_concepts,
+        "text_field": o.text_field,
+    }
+
+
+@dataclass
+class _Written:
+    entries: dict[int, dict] = field(default_factory=dict)  # layer -> index entry of its chunk file
+    label_rows: dict[tuple[int, int], dict] = field(default_factory=dict)  # what labels.json holds
+    labels: dict[tuple[int, int], Any] = field(default_factory=dict)  # (layer, index) -> FeatureLabel
+    n_dead: int = 0
+
+
+def _write_layers(
+    model,
+    out_dir: Path,
+    stats: list[LayerStats],
+    token_ids,
+    o: DashboardOptions,
+    concepts,
+    label_options,
+    tid: str,
+    fp: str,
+) -> _Written:
+    """Render and write every layer's dashboards (one layer in memory at a time)."""
+    w = _Written()
+    for layer in range(model.transcoders.n_layers):
+        feats, layer_labels = render_layer(
+            model, layer, stats[layer], token_ids, o, concepts, label_options, transcoder_id=tid, fingerprint=fp
+        )
+        w.n_dead += sum(1 for d in feats if d["activation_frequency"] == 0)
+        w.entries[layer] = write_layer_chunks(out_dir, layer, feats)
+        if o.neuronpedia_json:
+            from ..viz.feature_details import write_feature_details
+
+            write_feature_details(out_dir / "json", feats)
+        for f, lab in enumerate(layer_labels):
+            w.labels[(layer, f)] = lab
+            w.label_rows[(layer, f)] = {
+                "label": lab.label,
+                "score": lab.score,
+                "kind": lab.kind,
+                "concept": lab.concept,
+            }
+        del feats
+    return w
+
+
 def feature_dashboards(
     model,
     corpus: str | os.PathLike | Sequence[str],
@@ -233,13 +290,7 @@ def feature_dashboards(
     written to `out` (default: `features/` beside the transcoders, else a per-transcoder cache folder).
     `concepts` maps tokens and contexts to concepts for the labels (default: tokens themselves; the
     organism passes its US states). `overrides` set `DashboardOptions` fields by name."""
-    o = options or DashboardOptions()
-    if overrides:
-        unknown = set(overrides) - set(asdict(o))
-        if unknown:
-            raise DashboardError(f"unknown dashboard option(s): {', '.join(sorted(unknown))}")
-        o = DashboardOptions(**{**asdict(o), **overrides})
-    o.check()
+    o = _options(options, overrides)
     t0 = time.perf_counter()
     tc = model.transcoders
     out_dir = Path(out) if out is not None else default_dashboard_dir(tc)
@@ -252,18 +303,7 @@ def feature_dashboards(
         for _ in range(tc.n_layers)
     ]
     tid, fp = transcoder_id(tc), transcoder_fingerprint(tc)
-    meta = {
-        "corpus": corpus_fingerprint(corpus),
-        "transcoder_fingerprint": fp,
-        "ctx_len": o.ctx_len,
-        "batch_size": o.batch_size,
-        "max_contexts": o.max_contexts,
-        "top_k": o.top_k,
-        "n_samples": o.n_samples,
-        "seed": o.seed,
-        "n_concepts": n_concepts,
-        "text_field": o.text_field,
-    }
+    meta = _run_meta(corpus, o, fp, n_concepts)
     if not o.resume:
         shutil.rmtree(partial, ignore_errors=True)
     resumed = _load_partial(partial, stats, meta)
@@ -273,50 +313,17 @@ def feature_dashboards(
     state_bytes = sum(t.numel() * t.element_size() for s in stats for t in s.state_dict().values())
     if n_ctx == 0:
         raise DashboardError("the corpus has no text: no context to run")
-    labels: dict = {}
-    entries, label_rows, n_dead = {}, {}, 0
     token_ids = _context_tokens(model, corpus, o, stats)
-    for layer in range(tc.n_layers):
-        feats, layer_labels = render_layer(
-            model, layer, stats[layer], token_ids, o, concepts, label_options, transcoder_id=tid, fingerprint=fp
-        )
-        n_dead += sum(1 for d in feats if d["activation_frequency"] == 0)
-        entries[layer] = write_layer_chunks(out_dir, layer, feats)
-        if o.neuronpedia_json:
-            from ..viz.feature_details import write_feature_details
-
-            write_feature_details(out_dir / "json", feats)
-        for f, lab in enumerate(layer_labels):
-            labels[(layer, f)] = lab
-            label_rows[(layer, f)] = {"label": lab.label, "score": lab.score, "kind": lab.kind, "concept": lab.concept}
-        del feats
+    w = _write_layers(model, out_dir, stats, token_ids, o, concepts, label_options, tid, fp)
     n_tokens = int(sum(int(s.n_tokens) for s in stats) // max(1, tc.n_layers))
-    write_index(
-        out_dir,
-        tid,
-        entries,
-        {
-            "transcoder_fingerprint": fp,
-            "n_contexts": n_ctx,
-            "n_tokens": n_tokens,
-            "ctx_len": o.ctx_len,
-            "generator": "circuit_trace.dashboards",
-        },
-    )
-    write_labels(out_dir, tid, label_rows)
+    extra = {"transcoder_fingerprint": fp, "n_contexts": n_ctx, "n_tokens": n_tokens, "ctx_len": o.ctx_len}
+    write_index(out_dir, tid, w.entries, extra | {"generator": "circuit_trace.dashboards"})
+    write_labels(out_dir, tid, w.label_rows)
     shutil.rmtree(partial, ignore_errors=True)
+    n_features = tc.n_layers * tc.d_features
+    seconds = time.perf_counter() - t0
     return DashboardResult(
-        out_dir,
-        tid,
-        n_ctx,
-        n_tokens,
-        tc.n_layers * tc.d_features,
-        n_dead,
-        time.perf_counter() - t0,
-        resumed,
-        t_stream,
-        state_bytes,
-        labels,
+        out_dir, tid, n_ctx, n_tokens, n_features, w.n_dead, seconds, resumed, t_stream, state_bytes, w.labels
     )
 
 

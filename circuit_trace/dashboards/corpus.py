@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ContextBatch", "CorpusError", "context_batches", "corpus_fingerprint", "read_documents"]
+__all__ = [
+    "ContextBatch",
+    "CorpusError",
+    "TokenDecoder",
+    "context_batches",
+    "corpus_fingerprint",
+    "read_documents",
+]
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -155,6 +162,19 @@ def _pad(rows: list[list[int]], first: int, pad_id: int) -> ContextBatch:
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = True
     return ContextBatch(first, ids, mask)
+
+
+class TokenDecoder:
+    """Cached single-token decoding (a dashboard run decodes the same few thousand ids many times)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.cache = tokenizer, {}
+
+    def __call__(self, i: int) -> str:
+        s = self.cache.get(i)
+        if s is None:
+            s = self.cache[i] = self.tokenizer.decode([i])
+        return s
 
 
 def corpus_fingerprint(source: str | os.PathLike | Sequence[str]) -> str:

@@ -5,6 +5,7 @@ from .graph import NODE_COLUMNS, NODE_KINDS, Graph
 from .ids import cantor_pair, cantor_unpair
 from .influence import InfluenceDidNotConvergeError, influence, node_scores, normalize
 from .neuronpedia import load_json, to_neuronpedia
+from .paths import node_name, strongest_path
 from .prune import PruneResult, prune
 from .scores import GraphScores, graph_scores
 from .synthetic import random_graph
@@ -21,9 +22,11 @@ __all__ = [
     "graph_scores",
     "influence",
     "load_json",
+    "node_name",
     "node_scores",
     "normalize",
     "prune",
     "random_graph",
+    "strongest_path",
     "to_neuronpedia",
 ]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -24,11 +24,12 @@ from .influence import as_csr, row_of_entries
 
 if TYPE_CHECKING:
     import networkx as nx
+    from typing_extensions import Unpack
 
     from .prune import PruneResult
     from .scores import GraphScores
 
-__all__ = ["Graph", "INFLUENCE_COLUMNS", "NODE_COLUMNS", "NODE_KINDS", "json_default"]
+__all__ = ["Graph", "INFLUENCE_COLUMNS", "JsonExportOptions", "NODE_COLUMNS", "NODE_KINDS", "json_default"]
 
 NODE_KINDS = ("feature", "error", "embedding", "logit")
 # Contract columns of `Graph.nodes`, in order.
@@ -42,8 +43,33 @@ NODE_COLUMNS = (
 # the total held by the nodes ranked at or above this one (Neuronpedia's `influence`, lower = more).
 INFLUENCE_COLUMNS = ("influence", "cumulative_influence")
 
+
+class JsonExportOptions(TypedDict, total=False):
+    """Keyword options of `Graph.to_json` / `Graph.neuronpedia_dict` besides slug and thresholds."""
+
+    scan: str | None  # Neuronpedia scan name; default `model_id`
+    info: dict | None  # extra `metadata.info` entries
+    supernodes: Iterable[Sequence[Any]] | None  # [name, member ids...] groups; default: the graph's qParams
+    pinned_ids: Iterable[str] | None  # node ids pinned in the viewer; default: the graph's qParams
+    pruned: PruneResult | None  # this graph's prune result at the export thresholds, when computed
+    prune: bool | None  # False: write every node and edge; None: prune unless already pruned
+    export_node_threshold: float | None  # widest node threshold exported (default max(node, 0.9))
+    export_edge_threshold: float | None  # widest edge threshold exported (default max(edge, 0.99))
+
+
 _FORMAT = "circuit_trace.graph"
 _FORMAT_VERSION = "1"
+# Graph fields stored as JSON in the saved file's header (the arrays are tensors beside it).
+_HEADER_FIELDS = (
+    "prompt",
+    "input_ids",
+    "tokens",
+    "n_layers",
+    "model_id",
+    "transcoder_id",
+    "settings",
+    "is_cross_layer",
+)
 
 
 def json_default(obj: Any) -> Any:
@@ -381,15 +407,7 @@ class Graph:
         slug: str | None = None,
         node_threshold: float = NODE_THRESHOLD,
         edge_threshold: float = EDGE_THRESHOLD,
-        scan: str | None = None,
-        info: dict | None = None,
-        supernodes: Iterable[Sequence[Any]] | None = None,
-        pinned_ids: Iterable[str] | None = None,
-        pruned: PruneResult | None = None,
-        *,
-        prune: bool | None = None,
-        export_node_threshold: float | None = None,
-        export_edge_threshold: float | None = None,
+        **options: Unpack[JsonExportOptions],
     ) -> dict:
         """Write Neuronpedia JSON atomically; returns the written dict.
 
@@ -402,23 +420,12 @@ class Graph:
         Neuronpedia ids or this table's node ids; unknown or pruned ids raise ValueError.
         `pruned`: this graph's prune result at the export (or view) thresholds, when computed.
         Without pinned_ids / supernodes, a graph read by `from_json` keeps its own qParams.
+        The other options are those of `JsonExportOptions`.
         """
         from .neuronpedia import write_json
 
         path = Path(path)
-        data = self.neuronpedia_dict(
-            slug if slug is not None else path.stem,
-            node_threshold,
-            edge_threshold,
-            scan,
-            info,
-            supernodes,
-            pinned_ids,
-            pruned,
-            prune=prune,
-            export_node_threshold=export_node_threshold,
-            export_edge_threshold=export_edge_threshold,
-        )
+        data = self.neuronpedia_dict(slug if slug is not None else path.stem, node_threshold, edge_threshold, **options)
         write_json(data, path)
         return data
 
@@ -427,28 +434,20 @@ class Graph:
         slug: str,
         node_threshold: float = NODE_THRESHOLD,
         edge_threshold: float = EDGE_THRESHOLD,
-        scan: str | None = None,
-        info: dict | None = None,
-        supernodes: Iterable[Sequence[Any]] | None = None,
-        pinned_ids: Iterable[str] | None = None,
-        pruned: PruneResult | None = None,
-        *,
-        prune: bool | None = None,
-        export_node_threshold: float | None = None,
-        export_edge_threshold: float | None = None,
+        **options: Unpack[JsonExportOptions],
     ) -> dict:
         """The Neuronpedia JSON dict `to_json` writes (see there), without writing it."""
         from .neuronpedia import to_neuronpedia
 
         q = cast(dict[str, Any], self.settings.get("qParams") if isinstance(self.settings.get("qParams"), dict) else {})
-        if pinned_ids is None:
-            pinned_ids = q.get("pinnedIds") or []
-        if supernodes is None:
-            supernodes = q.get("supernodes") or []
+        pinned_ids = options.get("pinned_ids")
+        supernodes = options.get("supernodes")
+        prune, pruned = options.get("prune"), options.get("pruned")
         common: dict[str, Any] = dict(
-            slug=slug, scan=scan, info=info,
-            supernodes=supernodes, pinned_ids=pinned_ids, clicked_id=str(q.get("clickedId") or ""),
-            sg_pos=str(q.get("sg_pos") or ""),
+            slug=slug, scan=options.get("scan"), info=options.get("info"),
+            supernodes=(q.get("supernodes") or []) if supernodes is None else supernodes,
+            pinned_ids=(q.get("pinnedIds") or []) if pinned_ids is None else pinned_ids,
+            clicked_id=str(q.get("clickedId") or ""), sg_pos=str(q.get("sg_pos") or ""),
         )  # fmt: skip
         if prune is False or (prune is None and self.is_pruned):
             done = self.pruning or {}
@@ -459,7 +458,10 @@ class Graph:
             data = to_neuronpedia(self, prune=False, view_thresholds=view, **common)
         else:
             export = self._export_thresholds(
-                node_threshold, edge_threshold, export_node_threshold, export_edge_threshold
+                node_threshold,
+                edge_threshold,
+                options.get("export_node_threshold"),
+                options.get("export_edge_threshold"),
             )
             if pruned is None or (pruned.node_threshold, pruned.edge_threshold) != export:
                 pruned = self.prune(*export)
@@ -509,14 +511,9 @@ class Graph:
     # ------------------------------------------------------------------ persistence
     def _header(self) -> dict:
         nodes = self.nodes
-        return {
-            "prompt": self.prompt,
-            "input_ids": self.input_ids,
-            "tokens": self.tokens,
+        fields = {f: getattr(self, f) for f in _HEADER_FIELDS}
+        return fields | {
             "n_layers": int(self.n_layers),
-            "model_id": self.model_id,
-            "transcoder_id": self.transcoder_id,
-            "settings": self.settings,
             "is_cross_layer": bool(self.is_cross_layer),
             "adjacency_format": "csr" if self.is_sparse else "dense",
             "n_nodes": self.n_nodes,
@@ -567,16 +564,9 @@ class Graph:
         else:
             adjacency = tensors["adjacency"]
         return cls(
-            prompt=h["prompt"],
-            input_ids=h["input_ids"],
-            tokens=h["tokens"],
+            **{f: h[f] for f in _HEADER_FIELDS},
             nodes=nodes,
             adjacency=adjacency,
-            n_layers=h["n_layers"],
-            model_id=h["model_id"],
-            transcoder_id=h["transcoder_id"],
-            settings=h["settings"],
-            is_cross_layer=h["is_cross_layer"],
             bias_terms=tensors["bias_terms"],
             target_values=tensors["target_values"],
         )

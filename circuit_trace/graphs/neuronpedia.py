@@ -75,16 +75,18 @@ def _generator_version() -> str:
         return "unknown"
 
 
+# circuit-tracer's jsNodeId formats: features share one id across positions (the viewer groups
+# them); errors put -1 in the feature slot and the position last so none alias each other.
+_JS_NODE_ID = {
+    "feature": "{layer}_{feature}-0",
+    "error": "{layer}_-1-{pos}",
+    "embedding": "E_{slot}-{pos}",
+    "logit": "L_{slot}-{pos}",
+}
+
+
 def _js_node_id(kind: str, layer: int, feature: int, pos: int, token_slot: int) -> str:
-    # circuit-tracer's jsNodeId formats: features share one id across positions (the viewer groups
-    # them); errors put -1 in the feature slot and the position last so none alias each other.
-    if kind == "feature":
-        return f"{layer}_{feature}-0"
-    if kind == "error":
-        return f"{layer}_-1-{pos}"
-    if kind == "embedding":
-        return f"E_{token_slot}-{pos}"
-    return f"L_{token_slot}-{pos}"
+    return _JS_NODE_ID[kind].format(layer=layer, feature=feature, pos=pos, slot=token_slot)
 
 
 # Default widths of the exported graph: the file carries every node and link kept at these looser

@@ -13,6 +13,15 @@ import scipy.sparse as sp
 from ..arguments import check_type
 from .influence import normalize
 
+__all__ = ["node_name", "strongest_path"]
+
+# One-line names of the non-feature nodes, filled from their node-table row.
+_NAME_FORMATS = {
+    "embedding": "token {token!r} (pos {pos})",
+    "logit": "logit {token!r} (p={logit_prob:.3f})",
+    "error": "error L{layer} pos {pos}",
+}
+
 
 def _step_matrix(graph, positive_only: bool) -> sp.csc_array:
     a = graph.adjacency if sp.issparse(graph.adjacency) else sp.csr_array(graph.adjacency)
@@ -68,3 +77,13 @@ def strongest_path(
         return []
     v = max(via, key=lambda k: fwd[k] + bwd[k])
     return _trace(prev, src, v) + _trace(nxt, dst, v)[::-1][1:]
+
+
+def node_name(graph, i: int) -> str:
+    """A one-line human name of node `i` of `graph`, e.g. `feature L3#17 at ' Dallas' "Texas"` or
+    `logit ' Austin' (p=0.412)`; for printing paths (`strongest_path`) and reports."""
+    row = graph.nodes.iloc[i]
+    if row["kind"] != "feature":
+        return _NAME_FORMATS[row["kind"]].format(**row)
+    label = f' "{row["label"]}"' if row["label"] else ""
+    return f"feature L{row['layer']}#{row['feature']} at {row['token']!r}{label}"

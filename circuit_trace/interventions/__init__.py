@@ -14,7 +14,7 @@ from .edits import (
     set_feature,
     swap,
 )
-from .generate import GenerationResult, generate
+from .generate import Continuation, GenerationResult, generate
 from .intervene import (
     InterventionResult,
     TokenProb,
@@ -22,10 +22,13 @@ from .intervene import (
     format_result,
     intervene,
 )
+from .qparams import read_pinned_ids, read_qparams, read_supernodes, strongest_inputs
+from .report import format_prob
 from .validate import FEATURE_GOAL, ValidationReport, validate
 
 __all__ = [
     "FEATURE_GOAL",
+    "Continuation",
     "Edit",
     "EditError",
     "ErrorAblation",
@@ -37,13 +40,18 @@ __all__ = [
     "ablate_errors",
     "activations_from",
     "add_feature",
+    "format_prob",
     "format_result",
     "generate",
     "intervene",
     "parse_cli_edits",
     "parse_feature_id",
+    "read_pinned_ids",
+    "read_qparams",
+    "read_supernodes",
     "scale_feature",
     "set_feature",
+    "strongest_inputs",
     "swap",
     "validate",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "Supernode",
     "ablate_errors",
     "add_feature",
+    "check_conflicts",
     "check_edits",
     "flatten_edits",
     "parse_cli_edits",
@@ -153,6 +154,7 @@ class Supernode:
 
     def __post_init__(self) -> None:
         ids = (self.node_ids,) if isinstance(self.node_ids, str) else tuple(str(i) for i in self.node_ids)
+        ids = tuple(dict.fromkeys(ids))  # a node listed twice is one node (and one edit)
         if not ids:
             raise EditError(f"supernode {self.label!r} has no nodes")
         object.__setattr__(self, "node_ids", ids)
@@ -262,8 +264,45 @@ def flatten_edits(edits) -> list[EditLike]:
     return out
 
 
+def _describe(e: Edit) -> str:
+    where = "every position" if e.positions is None else f"positions {list(e.positions)}"
+    return f"{e.op} {e.value:g} at {where}"
+
+
+def check_conflicts(edits: Sequence[EditLike]) -> None:
+    """Raise EditError naming the first two edits of one feature that share a position (None: every
+    position after BOS), e.g. `scale` and `set` of 0_364: one edit per feature and position, so the
+    result never depends on the order edits were listed in. Exact repeats of an edit also conflict
+    (a repeated scale would apply twice)."""
+    seen: dict[tuple[int, int], list[Edit]] = {}
+    for e in edits:
+        if not isinstance(e, Edit):
+            continue
+        for other in seen.get(e.feature, []):
+            shared = _shared_positions(other.positions, e.positions)
+            if shared:
+                layer, index = e.feature
+                raise EditError(
+                    f"conflicting edits of feature {layer}_{index} at {shared}: {_describe(other)} and "
+                    f"{_describe(e)}; give one edit per feature and position"
+                )
+        seen.setdefault(e.feature, []).append(e)
+
+
+def _shared_positions(a: tuple[int, ...] | None, b: tuple[int, ...] | None) -> str:
+    """'' when the position sets do not meet, else a short description of where they do."""
+    if a is None and b is None:
+        return "every position"
+    if a is None or b is None:
+        explicit = [p for p in (a if a is not None else b or ()) if p >= 1]  # None starts after BOS
+        return f"positions {explicit}" if explicit else ""
+    both = sorted(set(a) & set(b))
+    return f"positions {both}" if both else ""
+
+
 def check_edits(edits: Sequence[EditLike], *, n_layers: int, d_features: int, n_pos: int | None) -> None:
     """Raise EditError before anything is applied. `n_pos` None skips the position check."""
+    check_conflicts(edits)
     for e in edits:
         if isinstance(e, Edit):
             layer, index = e.feature

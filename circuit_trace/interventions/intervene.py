@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -41,6 +41,7 @@ from .edits import (
     check_edits,
     flatten_edits,
 )
+from .report import format_prob, format_result
 
 Mode = Literal["free", "constrained"]
 
@@ -83,6 +84,10 @@ class InterventionResult:
     features: pd.DataFrame  # one row per edited (feature, position): layer, index, pos, op, value, before, after
     kl: float  # KL(clean || edited) of the next-token distributions, nats
     settings: dict = field(default_factory=dict)
+    # every (layer, pos, index) active before or after the edits: layer, pos, index, before, after
+    # (after: the edited value for edited features; recomputed downstream in free mode, unchanged
+    # elsewhere in constrained mode). Feeds supernode_fractions and figure.
+    activations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ACTIVATION_COLUMNS))
 
     @property
     def probs_before(self) -> torch.Tensor:
@@ -95,6 +100,23 @@ class InterventionResult:
     @property
     def top_changed(self) -> bool:
         return self.top_before[0].token_id != self.top_after[0].token_id
+
+    def supernode_fractions(self, supernodes=None, graph=None) -> pd.DataFrame:
+        """One row per supernode: label, n_features (its feature nodes; other kinds are skipped),
+        before, after (summed activations), fraction = after / before (NaN when before is 0).
+        `supernodes`: Supernodes, [label, id, ...] lists, or any source `read_supernodes` takes;
+        default: `graph`'s qParams supernodes."""
+        from .report import supernode_fractions
+
+        return supernode_fractions(self, supernodes, graph)
+
+    def figure(self, graph=None, supernodes=None):
+        """Plotly figure: the next-token probabilities before and after the edits and, given
+        supernodes (explicit, or `graph`'s qParams), each supernode's activation after the edits as
+        a fraction of before, one bar per supernode."""
+        from .report import intervention_figure
+
+        return intervention_figure(self, graph, supernodes)
 
     def save(self, path: str | os.PathLike) -> None:
         """`path`.json (metadata, tables) + `path`.safetensors (logits), each written atomically;
@@ -115,6 +137,7 @@ class InterventionResult:
             "top_after": [vars(t) for t in self.top_after],
             "features": self.features.to_dict(orient="records"),
         }
+        acts = self.activations
         atomic_write_text(p.with_suffix(".json"), json.dumps(meta, indent=1, default=float))
         atomic_write_bytes(
             p.with_suffix(".safetensors"),
@@ -122,6 +145,11 @@ class InterventionResult:
                 {
                     "logits_before": self.logits_before.contiguous().float().cpu(),
                     "logits_after": self.logits_after.contiguous().float().cpu(),
+                    "act_index": torch.tensor(acts[["layer", "pos", "index"]].to_numpy(dtype="int64"))
+                    .reshape(-1, 3)
+                    .contiguous(),
+                    "act_before": torch.tensor(acts["before"].to_numpy(dtype="float32")),
+                    "act_after": torch.tensor(acts["after"].to_numpy(dtype="float32")),
                 }
             ),
         )
@@ -145,13 +173,30 @@ class InterventionResult:
             features=pd.DataFrame(meta["features"], columns=_FEATURE_COLUMNS),
             kl=meta["kl"],
             settings=meta["settings"],
+            activations=_activations_frame(t),
         )
 
     def __str__(self) -> str:
         return format_result(self)
 
+    def __repr__(self) -> str:
+        b, a = self.top_before[0], self.top_after[0]
+        return (
+            f"InterventionResult(prompt={self.prompt!r}, mode={self.mode!r}, top {b.token!r} {format_prob(b.prob)} "
+            f"-> {a.token!r} {format_prob(a.prob)}, KL={self.kl:.3g}, edited positions={len(self.features)})"
+        )
+
 
 _FEATURE_COLUMNS = ["layer", "index", "pos", "op", "value", "before", "after"]
+ACTIVATION_COLUMNS = ["layer", "pos", "index", "before", "after"]
+
+
+def _activations_frame(t: dict[str, torch.Tensor]) -> pd.DataFrame:
+    if "act_index" not in t:  # saved before activations were kept
+        return pd.DataFrame(columns=ACTIVATION_COLUMNS)
+    idx = t["act_index"].reshape(-1, 3).tolist()
+    rows = [(*i, b, a) for i, b, a in zip(idx, t["act_before"].tolist(), t["act_after"].tolist())]
+    return pd.DataFrame(rows, columns=ACTIVATION_COLUMNS)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -165,11 +210,14 @@ def _layer_set(layers, n_layers: int) -> frozenset[int]:
     return out
 
 
-def resolve_positions(positions: tuple[int, ...] | None, seq_len: int, limit: int | None = None) -> list[int]:
-    """An edit's positions in a sequence of `seq_len` tokens: None -> every position after BOS (up to
-    `limit` when edits stay on the prompt); explicit positions beyond the sequence are dropped."""
+def resolve_positions(
+    positions: tuple[int, ...] | None, seq_len: int, limit: int | None = None, start: int = 1
+) -> list[int]:
+    """An edit's positions in a sequence of `seq_len` tokens: None -> every position from `start`
+    (default: after BOS) up to `limit` (when edits stay on the prompt); explicit positions beyond the
+    sequence are dropped."""
     if positions is None:
-        return list(range(1, seq_len if limit is None else min(seq_len, limit)))
+        return list(range(start, seq_len if limit is None else min(seq_len, limit)))
     return [p for p in positions if p < seq_len]
 
 
@@ -211,7 +259,7 @@ def edit_activations(
     applied: dict[int, list[float]],
 ) -> None:
     """The feature-edit kernel of both modes. Applies `edits` ((k, edit) of layer-`layer` features)
-    in order to acts [B, P, F] in place, so two edits of one feature compose; records edit k's new
+    in order to acts [B, P, F] in place (check_conflicts allows one edit per feature and position); records edit k's new
     values (batch row 0) in applied[k]; hands the decoder delta (a' - a) W_dec^{layer -> t}
     [B, k, d] of every target layer t in `layers` to add(t, positions, delta)."""
     for k, e in edits:
@@ -237,10 +285,19 @@ class FreeEdits:
     error ablation needs), the edits of layer-l features are applied by `edit_activations` and their
     decoder deltas accumulated per target layer; layer l's output gets those deltas added (after
     being replaced by the live reconstruction where errors are ablated). `applied_now[k]`: edit k's
-    new values in the last pass."""
+    new values in the last pass. Edits and error ablations without explicit positions act on
+    positions [start, limit) (limit None: to the end of the sequence)."""
 
-    def __init__(self, rm: ReplacementModel, edits: Sequence[EditLike], layers: frozenset[int], limit: int | None):
-        self.rm, self.tc, self.layers, self.limit = rm, rm.transcoders, layers, limit
+    def __init__(
+        self,
+        rm: ReplacementModel,
+        edits: Sequence[EditLike],
+        layers: frozenset[int],
+        limit: int | None,
+        *,
+        start: int = 1,
+    ):
+        self.rm, self.tc, self.layers, self.limit, self.start = rm, rm.transcoders, layers, limit, start
         self.feature_edits = [e for e in edits if isinstance(e, Edit)]
         self.error_edits = [e for e in edits if isinstance(e, ErrorAblation)]
         L = self.tc.n_layers
@@ -273,7 +330,7 @@ class FreeEdits:
                 layer,
                 acts.clone(),
                 mine,
-                lambda e: resolve_positions(e.positions, seq, self.limit),
+                lambda e: resolve_positions(e.positions, seq, self.limit, self.start),
                 self.layers,
                 self._add_delta(x),
                 self.applied_now,
@@ -295,7 +352,7 @@ class FreeEdits:
         for e in self.error_edits:
             if e.layers is not None and layer not in e.layers:
                 continue
-            pos = resolve_positions(e.positions, out.shape[1], self.limit)
+            pos = resolve_positions(e.positions, out.shape[1], self.limit, self.start)
             if not pos:
                 continue
             srcs = {s: a for s, a in self.acts.items() if s <= layer}
@@ -388,13 +445,13 @@ def intervene(
     if mode == "free":
         before, xs, _ = forward_inputs(model, ids)
         runner = FreeEdits(model, flat, layer_set, None)
-        with torch.no_grad(), runner.installed():
-            after = model.model(input_ids=ids[None]).logits[0, -1]
-            applied = dict(runner.applied_now)
-        table = _feature_table(model, flat, xs, P, applied)
+        after, xs_after, _ = forward_inputs(model, ids, runner)
+        applied = dict(runner.applied_now)
     else:
         before, after, xs, applied = _constrained(model, ids, flat, layer_set)
-        table = _feature_table(model, flat, xs, P, applied)
+        xs_after = xs  # no feature is recomputed in the frozen local replacement
+    table = _feature_table(model, flat, xs, P, applied)
+    acts = _activation_table(model, xs, xs_after, flat, applied)
     before, after = before.detach().float().cpu(), after.detach().float().cpu()
     return InterventionResult(
         prompt=prompt_text,
@@ -408,14 +465,46 @@ def intervene(
         features=table,
         kl=float(kl_divergence(before, after).clamp_min(0.0)),
         settings={"layers": sorted(layer_set), "top_k": int(top_k), "n_edits": len(flat)},
+        activations=acts,
     )
+
+
+@torch.no_grad()
+def _activation_table(rm, xs_before, xs_after, edits, applied: dict[int, list[float]]) -> pd.DataFrame:
+    """Every feature active in the clean or the edited run: (layer, pos, index, before, after). The
+    edited run's activations are re-encoded from its transcoder inputs, then the edited features get
+    the values the edits gave them (the live encoding there is the value before the edit)."""
+    tc = rm.transcoders
+    feature_edits = [e for e in edits if isinstance(e, Edit)]
+    frames = []
+    for layer in range(tc.n_layers):
+        a_b = tc.encode(xs_before[layer].to(tc.dtype), layer).float()  # [P, F]
+        a_a = a_b.clone() if xs_after is xs_before else tc.encode(xs_after[layer].to(tc.dtype), layer).float()
+        for k, e in enumerate(feature_edits):
+            if e.layer == layer and k in applied:
+                pos = resolve_positions(e.positions, a_a.shape[0])
+                a_a[pos, e.index] = torch.tensor(applied[k], dtype=a_a.dtype, device=a_a.device)
+        pos, idx = torch.nonzero((a_b != 0) | (a_a != 0), as_tuple=True)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer,
+                    "pos": pos.cpu().numpy(),
+                    "index": idx.cpu().numpy(),
+                    "before": a_b[pos, idx].cpu().numpy(),
+                    "after": a_a[pos, idx].cpu().numpy(),
+                }
+            )
+        )
+    table = pd.concat(frames, ignore_index=True) if frames else None
+    return pd.DataFrame(table, columns=ACTIVATION_COLUMNS)
 
 
 @torch.no_grad()
 def constrained_mlp_outputs(lr, edits: Sequence[EditLike], layers: frozenset[int]):
     """The edited MLP-output constants [L, P, d] of a `LocalReplacement`, and each edit's new values.
 
-    Activations are the recorded clean ones (no recomputation); edits of one feature compose."""
+    Activations are the recorded clean ones (no recomputation)."""
     tc = lr.rm.transcoders
     P = lr.n_pos
     mlp = lr.y.clone()
@@ -460,7 +549,7 @@ def activations_from(
     feats = nodes.features(graph) if isinstance(nodes, Supernode) else [tuple(map(int, n)) for n in nodes]
     ids = model.tokenize(prompt)
     check_edits(
-        [Edit((l, i), "set", 0.0, (p,)) for l, i, p in feats],
+        [Edit((l, i), "set", 0.0, (p,)) for l, i, p in dict.fromkeys(feats)],
         n_layers=model.transcoders.n_layers,
         d_features=model.transcoders.d_features,
         n_pos=int(ids.numel()),
@@ -471,19 +560,3 @@ def activations_from(
         a = float(model.transcoders.encode(xs[l][p].to(model.transcoders.dtype), l)[i])
         out[(l, i)] = max(out.get((l, i), -math.inf), a)  # a feature at several positions: its strongest
     return out
-
-
-def format_result(result: InterventionResult) -> str:
-    """Plain-text report for the CLI."""
-    lines = [f"prompt: {result.prompt!r}   mode: {result.mode}   KL(clean || edited) = {result.kl:.4g} nats"]
-    if len(result.features):
-        lines.append("edited features (layer_index@pos: op value -> before => after):")
-        for r in cast(Iterable[Any], result.features.itertuples()):  # namedtuple rows: columns as attributes
-            lines.append(f"  {r.layer}_{r.index}@{r.pos}: {r.op} {r.value:g}  {r.before:.4g} => {r.after:.4g}")
-    lines.append(f"{'rank':>4}  {'before':<28}{'after':<28}")
-    for k in range(max(len(result.top_before), len(result.top_after))):
-        cells = []
-        for tops in (result.top_before, result.top_after):
-            cells.append(f"{tops[k].token!r} {tops[k].prob:.3f}" if k < len(tops) else "")
-        lines.append(f"{k + 1:>4}  {cells[0]:<28}{cells[1]:<28}")
-    return "\n".join(lines)

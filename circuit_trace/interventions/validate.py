@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,9 @@ from ..replacement.full import kl_divergence
 from ..replacement.model import ReplacementModel
 from .edits import Edit, EditError
 from .intervene import FreeEdits, forward_inputs
+
+if TYPE_CHECKING:
+    from ..graphs import Graph
 
 __all__ = ["FEATURE_GOAL", "ValidationReport", "total_effects", "validate"]
 
@@ -159,6 +162,69 @@ def total_effects(graph, sources: np.ndarray) -> np.ndarray:
     return np.asarray(M[:, feats] @ da)
 
 
+@dataclass
+class _Probe:
+    """Reads, in the real model under free-mode edits, the pre-activations of a graph's feature nodes
+    and the centred logits of its logit nodes (the quantities the graph's edges predict)."""
+
+    model: ReplacementModel
+    graph: Graph
+    feats: np.ndarray  # node indices of the graph's features [n_feat]
+    fl: np.ndarray  # their layers, features and positions [n_feat]
+    ff: np.ndarray
+    fp: np.ndarray
+    logits_idx: np.ndarray  # node indices of real-token logit nodes [K]
+    dirs: torch.Tensor  # centred unembedding directions [K, d]
+    dbias: torch.Tensor  # [K]
+
+    @classmethod
+    def of(cls, model: ReplacementModel, graph: Graph) -> _Probe:
+        tc, nodes, feats = model.transcoders, graph.nodes, graph.feature_indices
+        if len(feats) == 0:
+            raise ValueError("the graph has no feature nodes to ablate")
+        fl, ff, fp = (nodes[c].to_numpy()[feats] for c in ("layer", "feature", "pos"))
+        if fl.max() >= tc.n_layers or ff.max() >= tc.d_features or fp.max() >= len(graph.input_ids):
+            raise EditError("graph features do not fit this transcoder/prompt (layer, index or position out of range)")
+        logits_idx = np.array([i for i in graph.logit_indices if nodes["token_id"].iat[i] >= 0], dtype=int)
+        tok = nodes["token_id"].to_numpy()[logits_idx]
+        dirs, dbias = model.adapter.centred_logit_directions(tok.tolist(), torch.float64)  # [K, d], [K]
+        return cls(model, graph, feats, fl, ff, fp, logits_idx, dirs.to(model.device), dbias.cpu())
+
+    def measure(self, edits) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """(feature pre-activations [n_feat], centred logits [K], last-position logits [V])."""
+        model, tc = self.model, self.model.transcoders
+        ids = torch.tensor(self.graph.input_ids, dtype=torch.long, device=model.device)
+        runner = FreeEdits(model, edits, frozenset(range(model.adapter.n_layers)), None)
+        logits, xs, z = forward_inputs(model, ids, runner)
+        h = np.zeros(len(self.feats))
+        for layer in np.unique(self.fl):
+            sel = np.flatnonzero(self.fl == layer)
+            x = xs[int(layer)][torch.as_tensor(self.fp[sel])].to(tc.dtype)  # [n, d]
+            enc = tc.encoder_vectors(int(layer), self.ff[sel])  # [n, d]
+            h[sel] = ((x * enc).sum(-1) + tc.encoder_bias(int(layer), self.ff[sel])).double().cpu().numpy()
+        lg = (self.dirs @ z.double()).cpu() + self.dbias
+        return h, lg.numpy(), logits.float().cpu()
+
+    def ablation(self, k: int) -> Edit:
+        """Setting feature node `feats[k]` to zero at its own position."""
+        return Edit((int(self.fl[k]), int(self.ff[k])), "set", 0.0, (int(self.fp[k]),))
+
+
+def _ablation_row(model: ReplacementModel, source_id: str, logits0: torch.Tensor, logits1: torch.Tensor) -> tuple:
+    """(source, top token before, top token after, p(top before) before and after, KL)."""
+    p0, p1 = torch.softmax(logits0.double(), -1), torch.softmax(logits1.double(), -1)
+    top0 = int(p0.argmax())
+    decode = model.tokenizer.decode
+    return (
+        source_id,
+        decode([top0]),
+        decode([int(p1.argmax())]),
+        float(p0[top0]),
+        float(p1[top0]),
+        float(kl_divergence(logits0, logits1)),
+    )
+
+
 @torch.no_grad()
 def validate(
     model: ReplacementModel,
@@ -175,54 +241,24 @@ def validate(
 
     check_type(model, ReplacementModel, "validate()", "model", "a ReplacementModel (from ct.load())")
     check_type(graph, Graph, "validate()", "graph", "a Graph (from ct.attribute)")
-    tc, ad = model.transcoders, model.adapter
-    if graph.n_layers != ad.n_layers:
-        raise ValueError(f"graph has {graph.n_layers} layers, the model {ad.n_layers}: not this model's graph")
-    ids = torch.tensor(graph.input_ids, dtype=torch.long, device=model.device)
-    nodes = graph.nodes
-    feats = graph.feature_indices
-    if len(feats) == 0:
-        raise ValueError("the graph has no feature nodes to ablate")
-    fl = nodes["layer"].to_numpy()[feats]
-    ff = nodes["feature"].to_numpy()[feats]
-    fp = nodes["pos"].to_numpy()[feats]
-    if fl.max() >= tc.n_layers or ff.max() >= tc.d_features or fp.max() >= len(graph.input_ids):
-        raise EditError("graph features do not fit this transcoder/prompt (layer, index or position out of range)")
-    logits_idx = np.array([i for i in graph.logit_indices if nodes["token_id"].iat[i] >= 0], dtype=int)
-    tok = nodes["token_id"].to_numpy()[logits_idx]
-    dirs, dbias = ad.centred_logit_directions(tok.tolist(), torch.float64)  # [K, d], [K]
-    dirs, dbias = dirs.to(model.device), dbias.cpu()
-
-    def measure(edits) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-        """(feature pre-activations [n_feat], centred logits [K], last-position logits [V])."""
-        runner = FreeEdits(model, edits, frozenset(range(ad.n_layers)), None)
-        logits, xs, z = forward_inputs(model, ids, runner)
-        h = np.zeros(len(feats))
-        for layer in np.unique(fl):
-            sel = np.flatnonzero(fl == layer)
-            x = xs[int(layer)][torch.as_tensor(fp[sel])].to(tc.dtype)  # [n, d]
-            enc = tc.encoder_vectors(int(layer), ff[sel])  # [n, d]
-            h[sel] = ((x * enc).sum(-1) + tc.encoder_bias(int(layer), ff[sel])).double().cpu().numpy()
-        lg = (dirs @ z.double()).cpu() + dbias
-        return h, lg.numpy(), logits.float().cpu()
-
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(feats))[: int(max_sources)]
-    sources = feats[order]
+    if graph.n_layers != model.adapter.n_layers:
+        raise ValueError(
+            f"graph has {graph.n_layers} layers, the model {model.adapter.n_layers}: not this model's graph"
+        )
+    probe = _Probe.of(model, graph)
+    feats, rng = probe.feats, np.random.default_rng(seed)
+    sources = feats[rng.permutation(len(feats))[: int(max_sources)]]
     A = as_csr(graph.adjacency, dtype=np.float64)
     total = total_effects(graph, sources)
     feat_row = {int(n): k for k, n in enumerate(feats)}
-    h0, lg0, logits0 = measure([])
-    p0 = torch.softmax(logits0.double(), -1)
-    top0 = int(p0.argmax())
-    ids_of = nodes["node_id"].to_numpy(dtype=object)
+    h0, lg0, logits0 = probe.measure([])
+    ids_of = graph.nodes["node_id"].to_numpy(dtype=object)
     pair_rows, abl_rows, n_ff = [], [], 0
     per_source = max(3, -(-int(n_pairs) // max(1, len(sources))))  # spread pairs over sources
     for j, s in enumerate(sources):
         if n_ff >= n_pairs:
             break
-        k = feat_row[int(s)]
-        h1, lg1, logits1 = measure([Edit((int(fl[k]), int(ff[k])), "set", 0.0, (int(fp[k]),))])
+        h1, lg1, logits1 = probe.measure([probe.ablation(feat_row[int(s)])])
         col = A[:, [int(s)]].toarray().ravel()
         targets = [t for t in feats if col[t] != 0 and t != s]
         rng.shuffle(targets)
@@ -230,19 +266,9 @@ def validate(
             r = feat_row[int(t)]
             pair_rows.append(("feature", ids_of[s], ids_of[t], col[t], total[t, j], h0[r] - h1[r]))
             n_ff += 1
-        for q, t in enumerate(logits_idx):
+        for q, t in enumerate(probe.logits_idx):
             pair_rows.append(("logit", ids_of[s], ids_of[t], col[t], total[t, j], lg0[q] - lg1[q]))
-        p1 = torch.softmax(logits1.double(), -1)
-        abl_rows.append(
-            (
-                ids_of[s],
-                model.tokenizer.decode([top0]),
-                model.tokenizer.decode([int(p1.argmax())]),
-                float(p0[top0]),
-                float(p1[top0]),
-                float(kl_divergence(logits0, logits1)),
-            )
-        )
+        abl_rows.append(_ablation_row(model, ids_of[s], logits0, logits1))
     pairs = pd.DataFrame(
         pair_rows, columns=["kind", "source", "target", "predicted_direct", "predicted_total", "measured"]
     )

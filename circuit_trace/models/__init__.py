@@ -3,7 +3,7 @@ attention and the unembedding live, and how to freeze them. Only this package kn
 
 from .activations import mlp_io
 from .adapters import HOOK_NAMES, SUPPORTED_FAMILIES, ModelAdapter, UnsupportedArchitectureError, get_adapter
-from .loading import default_device, load_hf, resolve_dtype
+from .loading import LoadedModel, clean_model_id, default_device, load_hf, load_model, resolve_dtype, set_bos
 from .mlp_hooks import mlp_hooks, module_input
 
 __all__ = [
@@ -16,6 +16,10 @@ __all__ = [
     "mlp_hooks",
     "module_input",
     "load_hf",
+    "load_model",
+    "LoadedModel",
+    "clean_model_id",
+    "set_bos",
     "default_device",
     "resolve_dtype",
 ]

@@ -196,6 +196,8 @@ SUPPORTED_FAMILIES: tuple[str, ...] = tuple(_REGISTRY)  # config.model_type valu
 
 def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:
     """Forward of a GPT-2 self-attention module with its pattern frozen: only v is computed."""
+    from .freeze import apply_frozen_pattern  # freeze imports this module
+
     m: Any = attn  # HF's GPT2Attention: its submodules and ints are not visible on nn.Module
     conv, d = m.c_attn, m.split_size
     n_heads, layer = m.num_heads, m.layer_idx
@@ -203,9 +205,8 @@ def _frozen_gpt2_attention(attn: nn.Module, pattern: Callable) -> Callable:
     def forward(hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         B, P, _ = hidden_states.shape
         v = torch.addmm(conv.bias[2 * d :], hidden_states.reshape(-1, d), conv.weight[:, 2 * d :])
-        v = v.view(B, P, n_heads, -1).transpose(1, 2)  # [B, H, P, dh]
         p = pattern(layer, P).to(v.dtype)  # [1, H, P, P]
-        out = torch.matmul(p, v).transpose(1, 2).reshape(B, P, d)
+        out = apply_frozen_pattern(p, v.view(B, P, n_heads, -1)).reshape(B, P, d)  # heads last: views
         return m.c_proj(out), p  # (output, attention weights) as HF's module returns them
 
     return forward

@@ -43,27 +43,73 @@ def _repeat_kv(t: torch.Tensor, n_rep: int) -> torch.Tensor:
     return t if n_rep == 1 else t.repeat_interleave(n_rep, dim=1)
 
 
+class _FrozenPattern(torch.autograd.Function):
+    """out[b, q, h] = sum_k pattern[h, q, k] v[b, k, h // n_rep]: a frozen pattern [1, H, Q, K]
+    applied to values v [B, K, Hkv, dh], heads last in and out (as the projections lay them out).
+
+    Its backward is what attribution runs most: autograd's own (matmul over [B, H, Q, K]) under the
+    vmapped backward expands the pattern to every seed row and makes the head-split gradients
+    contiguous (three copies per layer); here each head is one matrix product pattern_h^T @ g_h,
+    whose seed rows fold into the product's columns, and one stack writes the heads-last result."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        vh = _repeat_kv(v.transpose(1, 2), pattern.shape[1] // v.shape[2])  # [B, H, K, dh]
+        return torch.matmul(pattern, vh).transpose(1, 2).contiguous()  # [B, Q, H, dh]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.n_kv = inputs[1].shape[2]
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # g [B, Q, H, dh] -> (None, [B, K, Hkv, dh])
+        (pattern,) = ctx.saved_tensors
+        n_heads, n_kv = pattern.shape[1], ctx.n_kv
+        n_rep = n_heads // n_kv
+        pt = pattern[0].transpose(1, 2)  # [H, K, Q]
+        # a batched forward, or an accelerator (one product per head would be H launches per layer,
+        # not measured there): autograd's own batched product
+        if g.shape[0] != 1 or pattern.shape[0] != 1 or g.device.type != "cpu":
+            gv = torch.matmul(pattern.transpose(2, 3), g.transpose(1, 2))  # [B, H, K, dh]
+            if n_rep > 1:  # reshape, not unflatten: the vmapped backward has no rule for unflatten
+                gv = gv.reshape(gv.shape[0], n_kv, n_rep, *gv.shape[2:]).sum(2)
+            return None, gv.transpose(1, 2)
+        heads = [torch.mm(pt[h], g[0, :, h]) for h in range(n_heads)]  # H x [K, dh]
+        if n_rep > 1:
+            heads = [sum(heads[j * n_rep + 1 : (j + 1) * n_rep], heads[j * n_rep]) for j in range(n_kv)]
+        return None, torch.stack(heads, 1)[None]  # [1, K, Hkv, dh]
+
+
+def apply_frozen_pattern(pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """pattern [1, H, Q, K] (a constant), v [B, K, Hkv, dh] -> [B, Q, H, dh] (see _FrozenPattern)."""
+    return _FrozenPattern.apply(pattern.detach(), v)
+
+
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **_):
     """query [B, H, Q, dh], key/value [B, Hkv, K, dh] -> (out [B, Q, H, dh], pattern [B, H, Q, K])."""
-    n_rep = query.shape[1] // key.shape[1]
-    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
     layer = module.layer_idx
     state = _MODE.state
     if _MODE.mode == "frozen":
         # a prefix of the recorded prompt (causal: its patterns are the recorded ones' top-left block)
         assert state is not None  # set with the mode by freeze_mode
         pattern = state.patterns[layer][..., : query.shape[-2], : key.shape[-2]].to(value.dtype)
-    else:
-        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        scores = torch.matmul(query, key.transpose(2, 3)) * scale
-        if softcap is not None:
-            scores = torch.tanh(scores / softcap) * softcap
-        if attention_mask is not None:
-            scores = scores + attention_mask[:, :, :, : key.shape[-2]]
-        pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        if _MODE.mode == "record":
-            assert state is not None  # set with the mode by freeze_mode
-            state.patterns[layer] = pattern[:1].detach()
+        # value as the projection wrote it, [B, K, Hkv, dh] (undoes HF's transpose: a view)
+        return apply_frozen_pattern(pattern, value.transpose(1, 2)), pattern
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if _MODE.mode == "record":
+        assert state is not None  # set with the mode by freeze_mode
+        state.patterns[layer] = pattern[:1].detach()
     out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
     return out, pattern
 
@@ -76,9 +122,10 @@ class _FrozenNorm(torch.autograd.Function):
     """y = (x - mean(x) if centre else x) * gain, with gain = scale * weight [1, P, d] a constant.
 
     Autograd's own chain for the centring materialises several full-size temporaries per norm
-    (neg, the expanded mean's division, an add); this backward is one multiply and one mean."""
+    (neg, the expanded mean's division, an add); this backward is one multiply and one mean.
+    (Not in place: under the vmapped backward an in-place `sub_` can fall back to a per-row loop.)"""
 
-    generate_vmap_rule = True
+    generate_vmap_rule = True  # torch.func transforms (the exactness tests' jacrev) run through it
 
     @staticmethod
     def forward(x: torch.Tensor, gain: torch.Tensor, centre: bool) -> torch.Tensor:

@@ -35,13 +35,23 @@ class ActiveFeatures:
         return int(self.layer.numel())
 
 
+class _StopForward(Exception):
+    """Raised by the input hook of the last layer a partial frozen forward needs."""
+
+
 @dataclass
-class FrozenOutputs:
-    """What one frozen forward pass exposes (batch B)."""
+class FrozenLeaves:
+    """The leaves and transcoder inputs of a frozen forward pass (batch B)."""
 
     embeds: torch.Tensor  # [B, P, d] leaf
     mlp_out: list[torch.Tensor]  # n_layers leaves [B, P, d] (the constants C_l)
-    x: list[torch.Tensor]  # n_layers transcoder inputs [B, P, d] (graph nodes)
+    x: list[torch.Tensor]  # n_layers transcoder inputs [B, P, d] (graph nodes; None above a partial pass)
+
+
+@dataclass
+class FrozenOutputs(FrozenLeaves):
+    """What one (whole) frozen forward pass exposes (batch B)."""
+
     z: torch.Tensor  # [B, 1, d] final-normed hidden state at the last position (lm_head input)
     logits: torch.Tensor  # [B, 1, vocab] model logits at the last position (after any softcap)
 
@@ -131,6 +141,19 @@ class LocalReplacement:
 
         `n_pos` runs only the first n_pos positions: attention is causal and frozen, so they are
         exactly the full pass's first positions, and targets there need nothing after them."""
+        leaves, zs, logits = self._frozen_run(batch, embeds, mlp_out, requires_grad, n_pos, None)
+        assert logits is not None  # no stop layer: the whole model ran
+        return FrozenOutputs(embeds=leaves.embeds, mlp_out=leaves.mlp_out, x=leaves.x, z=zs[-1], logits=logits)
+
+    def frozen_to_layer(self, layer: int, n_pos: int | None = None) -> FrozenLeaves:
+        """The frozen forward (clean inputs, batch 1, leaves requiring grad) up to the transcoder
+        input of `layer`: nothing above it runs, as a backward pass seeded there reads nothing
+        above it (its x[l] for l > layer are None). Attribution's feature passes use this."""
+        if not 0 <= layer < self.rm.n_layers:
+            raise ValueError(f"layer must be in 0..{self.rm.n_layers - 1}, got {layer}")
+        return self._frozen_run(1, None, None, True, n_pos, layer)[0]
+
+    def _frozen_run(self, batch: int, embeds, mlp_out, requires_grad: bool, n_pos, stop_layer: int | None):
         rm, ad, tc = self.rm, self.rm.adapter, self.rm.transcoders
         L, mdt = ad.n_layers, rm.dtype
         P = self.n_pos if n_pos is None else int(n_pos)
@@ -144,20 +167,29 @@ class LocalReplacement:
         ]
         xs: list = [None] * L
         zs: list[torch.Tensor] = []
+
+        def on_input(layer: int, x: torch.Tensor) -> None:
+            xs[layer] = x
+            if layer == stop_layer:
+                raise _StopForward
+
         constants = mlp_hooks(
             ad,
             tc.feature_input_hook,
             tc.feature_output_hook,
-            on_input=xs.__setitem__,
+            on_input=on_input,
             output_forward=lambda l: self._constant_output(l, c_leaves[l], xs, P),
         )
         hook = ad.lm_head.register_forward_pre_hook(lambda _m, args: zs.append(args[0]))
+        logits = None
         try:
             with torch.enable_grad(), freeze_mode(ad, "frozen", self.state), constants:
                 logits = rm.model(inputs_embeds=emb_leaf, logits_to_keep=1).logits
+        except _StopForward:
+            pass
         finally:
             hook.remove()
-        return FrozenOutputs(embeds=emb_leaf, mlp_out=c_leaves, x=xs, z=zs[-1], logits=logits)
+        return FrozenLeaves(embeds=emb_leaf, mlp_out=c_leaves, x=xs), zs, logits
 
     def _constant_output(self, layer: int, const: torch.Tensor, xs: list, n_pos: int):
         tc = self.rm.transcoders

@@ -22,6 +22,7 @@ from .errors import TranscoderError, TranscoderMismatchError
 from .hooks import INPUT_HOOKS, OUTPUT_HOOKS
 
 __all__ = [
+    "DashboardSource",
     "TranscoderSetInfo",
     "UnknownTranscoderSetError",
     "check_set_fits",
@@ -36,6 +37,47 @@ _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 class UnknownTranscoderSetError(TranscoderError, ValueError):
     """A name that is neither a local directory, a hub id (`owner/repo`), nor a catalogue name."""
+
+
+@dataclass(frozen=True)
+class DashboardSource:
+    """Where a published set's feature dashboards live: circuit-tracer's compact layout in a hub repo
+    (`repo` / `path`: index.json.gz + layer_{l}.bin) and / or Neuronpedia (`neuronpedia`, a URL
+    pattern with {layer} and {index}). `verified` is false when this is not confirmed by the
+    publishers' own code or documents (for Neuronpedia: the site may host another variant of the set)."""
+
+    repo: str | None = None
+    path: str | None = None
+    neuronpedia: str | None = None
+    verified: bool = False
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DashboardSource | None:
+        """A catalogue file's `dashboards` entry (None for null); TranscoderError naming `where`."""
+        if data is None:
+            return None
+        keys = {"repo", "path", "neuronpedia", "verified"}
+        if not isinstance(data, dict) or not set(data) <= keys:
+            raise TranscoderError(f"{where}: dashboards must be null or a mapping with keys among {sorted(keys)}")
+        url = data.get("neuronpedia")
+        if url is not None and not ("{layer}" in url and "{index}" in url and url.startswith("https://")):
+            raise TranscoderError(
+                f"{where}: dashboards.neuronpedia must be an https URL pattern with {{layer}} and {{index}}"
+            )
+        if data.get("repo") is None and url is None:
+            raise TranscoderError(f"{where}: dashboards names neither a hub repo nor a Neuronpedia URL")
+        return cls(data.get("repo"), data.get("path"), url, bool(data.get("verified")))
+
+    def neuronpedia_url(self, layer: int, index: int) -> str | None:
+        """The Neuronpedia page of feature `index` of `layer`, when the set is hosted there."""
+        return self.neuronpedia.format(layer=int(layer), index=int(index)) if self.neuronpedia else None
+
+    def __str__(self) -> str:
+        where = [
+            f"hub {self.repo}/{self.path}" if self.repo else "",
+            f"Neuronpedia {self.neuronpedia}" if self.neuronpedia else "",
+        ]
+        return "; ".join(w for w in where if w) + ("" if self.verified else " (unverified)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +101,7 @@ class TranscoderSetInfo:
     d_model: int | None = None
     dtype: str | None = None
     licence: str | None = None
-    dashboards: dict[str, str] | None = None
+    dashboards: DashboardSource | None = None
     verified: bool = False
     unverified: tuple[str, ...] = ()
     notes: str = ""
@@ -138,7 +180,7 @@ def _parse(data: dict[str, Any], where: str) -> TranscoderSetInfo:
         d_model=data.get("d_model"),
         dtype=data.get("dtype"),
         licence=data.get("licence"),
-        dashboards=data.get("dashboards"),
+        dashboards=DashboardSource.parse(data.get("dashboards"), where),
         verified=bool(data.get("verified")),
         unverified=tuple(data.get("unverified") or ()),
         notes=data.get("notes") or "",

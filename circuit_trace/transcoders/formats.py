@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,12 @@ def _read_config(folder: Path) -> dict[str, Any]:
             f"{cfg_path}: unknown model_kind {cfg['model_kind']!r} (expected 'cross_layer_transcoder' or 'transcoder_set')",
             path=str(cfg_path),
         )
+    if "partial_layers" in cfg:  # a layer-subset training run (transcoders/training/merge.py)
+        raise CheckpointError(
+            f"{folder} is a partial transcoder set (layers {cfg['partial_layers']} of {cfg.get('n_model_layers')}); "
+            "attribution needs every layer: merge the runs with `circuit-trace merge-transcoders`",
+            path=str(cfg_path),
+        )
     cfg["_path"] = str(cfg_path)
     return cfg
 
@@ -241,42 +248,43 @@ def _activation_from(cfg: dict[str, Any], has_threshold: bool) -> tuple[str, int
     return act, (int(k) if act == "topk" and k is not None else None)
 
 
-def _new(
-    cfg: dict[str, Any],
-    L: int,
-    F: int,
-    d: int,
-    *,
-    cross_layer: bool,
-    act: str,
-    k: int | None,
-    skip: bool,
-    threshold_param: str,
-    name: str,
-    device: Any,
-    dtype: torch.dtype,
-) -> Transcoder:
-    if cfg.get("n_layers") is not None and int(cfg["n_layers"]) != L:
+@dataclass(frozen=True)
+class _Dims:
+    """What a loader read from the first layer's files: the shape of the transcoder to build."""
+
+    L: int
+    F: int
+    d: int
+    cross_layer: bool
+    skip: bool
+    has_threshold: bool
+    threshold_param: str = "threshold"  # or "log_threshold"
+
+
+def _new(cfg: dict[str, Any], dims: _Dims, *, name: str, device: Any, dtype: torch.dtype) -> Transcoder:
+    """An empty transcoder of `dims`, after checking them against the config's declared sizes."""
+    act, k = _activation_from(cfg, dims.has_threshold)
+    if cfg.get("n_layers") is not None and int(cfg["n_layers"]) != dims.L:
         raise CheckpointError(
-            f"{cfg['_path']}: n_layers = {cfg['n_layers']} but {L} layers of files were found", path=cfg["_path"]
+            f"{cfg['_path']}: n_layers = {cfg['n_layers']} but {dims.L} layers of files were found", path=cfg["_path"]
         )
-    for key, val in (("d_model", d), ("d_features", F)):
+    for key, val in (("d_model", dims.d), ("d_features", dims.F)):
         if cfg.get(key) is not None and int(cfg[key]) != val:
             raise CheckpointError(f"{cfg['_path']}: {key} = {cfg[key]} but the tensors say {val}", path=cfg["_path"])
     try:
         return Transcoder(
-            L,
-            d,
-            F,
-            cross_layer=cross_layer,
+            dims.L,
+            dims.d,
+            dims.F,
+            cross_layer=dims.cross_layer,
             activation=act,
-            skip=skip,
+            skip=dims.skip,
             k=k,
             feature_input_hook=cfg["feature_input_hook"],
             feature_output_hook=cfg["feature_output_hook"],
             name=name,
             model_name=cfg.get("model_name"),
-            threshold_param=threshold_param,
+            threshold_param=dims.threshold_param,
             bandwidth=float(cfg.get("jumprelu_bandwidth", 0.1)),
             device=device,
             dtype=dtype,
@@ -300,29 +308,15 @@ def _load_clt(
             thr_param = "log_threshold"
         skip = f0.has("W_skip_0")
         file_dtype = f0.f.get_slice("b_enc_0").get_dtype() if f0.has("b_enc_0") else None
-    act, k = _activation_from(cfg, has_thr)
     dtype = dtype or _torch_dtype(file_dtype) or torch.float32
-    tc = _new(
-        cfg,
-        L,
-        F,
-        d,
-        cross_layer=True,
-        act=act,
-        k=k,
-        skip=skip,
-        threshold_param=thr_param,
-        name=name,
-        device=device,
-        dtype=dtype,
-    )
+    tc = _new(cfg, _Dims(L, F, d, True, skip, has_thr, thr_param), name=name, device=device, dtype=dtype)
     with torch.no_grad():
         for l, p in enumerate(enc_paths):
             with _File(p) as f:
                 tc.W_enc[l].copy_(f.get(f"W_enc_{l}", (F, d)))
                 tc.b_enc[l].copy_(f.get(f"b_enc_{l}", (F,)))
                 tc.b_dec[l].copy_(f.get(f"b_dec_{l}", (d,)))
-                if act == "jumprelu":
+                if tc.activation == "jumprelu":
                     getattr(tc, thr_param)[l].copy_(f.get(f"{thr_param}_{l}", (F,)))
                 if skip:
                     tc.W_skip[l].copy_(f.get(f"W_skip_{l}", (d, d)))  # type: ignore[index]
@@ -337,11 +331,15 @@ def _load_clt(
                 if not lazy:
                     tc.W_dec[l] = torch.nn.Parameter(f.get(key).to(device=tc.device, dtype=dtype))
             if lazy:
-                src = SafetensorsDecoderSource(str(dec_path), key, shape)
-                if verify:
-                    _scan_lazy(src, F)
-                tc.set_lazy_decoder(l, src)
+                _attach_lazy(tc, l, SafetensorsDecoderSource(str(dec_path), key, shape), verify)
     return tc
+
+
+def _attach_lazy(tc: Transcoder, l: int, src: SafetensorsDecoderSource, verify: bool) -> None:
+    """Layer l's decoder read from `src` on use; `verify` scans it for NaN/inf now."""
+    if verify:
+        _scan_lazy(src, tc.d_features)
+    tc.set_lazy_decoder(l, src)
 
 
 def _shape2(f: _File, key: str) -> tuple[int, int]:
@@ -428,78 +426,74 @@ def _read_plt_layer(p: Path) -> tuple[dict[str, torch.Tensor], _File | None]:
     return out, f
 
 
+def _plt_dims(p: Path, t: dict[str, torch.Tensor], cfg: dict[str, Any], L: int) -> _Dims:
+    """The set's shape, read from its first layer's tensors."""
+    if t["W_enc"].ndim != 2:
+        raise CheckpointError(
+            f"{p}: tensor 'W_enc' has shape {list(t['W_enc'].shape)}, expected [F, d_model]",
+            path=str(p),
+            tensor="W_enc",
+        )
+    F, d = t["W_enc"].shape
+    has_log = "log_threshold" in t and not ("threshold" in t and cfg.get("threshold_param") != "log_threshold")
+    has_thr = "threshold" in t or "log_threshold" in t
+    return _Dims(L, F, d, False, "W_skip" in t, has_thr, "log_threshold" if has_log else "threshold")
+
+
+def _check_plt_layer(p: Path, t: dict[str, torch.Tensor], tc: Transcoder, dims: _Dims) -> None:
+    """Every tensor layer 0 promised is there, in its shape; no skip where layer 0 had none."""
+    F, d = dims.F, dims.d
+    expect = {"W_enc": (F, d), "b_enc": (F,), "b_dec": (d,)}
+    if tc.activation == "jumprelu":
+        expect[dims.threshold_param] = (F,)
+    if dims.skip:
+        expect["W_skip"] = (d, d)
+    elif "W_skip" in t:
+        raise CheckpointError(f"{p}: has W_skip but layer 0 has no skip", path=str(p), tensor="W_skip")
+    for key, shape in expect.items():
+        if key not in t:
+            raise CheckpointError(f"{p}: missing tensor {key!r}", path=str(p), tensor=key)
+        _check_shape(p, key, tuple(t[key].shape), shape)
+
+
+def _copy_plt_layer(
+    tc: Transcoder, l: int, p: Path, t: dict[str, torch.Tensor], f: _File | None, lazy: bool, verify: bool
+) -> None:
+    """Layer l's tensors into `tc`; its decoder from `t` (npz / GemmaScope-2), else from `f` or lazily."""
+    F, d = tc.d_features, tc.d_model
+    tc.W_enc[l].copy_(t["W_enc"])
+    tc.b_enc[l].copy_(t["b_enc"])
+    tc.b_dec[l].copy_(t["b_dec"])
+    if tc.activation == "jumprelu":
+        getattr(tc, tc.threshold_param)[l].copy_(t[tc.threshold_param])
+    if tc.W_skip is not None:
+        tc.W_skip[l].copy_(t["W_skip"])
+    if f is None:  # npz / GemmaScope-2: decoder already in memory
+        _check_shape(p, "W_dec", tuple(t["W_dec"].shape), (F, d))
+        tc.W_dec[l] = torch.nn.Parameter(t["W_dec"].unsqueeze(1).to(device=tc.device, dtype=tc.dtype))
+        return
+    _check_shape(p, "W_dec", f.shape("W_dec"), (F, d))
+    if lazy:
+        _attach_lazy(tc, l, SafetensorsDecoderSource(str(p), "W_dec", (F, d), unsqueeze=True), verify)
+    else:
+        tc.W_dec[l] = torch.nn.Parameter(f.get("W_dec").unsqueeze(1).to(device=tc.device, dtype=tc.dtype))
+
+
 def _load_plt_set(
     folder: Path, cfg: dict[str, Any], name: str, device: Any, dtype: torch.dtype | None, lazy: bool, verify: bool
 ) -> Transcoder:
     paths = _plt_paths(folder, cfg)
-    L = len(paths)
     tc: Transcoder | None = None
-    ref: dict[str, Any] = {}
+    dims: _Dims | None = None
     with torch.no_grad():
         for l, p in enumerate(paths):
             t, f = _read_plt_layer(p)
             try:
-                if tc is None:
-                    if t["W_enc"].ndim != 2:
-                        raise CheckpointError(
-                            f"{p}: tensor 'W_enc' has shape {list(t['W_enc'].shape)}, expected [F, d_model]",
-                            path=str(p),
-                            tensor="W_enc",
-                        )
-                    F, d = t["W_enc"].shape
-                    has_log = "log_threshold" in t and not (
-                        "threshold" in t and cfg.get("threshold_param") != "log_threshold"
-                    )
-                    thr_param = "log_threshold" if has_log else "threshold"
-                    act, k = _activation_from(cfg, "threshold" in t or "log_threshold" in t)
-                    ref = dict(F=F, d=d, thr=thr_param, skip="W_skip" in t)
-                    tc = _new(
-                        cfg,
-                        L,
-                        F,
-                        d,
-                        cross_layer=False,
-                        act=act,
-                        k=k,
-                        skip=ref["skip"],
-                        threshold_param=thr_param,
-                        name=name,
-                        device=device,
-                        dtype=dtype or t["b_enc"].dtype,
-                    )
-                F, d = ref["F"], ref["d"]
-                expect = {"W_enc": (F, d), "b_enc": (F,), "b_dec": (d,)}
-                if tc.activation == "jumprelu":
-                    expect[ref["thr"]] = (F,)
-                if ref["skip"]:
-                    expect["W_skip"] = (d, d)
-                elif "W_skip" in t:
-                    raise CheckpointError(f"{p}: has W_skip but layer 0 has no skip", path=str(p), tensor="W_skip")
-                for key, shape in expect.items():
-                    if key not in t:
-                        raise CheckpointError(f"{p}: missing tensor {key!r}", path=str(p), tensor=key)
-                    _check_shape(p, key, tuple(t[key].shape), shape)
-                tc.W_enc[l].copy_(t["W_enc"])
-                tc.b_enc[l].copy_(t["b_enc"])
-                tc.b_dec[l].copy_(t["b_dec"])
-                if tc.activation == "jumprelu":
-                    getattr(tc, ref["thr"])[l].copy_(t[ref["thr"]])
-                if ref["skip"]:
-                    tc.W_skip[l].copy_(t["W_skip"])  # type: ignore[index]
-                if f is None:  # npz / GemmaScope-2: decoder already in memory
-                    _check_shape(p, "W_dec", tuple(t["W_dec"].shape), (F, d))
-                    tc.W_dec[l] = torch.nn.Parameter(t["W_dec"].unsqueeze(1).to(device=tc.device, dtype=tc.dtype))
-                else:
-                    _check_shape(p, "W_dec", f.shape("W_dec"), (F, d))
-                    if lazy:
-                        src = SafetensorsDecoderSource(str(p), "W_dec", (F, d), unsqueeze=True)
-                        if verify:
-                            _scan_lazy(src, F)
-                        tc.set_lazy_decoder(l, src)
-                    else:
-                        tc.W_dec[l] = torch.nn.Parameter(
-                            f.get("W_dec").unsqueeze(1).to(device=tc.device, dtype=tc.dtype)
-                        )
+                if tc is None or dims is None:
+                    dims = _plt_dims(p, t, cfg, len(paths))
+                    tc = _new(cfg, dims, name=name, device=device, dtype=dtype or t["b_enc"].dtype)
+                _check_plt_layer(p, t, tc, dims)
+                _copy_plt_layer(tc, l, p, t, f, lazy, verify)
             finally:
                 if f is not None:
                     f.close()
@@ -544,29 +538,15 @@ def _load_gs2_clt(
         d, F = _shape2(f0, "w_enc")
         skip, has_thr = f0.has("affine_skip_connection"), f0.has("threshold")
         file_dtype = f0.f.get_slice("b_enc").get_dtype() if f0.has("b_enc") else None
-    act, k = _activation_from(cfg, has_thr)
     dtype = dtype or _torch_dtype(file_dtype) or torch.float32
-    tc = _new(
-        cfg,
-        L,
-        F,
-        d,
-        cross_layer=True,
-        act=act,
-        k=k,
-        skip=skip,
-        threshold_param="threshold",
-        name=name,
-        device=device,
-        dtype=dtype,
-    )
+    tc = _new(cfg, _Dims(L, F, d, True, skip, has_thr), name=name, device=device, dtype=dtype)
     with torch.no_grad():
         for l, p in enumerate(paths):
             with _File(p) as f:
                 tc.W_enc[l].copy_(f.get("w_enc", (d, F)).T)  # stored [d, F]
                 tc.b_enc[l].copy_(f.get("b_enc", (F,)))
                 tc.b_dec[l].copy_(f.get("b_dec", (d,)))
-                if act == "jumprelu":
+                if tc.activation == "jumprelu":
                     tc.threshold[l].copy_(f.get("threshold", (F,)))
                 if skip:  # x A = x (Aᵀ)ᵀ: our W_skip is nn.Linear-oriented
                     tc.W_skip[l].copy_(f.get("affine_skip_connection", (d, d)).T)  # type: ignore[index]
@@ -583,10 +563,7 @@ def _load_gs2_clt(
                     _check_finite(w, p, "w_dec")
                     tc.W_dec[l] = torch.nn.Parameter(w.to(device=tc.device, dtype=dtype))
             if lazy:
-                src = SafetensorsDecoderSource(str(p), "w_dec", shape, slot_start=start)
-                if verify:
-                    _scan_lazy(src, F)
-                tc.set_lazy_decoder(l, src)
+                _attach_lazy(tc, l, SafetensorsDecoderSource(str(p), "w_dec", shape, slot_start=start), verify)
     return tc
 
 
@@ -740,20 +717,8 @@ def _load_sparsify(
         "k": dm["k"],
         "_path": layers[0][1]["_path"],
     }
-    tc = _new(
-        cfg,
-        len(layers),
-        dm["F"],
-        dm["d"],
-        cross_layer=dm["cross"],
-        act="topk",
-        k=dm["k"],
-        skip=dm["skip"],
-        threshold_param="threshold",
-        name=name,
-        device=device,
-        dtype=dtype or _torch_dtype(file_dtype) or torch.float32,
-    )
+    dims = _Dims(len(layers), dm["F"], dm["d"], dm["cross"], dm["skip"], has_threshold=False)
+    tc = _new(cfg, dims, name=name, device=device, dtype=dtype or _torch_dtype(file_dtype) or torch.float32)
     with torch.no_grad():
         for l, (sub, lcfg) in enumerate(layers):
             with _File(sub / SPARSIFY_WEIGHTS) as f:

@@ -32,6 +32,27 @@ __all__ = ["Transcoder"]
 _THRESHOLD_PARAMS = ("threshold", "log_threshold")
 
 
+def _checked_k(activation: str, k: int | None) -> int | None:
+    """k as an int for TopK (ValueError when missing or < 1); checks the activation's name."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+    if activation != "topk":
+        return k
+    if k is None or int(k) < 1:
+        raise ValueError(f"activation 'topk' needs k >= 1, got {k!r}")
+    return int(k)
+
+
+def _checked_hooks(feature_input_hook: str, feature_output_hook: str) -> tuple[str, str]:
+    """The two hook names in canonical form; ValueError unless they are an MLP input / output pair."""
+    in_hook, out_hook = normalize_hook_name(feature_input_hook), normalize_hook_name(feature_output_hook)
+    if in_hook not in INPUT_HOOKS:
+        raise ValueError(f"feature_input_hook {feature_input_hook!r} is not an MLP-input hook {INPUT_HOOKS}")
+    if out_hook not in OUTPUT_HOOKS:
+        raise ValueError(f"feature_output_hook {feature_output_hook!r} is not an MLP-output hook {OUTPUT_HOOKS}")
+    return in_hook, out_hook
+
+
 class Transcoder(nn.Module):
     """PLT or CLT covering all `n_layers` MLPs of one model (contract: docs/ARCHITECTURE.md)."""
 
@@ -65,21 +86,10 @@ class Transcoder(nn.Module):
         super().__init__()
         if n_layers < 1 or d_model < 1 or d_features < 1:
             raise ValueError(f"n_layers, d_model, d_features must be >= 1, got {n_layers}, {d_model}, {d_features}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-        if activation == "topk":
-            if k is None or int(k) < 1:
-                raise ValueError(f"activation 'topk' needs k >= 1, got {k!r}")
-            k = int(k)
+        k = _checked_k(activation, k)
         if threshold_param not in _THRESHOLD_PARAMS:
             raise ValueError(f"threshold_param must be one of {_THRESHOLD_PARAMS}")
-        in_hook = normalize_hook_name(feature_input_hook)
-        out_hook = normalize_hook_name(feature_output_hook)
-        if in_hook not in INPUT_HOOKS:
-            raise ValueError(f"feature_input_hook {feature_input_hook!r} is not an MLP-input hook {INPUT_HOOKS}")
-        if out_hook not in OUTPUT_HOOKS:
-            raise ValueError(f"feature_output_hook {feature_output_hook!r} is not an MLP-output hook {OUTPUT_HOOKS}")
-
+        in_hook, out_hook = _checked_hooks(feature_input_hook, feature_output_hook)
         self.n_layers = int(n_layers)
         self.d_model = int(d_model)
         self.d_features = int(d_features)
@@ -99,13 +109,16 @@ class Transcoder(nn.Module):
         # Width of the rectangle kernel for JumpReLU's θ straight-through gradient (units of h).
         self.bandwidth = float(bandwidth)
 
+        self._init_parameters(skip, materialize_decoders, device=device, dtype=dtype)
+
+    def _init_parameters(self, skip: bool, materialize_decoders: bool, **fk: Any) -> None:
+        """Zero parameters of this transcoder's shapes (see the module docstring)."""
         L, Fe, d = self.n_layers, self.d_features, self.d_model
-        fk: dict[str, Any] = dict(device=device, dtype=dtype)
         self.W_enc = nn.Parameter(torch.zeros(L, Fe, d, **fk))
         self.b_enc = nn.Parameter(torch.zeros(L, Fe, **fk))
         self.b_dec = nn.Parameter(torch.zeros(L, d, **fk))
-        if activation == "jumprelu":
-            self.register_parameter(threshold_param, nn.Parameter(torch.zeros(L, Fe, **fk)))
+        if self.activation == "jumprelu":
+            self.register_parameter(self.threshold_param, nn.Parameter(torch.zeros(L, Fe, **fk)))
         self.W_skip = nn.Parameter(torch.zeros(L, d, d, **fk)) if skip else None
         self.W_dec = nn.ParameterList(
             [
@@ -344,6 +357,26 @@ class Transcoder(nn.Module):
                 ) from e
 
     # ------------------------------------------------------------------ persistence
+    def empty_like(self, n_layers: int | None = None) -> Transcoder:
+        """A zero-initialised transcoder with this one's settings (width, kind, activation, skip,
+        hooks, names, bandwidth, device, dtype), over `n_layers` layers (default: as many)."""
+        return Transcoder(
+            self.n_layers if n_layers is None else n_layers,
+            self.d_model,
+            self.d_features,
+            cross_layer=self.is_cross_layer,
+            activation=self.activation,
+            skip=self.has_skip,
+            k=self.k,
+            feature_input_hook=self.feature_input_hook,
+            feature_output_hook=self.feature_output_hook,
+            name=self.name,
+            model_name=self.model_name,
+            bandwidth=self.bandwidth,
+            device=self.device,
+            dtype=self.dtype,
+        )
+
     def config_dict(self) -> dict[str, Any]:
         """Our config.yaml keys (circuit-tracer's plus our own)."""
         cfg: dict[str, Any] = {

@@ -24,8 +24,8 @@ import plotly.graph_objects as go
 
 from ..atomic import atomic_write_text
 from ..graphs.defaults import EDGE_THRESHOLD, NODE_THRESHOLD
-from . import _data
-from ._data import VNode
+from . import view_data
+from .view_data import VNode
 
 __all__ = ["plot", "to_html", "show", "widget", "DEFAULT_THRESHOLD_STEPS"]
 
@@ -142,7 +142,7 @@ def _hover(n: VNode, ins, outs, names) -> str:
 
 @dataclass
 class _Prepared:
-    vg: _data.VGraph
+    vg: view_data.VGraph
     keep: list[VNode]  # every node shown at the top slider step
     links: list[tuple[int, int, float]]  # between kept nodes, strongest |weight| first
     steps: list[float]
@@ -155,11 +155,11 @@ class _Prepared:
 
 
 def _prepare(graph, node_threshold, edge_threshold, supernodes, threshold_steps, width):
-    vg = _data.load(graph, node_threshold=node_threshold, edge_threshold=edge_threshold, supernodes=supernodes)
+    vg = view_data.load(graph, node_threshold=node_threshold, edge_threshold=edge_threshold, supernodes=supernodes)
     view = node_threshold if node_threshold is not None else vg.node_threshold
     view = 1.0 if view is None else float(view)
     steps = _threshold_steps(view, vg.export_node_threshold, threshold_steps)
-    shown = [_data.visible_ids(vg, s) for s in steps]
+    shown = [view_data.visible_ids(vg, s) for s in steps]
     nbin = {}
     for k in range(len(steps) - 1, -1, -1):
         for i in shown[k]:
@@ -235,7 +235,7 @@ def plot(
     thresholds, opening at `node_threshold`, default 0.8, and `edge_threshold`). JSON input is
     drawn as exported; it opens at `node_threshold` (default: its `metadata.node_threshold`). The
     slider's steps span the file's range, up to its export node threshold; each step shows the
-    nodes the static viewer shows at that threshold (`_data.visible_ids`). At most `max_edges`
+    nodes the static viewer shows at that threshold (`view_data.visible_ids`). At most `max_edges`
     edges are drawn, the largest |weight| first. `supernodes` (``[[label, id, ...]]`` or
     ``{label: [ids]}``; default: the graph's qParams.supernodes) are drawn as one merged glyph each
     with its label, in place of their members. The `n_labels` most influential features (and the
@@ -428,37 +428,28 @@ def _build_traces(prep: _Prepared, xy, color_by, max_edges, n_labels):
 
 def _highlight_traces(traces, roles) -> list[int]:
     """Empty traces the click script fills with a node's edges and a ring around it."""
+    specs: list[tuple[str, str, dict[str, Any]]] = [
+        (f"highlight {key}", "lines", dict(line=dict(color=color, width=4), opacity=0.95))
+        for key, color in (("pos", POS_COLOR), ("neg", NEG_COLOR))
+    ]
+    ring = dict(marker=dict(size=24, color="rgba(0,0,0,0)", line=dict(color="#111", width=2.5)))
+    specs.append(("selected", "markers", ring))
     ids = []
-    for key, color in (("pos", POS_COLOR), ("neg", NEG_COLOR)):
+    for name, mode, style in specs:
         ids.append(len(traces))
         traces.append(
             go.Scatter(
                 x=[],
                 y=[],
-                mode="lines",
+                mode=mode,
                 hoverinfo="skip",
                 showlegend=False,
-                line=dict(color=color, width=4),
-                opacity=0.95,
-                name=f"highlight {key}",
+                name=name,
                 meta={"role": "highlight"},
+                **style,
             )
         )
         roles.append(("highlight", 0))
-    ids.append(len(traces))
-    traces.append(
-        go.Scatter(
-            x=[],
-            y=[],
-            mode="markers",
-            hoverinfo="skip",
-            showlegend=False,
-            marker=dict(size=24, color="rgba(0,0,0,0)", line=dict(color="#111", width=2.5)),
-            name="selected",
-            meta={"role": "highlight"},
-        )
-    )
-    roles.append(("highlight", 0))
     return ids
 
 
@@ -494,51 +485,85 @@ def _legend_traces(prep: _Prepared, color_by: str, traces, roles) -> None:
         roles.append(("legend", 0))
 
 
+def _sliders(prep: _Prepared, roles) -> list[dict]:
+    """The node-threshold slider (none for a single step): each step shows the bins up to it."""
+    if len(prep.steps) <= 1:
+        return []
+    slider_steps = []
+    for k, s in enumerate(prep.steps):
+        vis = [(b <= k) if role in ("edges", "nodes") else True for role, b in roles]
+        slider_steps.append(dict(method="restyle", label=f"{s:g}", args=[{"visible": vis}]))
+    prefix = dict(prefix="node threshold: ")
+    return [
+        dict(
+            active=prep.active,
+            steps=slider_steps,
+            x=0.05,
+            len=0.9,
+            y=-0.02,
+            yanchor="top",
+            currentvalue=prefix,
+            pad=dict(t=40),
+        )
+    ]
+
+
+def _glyph_annotations(prep: _Prepared) -> list[dict]:
+    """One boxed label per supernode glyph."""
+    style = dict(showarrow=False, bgcolor="#f3efff", bordercolor="#6b46c1", borderwidth=1.5, borderpad=4)
+    font = dict(size=11, color="#44337a")
+    return [
+        dict(
+            x=g["x"],
+            y=g["y"],
+            xref="x",
+            yref="y",
+            text=_esc(_short(g["label"], 30)),
+            font=font,
+            captureevents=False,
+            **style,
+        )
+        for g in prep.glyphs
+    ]
+
+
+def _axes(prep: _Prepared) -> tuple[dict, dict]:
+    """x: token positions (tokens as tick labels); y: Emb, L0..L{n-1}, Logit."""
+    vg = prep.vg
+    P = max(len(vg.tokens), (max((n.pos for n in prep.keep), default=-1) + 1))
+    rows = vg.n_layers + 2
+    xaxis = dict(
+        tickmode="array",
+        tickvals=[c for c, _ in prep.cols],
+        ticktext=[f"{_esc(_short(t, 14))}" for t in vg.tokens] + [""] * (P - len(vg.tokens)),
+        range=[-0.1, sum(w for _, w in prep.cols) + 0.1],
+        showgrid=False,
+        zeroline=False,
+        tickangle=-35,
+    )
+    yaxis = dict(
+        tickmode="array",
+        tickvals=list(range(rows)),
+        ticktext=["Emb"] + [f"L{i}" for i in range(vg.n_layers)] + ["Logit"],
+        range=[-0.7, rows - 0.3],
+        showgrid=True,
+        gridcolor="#eee",
+        zeroline=False,
+    )
+    return xaxis, yaxis
+
+
 def _finish_layout(fig, prep: _Prepared, roles, meta, title, width, height) -> None:
-    vg, steps = prep.vg, prep.steps
+    vg = prep.vg
     for tr, (role, b) in zip(fig.data, roles):
         if role in ("edges", "nodes"):
             tr.visible = b <= prep.active
-    sliders = []
-    if len(steps) > 1:
-        slider_steps = []
-        for k, s in enumerate(steps):
-            vis = [(b <= k) if role in ("edges", "nodes") else True for role, b in roles]
-            slider_steps.append(dict(method="restyle", label=f"{s:g}", args=[{"visible": vis}]))
-        sliders.append(
-            dict(
-                active=prep.active,
-                steps=slider_steps,
-                x=0.05,
-                len=0.9,
-                y=-0.02,
-                yanchor="top",
-                currentvalue=dict(prefix="node threshold: "),
-                pad=dict(t=40),
-            )
-        )
-    P = max(len(vg.tokens), (max((n.pos for n in prep.keep), default=-1) + 1))
+    xaxis, yaxis = _axes(prep)
     rows = vg.n_layers + 2
     fig.update_layout(
         title=dict(text=_esc(_short(title if title is not None else (vg.prompt or vg.slug), 120))),
-        xaxis=dict(
-            tickmode="array",
-            tickvals=[c for c, _ in prep.cols],
-            ticktext=[f"{_esc(_short(t, 14))}" for t in vg.tokens] + [""] * (P - len(vg.tokens)),
-            range=[-0.1, sum(w for _, w in prep.cols) + 0.1],
-            showgrid=False,
-            zeroline=False,
-            tickangle=-35,
-        ),
-        yaxis=dict(
-            tickmode="array",
-            tickvals=list(range(rows)),
-            ticktext=["Emb"] + [f"L{i}" for i in range(vg.n_layers)] + ["Logit"],
-            range=[-0.7, rows - 0.3],
-            showgrid=True,
-            gridcolor="#eee",
-            zeroline=False,
-        ),
+        xaxis=xaxis,
+        yaxis=yaxis,
         plot_bgcolor="white",
         hovermode="closest",
         clickmode="event",
@@ -547,31 +572,15 @@ def _finish_layout(fig, prep: _Prepared, roles, meta, title, width, height) -> N
         height=height or max(520, min(1600, 60 * rows + 220)),
         margin=dict(l=60, r=20, t=60, b=150),
         legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
-        sliders=sliders,
+        sliders=_sliders(prep, roles),
         meta={"circuit_trace": meta},
-        annotations=[
-            dict(
-                x=g["x"],
-                y=g["y"],
-                xref="x",
-                yref="y",
-                text=_esc(_short(g["label"], 30)),
-                showarrow=False,
-                bgcolor="#f3efff",
-                bordercolor="#6b46c1",
-                borderwidth=1.5,
-                borderpad=4,
-                font=dict(size=11, color="#44337a"),
-                captureevents=False,
-            )
-            for g in prep.glyphs
-        ],
+        annotations=_glyph_annotations(prep),
     )
 
 
 def _kinds_shown(nodes: list[VNode]) -> list[str]:
     present = {n.kind for n in nodes}
-    return [k for k in _data.KINDS if k in present]
+    return [k for k in view_data.KINDS if k in present]
 
 
 # Embedded in HTML output: highlight a clicked node's edges. Reads only numbers from layout.meta;

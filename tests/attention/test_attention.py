@@ -109,6 +109,11 @@ def test_bulk_matches_single_edges():
         merged = sub.merge(single, on=["layer", "head", "kind"], suffixes=("", "_single"))
         assert len(merged) == len(sub)
         assert np.allclose(merged["loading"], merged["loading_single"], rtol=1e-6, atol=1e-7)
+        # the layers left out cannot carry the edge: at or below the source's layer, heads load 0
+        src_layer = int(g.nodes.loc[g.index_of(s), "layer"])
+        assert sub["layer"].min() == src_layer + 1
+        below = single[(single["layer"] <= src_layer) & (single["kind"] == "head")]
+        assert (below["loading"] == 0).all()
 
 
 # -- constrained intervention by finite differences ----------------------------------------------
@@ -206,6 +211,8 @@ def test_qk_components_and_bad_input():
     key_feats = r.components[(r.components["side"] == "key") & (r.components["kind"] == "feature")]
     assert (key_feats["pos"] == 2).all() and (key_feats["layer"] < 2).all()
     assert len(r.pairs) == (r.components["side"] == "query").sum() * (r.components["side"] == "key").sum()
+    text = repr(r)  # a summary, not the tables
+    assert "\n" not in text and len(text) < 300 and f"{len(r.pairs)} pairs" in text and f"{r.score:.4g}" in text
     with pytest.raises(ValueError, match="key position"):
         qk_attribution(rm, g, 0, 0, 1, 3)
     with pytest.raises(ValueError, match="head"):

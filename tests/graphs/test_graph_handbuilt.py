@@ -161,3 +161,15 @@ def test_thresholds_out_of_range(toy_graph):
         prune(toy_graph, node_threshold=1.5)
     with pytest.raises(ValueError):
         prune(toy_graph, edge_threshold=-0.1)
+
+
+def test_node_name_names_every_kind(toy_graph):
+    from circuit_trace.graphs import node_name
+
+    assert [node_name(toy_graph, i) for i in (F0, F1, ERR, E1, L0)] == [
+        "feature L0#5 at '' \"cat-ish\"",
+        "feature L0#7 at ''",
+        "error L0 pos 1",
+        "token ' cat' (pos 1)",
+        "logit ' dog' (p=0.750)",
+    ]

@@ -55,7 +55,8 @@ def test_generate_apply_to_prompt_vs_all():
 
 def test_generate_stops_at_context():
     rm = replacement("gpt2", "clt")
-    res = generate(rm, PROMPT, [], max_new_tokens=50, stop_at_eos=False)
+    with pytest.warns(UserWarning, match="context limit"):
+        res = generate(rm, PROMPT, [], max_new_tokens=50, stop_at_eos=False)
     assert len(res.input_ids) + len(res.token_ids) == rm.adapter.n_ctx
 
 

@@ -152,6 +152,9 @@ def test_cli_sweep(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 prompts: 2 traced, 0 already done, 1 failed" in out and "line 2: PromptError" in out
     assert main(["sweep", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o2"), "-q"]) == 2
-    assert main(["sweep", str(f), "--out", str(tmp_path / "no" / "such" / "dir"), "-q"]) == 2
+    assert main(["sweep", str(f), "--out", str(tmp_path / "new" / "sub" / "dir"), "-q"]) == 0  # parents made
+    assert (tmp_path / "new" / "sub" / "dir" / "sweep.json").is_file()
+    assert main(["sweep", str(f), "--out", str(f), "-q"]) == 2  # a file, not a directory
+    assert "is a file, not a directory" in capsys.readouterr().err
     assert main(["sweep", str(f), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "nomodel"), "-q"]) == 3
     assert "error:" in capsys.readouterr().err

@@ -145,6 +145,34 @@ def test_cli_lists_and_shows_sets(capsys):
     assert "unknown transcoder set 'nope'" in capsys.readouterr().err
 
 
+def test_dashboards_say_where_they_live(capsys):
+    gemma = get_transcoder_set("gemma").dashboards
+    assert gemma is not None and (gemma.repo, gemma.path) == ("mntss/gemma-scope-transcoders", "features")
+    assert gemma.neuronpedia_url(20, 1234) == "https://www.neuronpedia.org/gemma-2-2b/20-gemmascope-transcoder-16k/1234"
+    llama = get_transcoder_set("llama").dashboards
+    assert llama is not None and llama.neuronpedia is None and llama.neuronpedia_url(0, 1) is None
+    hosted = [s.name for s in ct.list_transcoder_sets() if s.dashboards and s.dashboards.neuronpedia]
+    assert {"gemma", "gemma-clt-2.5m", "qwen3-4b", "gemma-3-27b-it"} <= set(hosted)
+    assert main(["transcoders", "show", "gemma-3-27b-it"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("dashboards"))
+    assert "Neuronpedia https://www.neuronpedia.org/gemma-3-27b-it/{layer}-" in line and "(unverified)" in line
+
+
+@pytest.mark.parametrize(
+    "dashboards, match",
+    [
+        ({"repo": "a/b", "colour": "red"}, "keys among"),
+        ({"neuronpedia": "https://www.neuronpedia.org/m/{layer}-set"}, "URL pattern"),
+        ({"verified": True}, "neither a hub repo nor"),
+    ],
+)
+def test_bad_dashboards_entries_are_refused(dashboards, match):
+    from circuit_trace.transcoders.catalogue import DashboardSource
+
+    with pytest.raises(ct.TranscoderError, match=match):
+        DashboardSource.parse(dashboards, "catalogue/x.yaml")
+
+
 def test_cli_trace_with_a_set_for_another_model_exits_3(capsys):
     assert main(["trace", "hello", "--model", "gpt2", "--transcoders", "gemma"]) == 3
     err = capsys.readouterr().err.strip()
@@ -191,10 +219,12 @@ def test_every_catalogue_file_is_complete():
 # ---------------------------------------------------------------------------- offline
 @pytest.fixture
 def fresh_probe(monkeypatch):
-    monkeypatch.setattr(hub, "_probe_cache", {})
+    hub.clear_probe_cache()
     monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-hf-cache")
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
+    yield
+    hub.clear_probe_cache()  # the probes above saw this test's endpoints and proxies, not the real ones
 
 
 def test_probe_goes_through_a_configured_proxy(fresh_probe, monkeypatch):
@@ -208,7 +238,7 @@ def test_probe_goes_through_a_configured_proxy(fresh_probe, monkeypatch):
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
         assert hub.hub_reachable()
-    hub._probe_cache.clear()
+    hub.clear_probe_cache()
     monkeypatch.delenv("HTTP_PROXY")
     assert not hub.hub_reachable()
 

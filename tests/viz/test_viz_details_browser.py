@@ -59,11 +59,13 @@ def test_traced_graph_shows_its_own_details(page, site, artifacts_dir, name, oth
         node = _feature_to_click(site, name, other, drawn)
         page.click(f'#graph g.node[data-node-id="{node["node_id"]}"]')
         page.wait_for_selector("#details .examples .ex")
+        page.wait_for_selector("#details .node-label .label-info")
         text = page.text_content("#details .examples")
+        label_info = page.text_content("#details .node-label")
         page.screenshot(path=str(artifacts_dir / f"viewer-details-{name}.png"))
     assert f"transcoder: circuit-trace/states-{name}" in text
     assert f"states-{other}" not in text
-    assert "heuristic" in text  # the label says what it is
+    assert "heuristic" in label_info and "fires on" in label_info  # the label says what it is and why
     base = json.loads((site / f"{name}.json").read_text())["metadata"]["feature_details"]["feature_json_base_url"]
     details = json.loads((site / base / f"{node['feature']}.json").read_text())
     assert json.dumps(details["top_logits"][0])[1:-1] in text

@@ -266,6 +266,39 @@ def test_node_without_details_says_so(page, tmp_path, graph_json):
         assert graph_json["nodes"][1]["clerp"] + " × " + graph_json["nodes"][2]["clerp"] in details
 
 
+def test_label_evidence_is_laid_out(page, tmp_path, graph_json, artifacts_dir):
+    """The evidence of a heuristic label reads as rows (what it fires on, which concepts the contexts
+    and the logits name, its top logit effects and contexts), not as raw key/value text."""
+    root = tmp_path / "site"
+    root.mkdir()
+    node = graph_json["nodes"][0]
+    node["label_score"] = 0.75
+    node["label_evidence"] = {
+        "activating_tokens": [[" Dallas", 0.8], [" <b>x</b>", 0.2]],
+        "context_concepts": [["Texas", 0.9], [None, 0.1]],
+        "context_source": "corpus",
+        "top_logits": [[" Austin", 4.25], [" TX", -1.5]],
+        "logit_concepts": [["Texas", 1.0]],
+        "top_contexts": ["the capital of the state containing Dallas"],
+        "rule": "contexts and logits name it",
+        "extra": "kept as text",
+    }
+    (root / "toy.json").write_text(json.dumps(graph_json))
+    with start_server(root) as s:
+        open_graph(page, s.url, "toy")
+        page.click(f'#graph g.node[data-node-id="{node["node_id"]}"]')
+        page.wait_for_selector("#details .label-info .ev-row")
+        titles = page.eval_on_selector_all("#details .label-info .ev-title", "els => els.map(e => e.textContent)")
+        chips = page.eval_on_selector_all("#details .label-info .chip", "els => els.map(e => e.textContent)")
+        info = page.text_content("#details .label-info")
+        page.locator("#details").screenshot(path=str(artifacts_dir / "viewer-label-evidence.png"))
+    assert titles == ["why", "fires on", "contexts name (corpus)", "top logit effects", "logits name", "top contexts"]
+    assert chips[:4] == ['" Dallas"80%', '" <b>x</b>"20%', "Texas90%", "(no concept)10%"]
+    assert '" Austin"+4.25' in chips and '" TX"-1.5' in chips
+    assert "heuristic label" in info and "agreement 0.75" in info and "contexts and logits name it" in info
+    assert "…the capital of the state containing Dallas" in info and "extra: kept as text" in info
+
+
 @pytest.fixture(scope="module")
 def big_site(tmp_path_factory):
     """~1,000 nodes and ~200k links, the size of a real-model graph after pruning."""

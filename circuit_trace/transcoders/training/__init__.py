@@ -1,5 +1,5 @@
-"""Training transcoders on a model's MLPs: activation buffer, losses (JumpReLU recipe, TopK + AuxK),
-normalisation folding, metrics (FVU, NMSE, L0, dead fraction, replacement KL / top-1) and the trainer."""
+"""Training transcoders on a model's MLPs: activation buffer and cache (harvest once, train many),
+losses, normalisation folding, metrics, the trainer (data-parallel, layer subsets) and merging."""
 
 from .buffer import (
     ActivationBuffer,
@@ -10,14 +10,17 @@ from .buffer import (
     read_corpus,
     tokenize_windows,
 )
-from .losses import decoder_norms, jumprelu_loss, topk_loss
+from .cache import ActivationCache, CacheBuffer, CacheError, CacheInfo
+from .harvest import HarvestConfig, harvest
+from .layerspec import parse_layers
+from .losses import decoder_norms, jumprelu_loss, relu_loss, topk_loss
+from .merge import MergeError, load_partial, merge_transcoders
 from .metrics import (
     ReconstructionStats,
     dead_fraction,
     fvu,
     l0,
     nmse,
-    replace_mlps,
     replacement_metrics,
 )
 from .normalize import Normalizer, fold_normalization
@@ -32,6 +35,16 @@ from .trainer import (
 
 __all__ = [
     "ActivationBuffer",
+    "ActivationCache",
+    "CacheBuffer",
+    "CacheError",
+    "CacheInfo",
+    "HarvestConfig",
+    "MergeError",
+    "harvest",
+    "load_partial",
+    "merge_transcoders",
+    "parse_layers",
     "CorpusError",
     "Normalizer",
     "OutputDirError",
@@ -46,14 +59,24 @@ __all__ = [
     "fold_normalization",
     "fvu",
     "jumprelu_loss",
+    "relu_loss",
     "l0",
     "make_windows",
     "new_transcoder",
     "nmse",
     "read_corpus",
-    "replace_mlps",
     "replacement_metrics",
     "tokenize_windows",
     "topk_loss",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    # `replace_mlps` (the full replacement model) imports transformers: only on first use, so a
+    # data-parallel worker training from a cache starts without it.
+    if name == "replace_mlps":
+        from ...replacement.full import replace_mlps
+
+        return replace_mlps
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+
+from .chunks import ChunkedStream, OutlierCounts, generator, outlier_mask
+from .packing import document_separator
 
 ReadFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 TEXT_SUFFIXES = (".txt", ".md", ".jsonl")
@@ -62,16 +65,15 @@ def read_corpus(corpus: str | os.PathLike | Iterable[str]) -> list[str]:
 
 
 def tokenize_windows(tokenizer, docs: list[str], context_size: int) -> torch.Tensor:
-    """Concatenate the documents (separated by EOS, or BOS when there is no EOS) and cut the stream
+    """Concatenate the documents (separated by `packing.document_separator`: EOS, or a plain
+    end-of-text token when the chat template uses EOS, never a template marker) and cut the stream
     into windows ``[n_windows, context_size]``, each starting with BOS when the tokenizer has one.
     A stream shorter than one window gives a single shorter window; the tail remainder is dropped."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    sep = eos if eos is not None else bos
+    bos, sep = tokenizer.bos_token_id, document_separator(tokenizer)
     stream: list[int] = []
     for doc in docs:
         stream += tokenizer(doc, add_special_tokens=False)["input_ids"]
-        if sep is not None:
-            stream.append(sep)
+        stream += sep
     if not stream:
         raise CorpusError("corpus tokenised to zero tokens")
     body = context_size - 1 if bos is not None else context_size
@@ -122,23 +124,19 @@ def make_windows(
 
 
 def _generator(*key: int) -> torch.Generator:
-    """A CPU generator seeded from integers (counter-based, so positions are the state)."""
-    s = 0x2545F4914F6CDD1D
-    for k in key:
-        s = (s * 0x9E3779B97F4A7C15 + int(k) + 1) % (1 << 63)
-    return torch.Generator().manual_seed(s)
+    """A CPU generator seeded from integers (see `chunks.generator`)."""
+    return generator(*key)
 
 
-class ActivationBuffer:
+class ActivationBuffer(ChunkedStream):
     """Infinite, deterministic stream of shuffled token batches of MLP (input, output) pairs.
 
     ``windows``: token windows ``[N, P]``. ``read_fn(ids [b, P]) -> (x, y)`` with shape
     ``[n_layers, b, P, d]`` (e.g. ``models.activations.mlp_io``). Per chunk of ``windows_per_chunk``
-    windows it drops position 0 (BOS) and tokens whose MLP *input* norm, at any layer, exceeds
-    ``outlier_ratio`` × that layer's median in the chunk (attention-sink style massive activations),
-    then shuffles the tokens. Large MLP *outputs* are kept: they are real signal the transcoder
-    must reproduce (in the states organism ~4% of tokens, e.g. " of", have outputs > 10× the median).
-    Tokens left over after the last full batch of a chunk are dropped.
+    windows it drops position 0 (BOS) and outlier tokens (`chunks.outlier_mask`: MLP input norm >
+    ``outlier_ratio`` × the layer's median in the chunk, or output norm > ``output_outlier_ratio`` ×
+    its median, at any layer), then shuffles the tokens. Tokens left over after the last full batch
+    of a chunk are dropped. With ``world_size > 1`` each rank gets its slice of every batch.
     """
 
     def __init__(
@@ -152,8 +150,11 @@ class ActivationBuffer:
         windows_per_chunk: int = 64,
         forward_batch_size: int = 8,
         outlier_ratio: float | None = 10.0,
+        output_outlier_ratio: float | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if windows.ndim != 2 or windows.shape[0] == 0:
             raise CorpusError("no token windows to read")
@@ -167,32 +168,16 @@ class ActivationBuffer:
                 f"each window, fewer than one batch ({batch_size} tokens)"
             )
         self.windows, self.read_fn, self.batch_size, self.seed = windows, read_fn, batch_size, seed
+        self.n_windows = windows.shape[0]
         self.windows_per_chunk = max(1, min(windows_per_chunk, windows.shape[0]))
         self.forward_batch_size, self.outlier_ratio = forward_batch_size, outlier_ratio
+        self.output_outlier_ratio = output_outlier_ratio
         self.device, self.dtype = torch.device(device), dtype
-        self.epoch = self.chunk = self.batch = 0
-        self.n_dropped = 0
         self._cache: tuple | None = None
-
-    @property
-    def chunks_per_epoch(self) -> int:
-        return -(-self.windows.shape[0] // self.windows_per_chunk)
-
-    # -- state -----------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "chunk": self.chunk,
-            "batch": self.batch,
-            "seed": self.seed,
-            "n_dropped": self.n_dropped,
-        }
+        self._init_stream(rank=rank, world_size=world_size)
 
     def load_state_dict(self, state: dict) -> None:
-        if int(state["seed"]) != self.seed:
-            raise ValueError(f"buffer state was saved with seed {state['seed']}, buffer has {self.seed}")
-        self.epoch, self.chunk, self.batch = int(state["epoch"]), int(state["chunk"]), int(state["batch"])
-        self.n_dropped = int(state.get("n_dropped", 0))
+        super().load_state_dict(state)
         self._cache = None
 
     # -- reading ---------------------------------------------------------------------------------
@@ -213,50 +198,32 @@ class ActivationBuffer:
             ys.append(y[:, keep].transpose(0, 1).to("cpu", self.dtype))
         return torch.cat(xs), torch.cat(ys)
 
-    def _load_chunk(self, epoch: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Shuffled, filtered tokens of one chunk and the number of outlier tokens dropped."""
+    def _chunk_tokens(self, epoch: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor, OutlierCounts]:
+        """Shuffled, filtered tokens of one chunk and the outlier counts."""
         if self._cache is not None and self._cache[0] == (epoch, chunk):
             return self._cache[1]
-        order = torch.randperm(self.windows.shape[0], generator=_generator(self.seed, epoch))
-        idx = order[chunk * self.windows_per_chunk : (chunk + 1) * self.windows_per_chunk]
+        idx = self.chunk_windows(epoch, chunk)
         x, y = self.read_tokens(self.windows[idx], self.lengths[idx])
-        dropped = 0
-        if self.outlier_ratio is not None:
-            nx = x.float().norm(dim=-1)  # [n, L]
-            keep = (nx <= self.outlier_ratio * nx.median(0).values).all(1)
-            dropped = int((~keep).sum())
-            x, y = x[keep], y[keep]
-        perm = torch.randperm(x.shape[0], generator=_generator(self.seed, epoch, chunk))
-        self._cache = ((epoch, chunk), (x[perm], y[perm], dropped))
+        keep, counts = outlier_mask(
+            x.float().norm(dim=-1), y.float().norm(dim=-1), self.outlier_ratio, self.output_outlier_ratio
+        )
+        x, y = x[keep], y[keep]
+        perm = self.chunk_permutation(epoch, chunk, x.shape[0])
+        self._cache = ((epoch, chunk), (x[perm], y[perm], counts))
         return self._cache[1]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self
+    def _load_chunk(self, epoch: int, chunk: int) -> tuple[int, OutlierCounts]:
+        x, _, counts = self._chunk_tokens(epoch, chunk)
+        return x.shape[0], counts
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        empty_chunks = 0
-        while True:
-            x, y, dropped = self._load_chunk(self.epoch, self.chunk)
-            lo = self.batch * self.batch_size
-            if lo == 0:
-                self.n_dropped += dropped
-            if lo + self.batch_size <= x.shape[0]:
-                self.batch += 1
-                return (x[lo : lo + self.batch_size].to(self.device), y[lo : lo + self.batch_size].to(self.device))
-            empty_chunks = empty_chunks + 1 if self.batch == 0 else 0
-            if empty_chunks > self.chunks_per_epoch:
-                raise CorpusError(
-                    "no chunk of the corpus yields a full batch after outlier filtering; "
-                    "lower batch_size or raise windows_per_chunk"
-                )
-            self.batch, self.chunk = 0, self.chunk + 1
-            if self.chunk == self.chunks_per_epoch:
-                self.chunk, self.epoch = 0, self.epoch + 1
+    def _batch(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = self._chunk_tokens(self.epoch, self.chunk)
+        return x[lo:hi].to(self.device), y[lo:hi].to(self.device)
 
     def first_tokens(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to ``n_tokens`` tokens from the first chunk of epoch 0 (for estimating normalisation),
         without moving the stream."""
-        x, y, _ = self._load_chunk(0, 0)
+        x, y, _ = self._chunk_tokens(0, 0)
         return x[:n_tokens], y[:n_tokens]
 
 

@@ -4,6 +4,8 @@ JumpReLU (Anthropic recipe), averaged over tokens:
     Σ_l ‖ŷ_l − y_l‖²  +  λ_S Σ_l Σ_i tanh(c·‖W_dec,i‖·a_i)  +  λ_P Σ_l Σ_i ReLU(θ_i − h_i)·‖W_dec,i‖
 with ‖W_dec,i‖ the norm of feature i's decoders concatenated over all its target layers; θ gets its
 gradient through the transcoder's straight-through JumpReLU.
+ReLU: the same without the threshold (and so without the pre-activation term):
+    Σ_l ‖ŷ_l − y_l‖²  +  λ_S Σ_l Σ_i tanh(c·‖W_dec,i‖·a_i),  a = ReLU(h).
 TopK: Σ_l ‖ŷ_l − y_l‖² + α·AuxK, where AuxK reconstructs the residual y − ŷ from the top-k_aux
 pre-activations of dead features, normalised by the residual's variance (as in sparsify).
 """
@@ -68,6 +70,16 @@ def jumprelu_loss(
     return LossOutput(
         loss, {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()}, y_hat, acts
     )
+
+
+def relu_loss(tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, c: float = 4.0) -> LossOutput:
+    """ReLU transcoder: reconstruction plus the decoder-norm-weighted tanh penalty on the activations
+    (a plain ReLU has no threshold, so the penalty's own slope is what makes features sparse)."""
+    _, acts, y_hat = forward(tc, x)
+    mse = mse_loss(y_hat, y)
+    norms = decoder_norms(tc)  # [L, F]
+    sparsity = cast(torch.Tensor, sum(torch.tanh(c * norms[l] * a.float()).sum(-1).mean() for l, a in enumerate(acts)))
+    return LossOutput(mse + lambda_s * sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach()}, y_hat, acts)
 
 
 def topk_loss(

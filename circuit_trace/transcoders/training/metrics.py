@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-# The one full replacement model and KL; re-exported here because training reports them.
-from ...replacement.full import kl_divergence, replace_mlps
-
 
 @dataclass
 class ReconstructionStats:
@@ -100,6 +97,60 @@ def reconstruct_tokens(transcoder, x: torch.Tensor) -> tuple[torch.Tensor, list[
     return y_hat + skips, acts
 
 
+class _Stop(Exception):
+    """Raised by the unembedding's pre-hook: the final hidden state is all that is needed."""
+
+
+@torch.no_grad()
+def final_hidden(adapter, ids: torch.Tensor) -> torch.Tensor:
+    """The unembedding's input ``[b, P, d]`` (after the final norm); the logits are never formed."""
+    got: list[torch.Tensor] = []
+
+    def grab(mod, args):
+        got.append(args[0])
+        raise _Stop
+
+    handle = adapter.lm_head.register_forward_pre_hook(grab)
+    try:
+        adapter.model(input_ids=ids, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return got[0]
+
+
+def logit_chunks(adapter, h: torch.Tensor, vocab_chunk: int):
+    """Logits of hidden states ``h [n, d]``, ``vocab_chunk`` columns at a time (float32, softcapped
+    like the model's own head)."""
+    w, b, cap = adapter.lm_head.weight, adapter.lm_head.bias, adapter.final_logit_softcap
+    for lo in range(0, w.shape[0], vocab_chunk):
+        z = (h @ w[lo : lo + vocab_chunk].T).float()
+        if b is not None:
+            z = z + b[lo : lo + vocab_chunk].float()
+        yield lo, (torch.tanh(z / cap) * cap if cap else z)
+
+
+def chunked_kl_top1(adapter, h_ref: torch.Tensor, h_rep: torch.Tensor, vocab_chunk: int = 16384):
+    """Per token KL(P_ref ‖ P_rep) (nats) and whether the top-1 tokens agree, from hidden states
+    ``[n, d]``, holding at most ``n × vocab_chunk`` logits at a time (two passes over the vocabulary)."""
+    n = h_ref.shape[0]
+    lse = [torch.full((n,), -torch.inf, device=h_ref.device) for _ in range(2)]
+    best = [torch.full((n,), -torch.inf, device=h_ref.device) for _ in range(2)]
+    arg = [torch.zeros(n, dtype=torch.long, device=h_ref.device) for _ in range(2)]
+    for i, h in enumerate((h_ref, h_rep)):
+        for lo, z in logit_chunks(adapter, h, vocab_chunk):
+            lse[i] = torch.logaddexp(lse[i], z.logsumexp(-1))
+            m, j = z.max(-1)
+            better = m > best[i]  # strict: the first maximum wins, as in argmax over the whole vocabulary
+            best[i], arg[i] = torch.where(better, m, best[i]), torch.where(better, j + lo, arg[i])
+    kl = torch.zeros(n, device=h_ref.device)
+    for (_, zp), (_, zq) in zip(logit_chunks(adapter, h_ref, vocab_chunk), logit_chunks(adapter, h_rep, vocab_chunk)):
+        lp, lq = zp - lse[0][:, None], zq - lse[1][:, None]
+        kl += (lp.exp() * (lp - lq)).sum(-1)
+    return kl, arg[0] == arg[1]
+
+
 @torch.no_grad()
 def replacement_metrics(
     adapter,
@@ -109,24 +160,29 @@ def replacement_metrics(
     batch_size: int = 8,
     skip_first: bool = True,
     lengths: torch.Tensor | None = None,
+    vocab_chunk: int = 16384,
+    progress: bool = False,
 ) -> dict:
     """KL(P_model ‖ P_replacement) per token (nats, mean) and top-1 agreement of the model with every
     MLP replaced by the transcoder vs the original, over windows ``input_ids [N, P]`` (position 0
-    skipped by default, matching training; positions >= ``lengths`` (right padding) skipped)."""
+    skipped by default, matching training; positions >= ``lengths`` (right padding) skipped).
+    Logits are formed ``vocab_chunk`` columns at a time, so memory stays bounded for any vocabulary."""
+    from tqdm.auto import tqdm
+
+    from ...replacement.full import replace_mlps  # the one full replacement model
+
     model = adapter.model
     device = next(model.parameters()).device
     kl_sum, agree, n = 0.0, 0, 0
-    for i in range(0, input_ids.shape[0], batch_size):
+    for i in tqdm(range(0, input_ids.shape[0], batch_size), disable=not progress, desc="replacement KL"):
         ids = input_ids[i : i + batch_size].to(device)
-        ref = model(ids).logits.float()
+        ref = final_hidden(adapter, ids)
         with replace_mlps(adapter, transcoder):
-            rep = model(ids).logits.float()
+            rep = final_hidden(adapter, ids)
         keep = torch.ones(ids.shape, dtype=torch.bool, device=device)
         keep[:, 0] = not skip_first
         if lengths is not None:
             keep &= torch.arange(ids.shape[1], device=device) < lengths[i : i + batch_size, None].to(device)
-        ref, rep = ref[keep], rep[keep]
-        kl_sum += float(kl_divergence(ref, rep, torch.float32).sum())
-        agree += int((ref.argmax(-1) == rep.argmax(-1)).sum())
-        n += ref.shape[0]
-    return {"kl": kl_sum / n, "top1_agreement": agree / n, "tokens": n}
+        kl, same = chunked_kl_top1(adapter, ref[keep], rep[keep], vocab_chunk)
+        kl_sum, agree, n = kl_sum + float(kl.sum()), agree + int(same.sum()), n + int(keep.sum())
+    return {"kl": kl_sum / max(n, 1), "top1_agreement": agree / max(n, 1), "tokens": n}

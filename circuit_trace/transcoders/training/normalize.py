@@ -52,23 +52,7 @@ class Normalizer:
 @torch.no_grad()
 def fold_normalization(tc: Transcoder, norm: Normalizer) -> Transcoder:
     """A new transcoder (θ as a plain threshold) computing ``tc(s_x·x) / s_y`` on raw inputs."""
-    out = Transcoder(
-        tc.n_layers,
-        tc.d_model,
-        tc.d_features,
-        cross_layer=tc.is_cross_layer,
-        activation=tc.activation,
-        skip=tc.has_skip,
-        k=tc.k,
-        feature_input_hook=tc.feature_input_hook,
-        feature_output_hook=tc.feature_output_hook,
-        name=tc.name,
-        model_name=tc.model_name,
-        threshold_param="threshold",
-        bandwidth=tc.bandwidth,
-        device=tc.device,
-        dtype=tc.dtype,
-    )
+    out = tc.empty_like()
     sx = norm.x_scale.to(tc.device, torch.float64)
     sy = norm.y_scale.to(tc.device, torch.float64)
     dt = tc.dtype

@@ -835,11 +835,69 @@
     return String(ev);
   }
 
+  // The lists of `label_evidence` (circuit_trace.dashboards.labels), in reading order:
+  // key, row title, whether items name tokens (quoted, so spaces show), how values read.
+  var EVIDENCE_ROWS = [
+    ['activating_tokens', 'fires on', true, 'share'],
+    ['context_concepts', 'contexts name', false, 'share'],
+    ['top_logits', 'top logit effects', true, 'effect'],
+    ['logit_concepts', 'logits name', false, 'share']
+  ];
+
+  function chips(list, isToken, how) {
+    var d = el('div', 'chips');
+    list.slice(0, 6).forEach(function (it) {
+      var name = Array.isArray(it) ? it[0] : it, v = Array.isArray(it) ? num(it[1]) : null;
+      var c = el('span', 'chip');
+      c.appendChild(el('span', 'chip-name', name === null || name === undefined ? '(no concept)' : (isToken ? JSON.stringify(String(name)) : String(name))));
+      if (v !== null) c.appendChild(el('span', 'chip-val ' + (v >= 0 ? 'pos' : 'neg'), how === 'share' ? Math.round(v * 100) + '%' : (v >= 0 ? '+' : '') + fmt(v)));
+      d.appendChild(c);
+    });
+    return d;
+  }
+
+  function evidenceRow(t, title, content) {
+    var row = el('div', 'ev-row');
+    row.appendChild(el('div', 'ev-title', title));
+    row.appendChild(content);
+    t.appendChild(row);
+  }
+
+  function renderEvidence(ev) {
+    var t = el('div', 'evidence'), known = { rule: 1, context_source: 1, top_contexts: 1 };
+    if (typeof ev.rule === 'string') evidenceRow(t, 'why', el('span', 'rule', ev.rule));
+    EVIDENCE_ROWS.forEach(function (r) {
+      known[r[0]] = 1;
+      if (!Array.isArray(ev[r[0]]) || !ev[r[0]].length) return;
+      var title = r[1] + (r[0] === 'context_concepts' && typeof ev.context_source === 'string' ? ' (' + ev.context_source + ')' : '');
+      evidenceRow(t, title, chips(ev[r[0]], r[2], r[3]));
+    });
+    if (Array.isArray(ev.top_contexts) && ev.top_contexts.length) {
+      var ctx = el('div', 'contexts');
+      ev.top_contexts.slice(0, 3).forEach(function (c) { ctx.appendChild(el('div', 'ctx', '…' + String(c))); });
+      evidenceRow(t, 'top contexts', ctx);
+    }
+    Object.keys(ev).forEach(function (k) { if (!known[k]) t.appendChild(el('div', 'ev-other', k + ': ' + evidenceText(ev[k]))); });
+    return t;
+  }
+
   function renderLabelInfo(box, score, evidence) {
     if (score === null && !evidence) return;
     var d = el('div', 'label-info');
-    d.appendChild(el('span', 'muted', 'label (heuristic)' + (score !== null ? ' · agreement ' + fmt(score) : '')));
-    if (evidence) d.appendChild(el('div', 'evidence', evidenceText(evidence)));
+    var head = el('div', 'label-head');
+    head.appendChild(el('span', 'heuristic', 'heuristic label'));
+    if (score !== null) {
+      head.appendChild(el('span', 'agreement', 'agreement ' + fmt(score)));
+      var bar = el('span', 'meter'), fill = el('span', 'meter-fill');
+      fill.style.width = Math.round(Math.max(0, Math.min(1, score)) * 100) + '%';
+      bar.title = 'how far its evidence agrees with the label (0–1)';
+      bar.appendChild(fill);
+      head.appendChild(bar);
+    }
+    d.appendChild(head);
+    d.appendChild(el('div', 'muted note', 'Made automatically from the evidence below: read it before trusting the label.'));
+    if (evidence && typeof evidence === 'object' && !Array.isArray(evidence)) d.appendChild(renderEvidence(evidence));
+    else if (evidence) d.appendChild(el('div', 'ev-other', evidenceText(evidence)));
     box.appendChild(d);
   }
 
@@ -870,7 +928,9 @@
     box.hidden = false;
     box.setAttribute('data-node-id', n.id);
     box.appendChild(el('h3', 'detail-label', displayLabel(n)));
-    renderLabelInfo(box, n.labelScore, n.labelEvidence);
+    var labelBox = el('div', 'node-label');  // the feature's details may fill in the evidence later
+    box.appendChild(labelBox);
+    renderLabelInfo(labelBox, n.labelScore, n.labelEvidence);
     var table = el('table');
     cardRow(table, 'node', n.id);
     cardRow(table, 'type', n.kind);
@@ -897,7 +957,7 @@
     if (n.kind === 'feature' && n.feature !== null) {
       var ex = el('div', 'examples');
       box.appendChild(ex);
-      loadFeature(n, ex);
+      loadFeature(n, ex, labelBox);
     }
   }
 
@@ -912,13 +972,18 @@
     return '/features';
   }
 
-  function loadFeature(n, box) {
+  function loadFeature(n, box, labelBox) {
     var url = featureBase() + '/' + encodeURIComponent(String(n.feature)) + '.json';
     box.appendChild(el('div', 'muted', 'loading feature details…'));
     getJSON(url).then(function (fd) {
       if (state.qParams.clickedId !== n.id) return;
       if (!fd || typeof fd !== 'object') throw new Error('empty');
       renderFeature(fd, box);
+      var score = num(fd.label_score);
+      if (!n.labelEvidence && (fd.label_evidence || score !== null)) {  // show the details' evidence under the title
+        clear(labelBox);
+        renderLabelInfo(labelBox, score !== null ? score : n.labelScore, fd.label_evidence);
+      }
     }).catch(function () {
       if (state.qParams.clickedId !== n.id) return;
       clear(box);
@@ -937,7 +1002,6 @@
   function renderFeature(fd, box) {
     clear(box);
     if (typeof fd.label === 'string' && fd.label) box.appendChild(el('div', 'fd-label', 'label: ' + fd.label));
-    renderLabelInfo(box, num(fd.label_score), fd.label_evidence);
     if (typeof fd.transcoder_id === 'string') box.appendChild(el('div', 'muted', 'transcoder: ' + fd.transcoder_id));
     [['top_logits', 'Top logits'], ['bottom_logits', 'Bottom logits']].forEach(function (f) {
       if (!Array.isArray(fd[f[0]]) || !fd[f[0]].length) return;

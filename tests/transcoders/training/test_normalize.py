@@ -3,7 +3,7 @@ import torch
 
 from circuit_trace.transcoders import Transcoder
 from circuit_trace.transcoders.training import Normalizer, fold_normalization
-from circuit_trace.transcoders.training.trainer import _load_init
+from circuit_trace.transcoders.training.trainer import load_init
 
 
 @pytest.mark.parametrize("cross_layer", [True, False])
@@ -47,7 +47,7 @@ def test_unfold_then_fold_roundtrip():
     from circuit_trace.transcoders.training import TrainConfig, new_transcoder
 
     train_tc = new_transcoder(2, 8, TrainConfig(n_features=16, skip=True))
-    _load_init(train_tc, tc, norm)
+    load_init(train_tc, tc, norm)
     back = fold_normalization(train_tc, norm)
     x = torch.randn(10, 2, 8).transpose(0, 1)
     with torch.no_grad():

@@ -171,6 +171,25 @@ def test_train_from_args(tiny, tmp_path, capsys):
     assert "PLT jumprelu F=16" in capsys.readouterr().out
 
 
+def test_relu_with_skip_from_the_command_line(tiny, tmp_path, capsys):
+    """`train --activation relu --skip`: a ReLU PLT with a learned skip trains, saves and loads back
+    as what was asked for, and its sparsity penalty keeps features from all firing."""
+    model, tok, corpus = tiny
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "corpus.txt").write_text("\n\n".join(corpus))
+    args = ["--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.txt"), "--kind", "plt"]
+    args += ["--features", "16", "--steps", "12", "--batch-size", "32", "--context-size", "16", "--lr", "3e-3"]
+    args += ["--activation", "relu", "--skip", "--out", str(tmp_path / "relu"), "--no-progress"]
+    report = train_from_args(args)
+    assert report.completed and report.activation == "relu"
+    assert "PLT relu F=16" in capsys.readouterr().out
+    loaded = load_transcoders(str(tmp_path / "relu" / "transcoder"))
+    assert loaded.activation == "relu" and loaded.has_skip and not loaded.is_cross_layer
+    assert loaded.W_skip is not None and float(loaded.W_skip.abs().sum()) > 0  # the skip was learned
+    assert all(0 < f < 2 for f in report.fvu) and 0 < report.l0_total < 2 * 16
+
+
 def test_short_documents_one_window_each(tiny, tmp_path):
     model, tok, _ = tiny
     docs = ["the capital of texas is austin", "ohio has columbus", "maine is small", "utah is big"] * 10

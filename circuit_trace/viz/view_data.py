@@ -12,6 +12,8 @@ from typing import Any, cast
 
 from ..graphs.defaults import EDGE_THRESHOLD, NODE_THRESHOLD
 
+__all__ = ["KINDS", "VNode", "VGraph", "kind_of", "as_json_dict", "load", "visible_ids"]
+
 KINDS = ("feature", "error", "embedding", "logit")
 
 
@@ -102,6 +104,74 @@ def _graph_to_json(graph: Any, *, node_threshold: float, edge_threshold: float) 
     return graph.neuronpedia_dict(slug, node_threshold, edge_threshold)
 
 
+def _n_layers(raw_nodes: list) -> int:
+    """The model's layer count: logits sit at layer str(L + 1) (SPEC), else one past the deepest."""
+    numeric_layers, logit_layers = [], []
+    for n in raw_nodes:
+        k = kind_of(str(n.get("feature_type", "")))
+        try:
+            li = int(str(n.get("layer")))
+        except ValueError:
+            continue
+        (logit_layers if k == "logit" else numeric_layers).append(li)
+    deepest = (max(numeric_layers) + 1) if numeric_layers else 0
+    return max(max(logit_layers) - 1 if logit_layers else deepest, deepest)
+
+
+def _vnode(n: Mapping, index: int, n_layers: int, tokens: list[str]) -> VNode:
+    kind = kind_of(str(n.get("feature_type", "")))
+    layer = str(n.get("layer"))
+    if kind == "embedding":
+        row = 0
+    elif kind == "logit":
+        row = n_layers + 1
+    else:
+        try:
+            row = int(layer) + 1
+        except ValueError:
+            row = 0
+    pos = int(n.get("ctx_idx") or 0)
+    feat = n.get("feature")
+    return VNode(
+        index=index,
+        node_id=str(n.get("node_id")),
+        kind=kind,
+        layer=layer,
+        row=row,
+        pos=pos,
+        label=str(n.get("clerp") or ""),
+        activation=_num(n.get("activation")),
+        influence=_num(n.get("influence")),
+        feature=int(feat) if isinstance(feat, (int, float)) and not isinstance(feat, bool) else None,
+        token=tokens[pos] if 0 <= pos < len(tokens) else "",
+        always=kind in ("embedding", "logit"),
+        score=_num(n.get("node_influence")),
+        label_score=_num(n.get("label_score")),
+    )
+
+
+def _links(raw_links: list, by_id: dict[str, int]) -> list[tuple[int, int, float]]:
+    """(source, target, weight) of the links between known nodes with a finite weight."""
+    links = []
+    for ln in raw_links:
+        s, t = by_id.get(str(ln.get("source"))), by_id.get(str(ln.get("target")))
+        w = _num(ln.get("weight"))
+        if s is not None and t is not None and w is not None:
+            links.append((s, t, w))
+    return links
+
+
+def _supernodes(given: Iterable | Mapping | None, qp: Mapping) -> list[list[str]]:
+    """[name, member ids...] groups: the ones given (a list or {name: members}), else the file's."""
+    if given is None:
+        sn = qp.get("supernodes") or []
+    elif isinstance(given, Mapping):
+        sn = [[str(k), *map(str, v)] for k, v in given.items()]
+    else:
+        sn = list(given)
+    return [[str(x) for x in group] for group in sn if isinstance(group, (list, tuple)) and len(group) >= 2]
+
+
 def load(
     graph: Any,
     *,
@@ -112,82 +182,15 @@ def load(
     """Parse a graph (see `as_json_dict`) into a `VGraph` (all nodes and links of the JSON)."""
     data = as_json_dict(graph, node_threshold=node_threshold, edge_threshold=edge_threshold)
     meta = data.get("metadata") or {}
-    qp = data.get("qParams") or {}
     tokens = [str(t) for t in (meta.get("prompt_tokens") or [])]
     raw_nodes = data.get("nodes") or []
-
-    numeric_layers = []
-    logit_layers = []
-    for n in raw_nodes:
-        k = kind_of(str(n.get("feature_type", "")))
-        try:
-            li = int(str(n.get("layer")))
-        except ValueError:
-            continue
-        (logit_layers if k == "logit" else numeric_layers).append(li)
-    if logit_layers:
-        n_layers = max(logit_layers) - 1  # SPEC: logits sit at layer str(L + 1)
-    elif numeric_layers:
-        n_layers = max(numeric_layers) + 1
-    else:
-        n_layers = 0
-    n_layers = max(n_layers, (max(numeric_layers) + 1) if numeric_layers else 0)
-
+    n_layers = _n_layers(raw_nodes)
     nodes: list[VNode] = []
     by_id: dict[str, int] = {}
     for n in raw_nodes:
-        nid = str(n.get("node_id"))
-        if nid in by_id:
-            continue
-        kind = kind_of(str(n.get("feature_type", "")))
-        layer = str(n.get("layer"))
-        if kind == "embedding":
-            row = 0
-        elif kind == "logit":
-            row = n_layers + 1
-        else:
-            try:
-                row = int(layer) + 1
-            except ValueError:
-                row = 0
-        pos = int(n.get("ctx_idx") or 0)
-        tok = tokens[pos] if 0 <= pos < len(tokens) else ""
-        feat = n.get("feature")
-        node = VNode(
-            index=len(nodes),
-            node_id=nid,
-            kind=kind,
-            layer=layer,
-            row=row,
-            pos=pos,
-            label=str(n.get("clerp") or ""),
-            activation=_num(n.get("activation")),
-            influence=_num(n.get("influence")),
-            feature=int(feat) if isinstance(feat, (int, float)) and not isinstance(feat, bool) else None,
-            token=tok,
-            always=kind in ("embedding", "logit"),
-            score=_num(n.get("node_influence")),
-            label_score=_num(n.get("label_score")),
-        )
-        by_id[nid] = node.index
-        nodes.append(node)
-
-    links = []
-    for ln in data.get("links") or []:
-        s, t = by_id.get(str(ln.get("source"))), by_id.get(str(ln.get("target")))
-        w = _num(ln.get("weight"))
-        if s is None or t is None or w is None:
-            continue
-        links.append((s, t, w))
-
-    if supernodes is None:
-        sn = qp.get("supernodes") or []
-    elif isinstance(supernodes, Mapping):
-        sn = [[str(k), *map(str, v)] for k, v in supernodes.items()]
-    else:
-        sn = list(supernodes)
-    sn = [[str(x) for x in group] for group in sn if isinstance(group, (list, tuple)) and len(group) >= 2]
-
+        if str(n.get("node_id")) not in by_id:  # the first of repeated ids wins
+            nodes.append(_vnode(n, len(nodes), n_layers, tokens))
+            by_id[nodes[-1].node_id] = nodes[-1].index
     ps_raw = meta.get("pruning_settings")
     ps: Mapping[str, Any] = ps_raw if isinstance(ps_raw, Mapping) else {}
     view = _num(meta.get("node_threshold"))
@@ -198,9 +201,9 @@ def load(
         slug=str(meta.get("slug") or ""),
         scan=str(meta.get("scan") or ""),
         nodes=nodes,
-        links=links,
+        links=_links(data.get("links") or [], by_id),
         n_layers=n_layers,
-        supernodes=sn,
+        supernodes=_supernodes(supernodes, data.get("qParams") or {}),
         node_threshold=view,
         export_node_threshold=export if export is not None else view,
     )

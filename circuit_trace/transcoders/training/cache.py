@@ -1,0 +1,245 @@
+"""Activation cache: MLP inputs and outputs harvested once, then read back at memory speed by any
+number of training runs.
+
+Layout of a cache directory (no pickle; every array is a ``.npy`` file read memory-mapped):
+    cache.json              metadata (`CacheInfo`): model, hooks, layers, dtype, tokens, corpus
+                            fingerprint, shard list, ``complete``
+    windows.npy, lengths.npy  the token windows ``[N, P]`` (int32) and their lengths ``[N]``
+    shard_00000.x.npy       MLP inputs ``[rows, n_layers_cached, d]`` (bf16 stored as int16 bits,
+    shard_00000.y.npy       or fp16 / fp32), outputs the same
+    shard_00000.norms.npy   fp32 ``[rows, 2, n_layers_cached]``: input / output norm per layer, taken
+                            before the cast, so outlier filtering reads no activations
+A row is one token: the windows' tokens in window order, position 0 (BOS) and padding left out.
+Each shard is a run of whole windows, written under a temporary name and renamed when complete, so
+a harvest interrupted at any point resumes by skipping the shards already on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...atomic import atomic_write_text
+from .chunks import ChunkedStream, OutlierCounts, outlier_mask
+
+CACHE_FORMAT = 1
+META_NAME = "cache.json"
+DISK_DTYPES = {"bfloat16": np.int16, "float16": np.float16, "float32": np.float32}  # bf16 kept as its bits
+
+
+class CacheError(ValueError):
+    """The activation cache is missing, incomplete or does not match the request."""
+
+
+@dataclass
+class CacheInfo:
+    """The metadata of an activation cache (``cache.json``)."""
+
+    model: str
+    input_hook: str
+    output_hook: str
+    layers: list[int]  # model layers stored, in order
+    n_model_layers: int
+    d_model: int
+    dtype: str  # on-disk dtype: bfloat16 | float16 | float32
+    context_size: int
+    n_windows: int
+    n_tokens: int  # rows over all shards
+    corpus_fingerprint: str  # sha256 of the windows and lengths (corpus + tokenizer + windowing)
+    shards: list[dict] = field(default_factory=list)  # {"name", "windows": [lo, hi], "rows": [lo, hi]}
+    complete: bool = False
+    format: int = CACHE_FORMAT
+
+    def save(self, directory: Path) -> None:
+        atomic_write_text(directory / META_NAME, json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> CacheInfo:
+        path = directory / META_NAME
+        if not path.is_file():
+            raise CacheError(f"{directory} is not an activation cache (no {META_NAME}); run `circuit-trace harvest`")
+        info = cls(**json.loads(path.read_text()))
+        if info.format != CACHE_FORMAT:
+            raise CacheError(f"{path}: cache format {info.format}, this version reads format {CACHE_FORMAT}")
+        return info
+
+    def same_request(self, other: CacheInfo) -> list[str]:
+        """Fields in which ``other`` (a new harvest request) differs from this cache."""
+        keys = ("model", "input_hook", "output_hook", "layers", "dtype", "context_size", "corpus_fingerprint")
+        return [k for k in keys if getattr(self, k) != getattr(other, k)]
+
+
+def fingerprint(windows: torch.Tensor, lengths: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(str(tuple(windows.shape)).encode())
+    h.update(windows.to(torch.int64).contiguous().numpy().tobytes())
+    h.update(lengths.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def row_starts(lengths: torch.Tensor) -> torch.Tensor:
+    """``[N + 1]`` first row of each window (a window of length n holds n - 1 rows)."""
+    return torch.cat([torch.zeros(1, dtype=torch.long), (lengths.long() - 1).clamp_min(0).cumsum(0)])
+
+
+def plan_shards(lengths: torch.Tensor, shard_tokens: int) -> list[dict]:
+    """Runs of whole windows holding about ``shard_tokens`` rows each."""
+    starts = row_starts(lengths)
+    shards, lo = [], 0
+    n = lengths.shape[0]
+    while lo < n:
+        hi = int(torch.searchsorted(starts, starts[lo] + shard_tokens, right=True)) - 1
+        hi = min(n, max(hi, lo + 1))
+        shards.append(
+            {"name": f"shard_{len(shards):05d}", "windows": [lo, hi], "rows": [int(starts[lo]), int(starts[hi])]}
+        )
+        lo = hi
+    return shards
+
+
+def to_disk(t: torch.Tensor, dtype: str) -> np.ndarray:
+    t = t.to(getattr(torch, dtype)).contiguous()
+    return (t.view(torch.int16) if dtype == "bfloat16" else t).numpy()
+
+
+def from_disk(a: np.ndarray, dtype: str) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only memory map: torch warns, we never write to it
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.from_numpy(a)
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+def shard_done(directory: Path, name: str) -> bool:
+    return all((directory / f"{name}.{part}.npy").is_file() for part in ("x", "y", "norms"))
+
+
+class ActivationCache:
+    """A complete cache directory opened for reading (shards memory-mapped on first use)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.info = CacheInfo.load(self.path)
+        if not self.info.complete:
+            raise CacheError(f"activation cache {self.path} is incomplete: run the same harvest again to finish it")
+        self.windows = torch.from_numpy(np.load(self.path / "windows.npy")).long()
+        self.lengths = torch.from_numpy(np.load(self.path / "lengths.npy")).long()
+        self.starts = row_starts(self.lengths)
+        self.shard_rows = torch.tensor([s["rows"][0] for s in self.info.shards] + [self.info.n_tokens])
+        self._maps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if i not in self._maps:
+            name, dt = self.info.shards[i]["name"], self.info.dtype
+            load = lambda part: np.load(self.path / f"{name}.{part}.npy", mmap_mode="r")
+            self._maps[i] = (from_disk(load("x"), dt), from_disk(load("y"), dt), from_disk(load("norms"), "float32"))
+        return self._maps[i]
+
+    def rows_of(self, windows: torch.Tensor) -> torch.Tensor:
+        """Row indices of the tokens of ``windows`` (indices into the cache's windows), in order."""
+        counts = (self.lengths[windows] - 1).clamp_min(0)
+        first = torch.repeat_interleave(self.starts[windows], counts)
+        offset = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        return first + offset
+
+    def _by_shard(self, rows: torch.Tensor):
+        which = torch.searchsorted(self.shard_rows, rows, right=True) - 1
+        for s in which.unique().tolist():
+            mask = which == s
+            yield mask, rows[mask] - self.shard_rows[s], self.shard(s)
+
+    def norms(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and output norms ``[n, n_layers_cached]`` of ``rows``."""
+        out = torch.empty(rows.shape[0], 2, len(self.info.layers))
+        for mask, local, (_, _, n) in self._by_shard(rows):
+            out[mask] = n[local]
+        return out[:, 0], out[:, 1]
+
+    def gather(self, rows: torch.Tensor, layer_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) ``[n, L, d]`` in the cache dtype for ``rows`` (layers: positions among the cached ones)."""
+        n_l = len(self.info.layers) if layer_pos is None else layer_pos.shape[0]
+        dt = getattr(torch, self.info.dtype)
+        x, y = (torch.empty(rows.shape[0], n_l, self.info.d_model, dtype=dt) for _ in range(2))
+        for mask, local, (xs, ys, _) in self._by_shard(rows):
+            if layer_pos is None:
+                x[mask], y[mask] = xs[local], ys[local]
+            else:
+                x[mask], y[mask] = xs[local[:, None], layer_pos[None]], ys[local[:, None], layer_pos[None]]
+        return x, y
+
+    def layer_positions(self, layers: list[int]) -> torch.Tensor | None:
+        """Positions of model ``layers`` among the cached layers (None: exactly the cached ones)."""
+        if layers == self.info.layers:
+            return None
+        missing = [l for l in layers if l not in self.info.layers]
+        if missing:
+            raise CacheError(f"activation cache {self.path} has no layer {missing[0]} (it holds {self.info.layers})")
+        return torch.tensor([self.info.layers.index(l) for l in layers])
+
+
+class CacheBuffer(ChunkedStream):
+    """The training stream of `buffer.ActivationBuffer`, read from an `ActivationCache`: for the same
+    windows, seed and chunking it yields the same batches, without running the model. Only the rows
+    of this rank's slice of each batch are read from disk."""
+
+    def __init__(
+        self,
+        cache: ActivationCache,
+        windows: torch.Tensor,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        windows_per_chunk: int = 64,
+        outlier_ratio: float | None = 10.0,
+        output_outlier_ratio: float | None = None,
+        layers: list[int] | None = None,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        from .buffer import CorpusError
+
+        self.cache, self.train_windows = cache, windows
+        usable = int((cache.lengths[windows] - 1).clamp_min(0).sum())
+        if usable < batch_size:
+            raise CorpusError(f"corpus too short: {usable} cached tokens, fewer than one batch ({batch_size} tokens)")
+        self.batch_size, self.seed, self.n_windows = batch_size, seed, windows.shape[0]
+        self.windows_per_chunk = max(1, min(windows_per_chunk, self.n_windows))
+        self.outlier_ratio, self.output_outlier_ratio = outlier_ratio, output_outlier_ratio
+        self.layer_pos = cache.layer_positions(layers if layers is not None else cache.info.layers)
+        self.device = torch.device(device)
+        self._rows: tuple | None = None
+        self._init_stream(rank=rank, world_size=world_size)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._rows = None
+
+    def _chunk_rows(self, epoch: int, chunk: int) -> tuple[torch.Tensor, OutlierCounts]:
+        if self._rows is not None and self._rows[0] == (epoch, chunk):
+            return self._rows[1]
+        rows = self.cache.rows_of(self.train_windows[self.chunk_windows(epoch, chunk)])
+        keep, counts = outlier_mask(*self.cache.norms(rows), self.outlier_ratio, self.output_outlier_ratio)
+        rows = rows[keep]
+        self._rows = ((epoch, chunk), (rows[self.chunk_permutation(epoch, chunk, rows.shape[0])], counts))
+        return self._rows[1]
+
+    def _load_chunk(self, epoch: int, chunk: int) -> tuple[int, OutlierCounts]:
+        rows, counts = self._chunk_rows(epoch, chunk)
+        return rows.shape[0], counts
+
+    def _batch(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.cache.gather(self._chunk_rows(self.epoch, self.chunk)[0][lo:hi], self.layer_pos)
+        return x.to(self.device, torch.float32), y.to(self.device, torch.float32)
+
+    def first_tokens(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``n_tokens`` tokens of the first chunk of epoch 0 (float32), without moving the stream."""
+        x, y = self.cache.gather(self._chunk_rows(0, 0)[0][:n_tokens], self.layer_pos)
+        return x.float(), y.float()

@@ -1,0 +1,136 @@
+"""`circuit-trace trace`'s target, HTML and save options and `circuit-trace validate`: what they
+print and write is what the Python API gives for the same settings."""
+
+from __future__ import annotations
+
+import json
+
+import helpers
+import pytest
+
+import circuit_trace as ct
+from circuit_trace.cli import EXIT_INPUT, EXIT_OK, main
+from circuit_trace.interventions import ValidationReport
+from circuit_trace.transcoders import Transcoder
+
+PROMPT = "w1 w5 w7 w9"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-trace")
+    model = helpers.make_hf_model("llama", seed=3)
+    model.save_pretrained(root / "model")
+    helpers.tokenizer().save_pretrained(root / "model")
+    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized").save(str(root / "clt"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def rm(saved):
+    return ct.load(str(saved / "model"), str(saved / "clt"), device="cpu")
+
+
+def model_args(saved) -> list[str]:
+    return ["--model", str(saved / "model"), "--transcoders", str(saved / "clt")]
+
+
+def one_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err and err.rstrip().endswith(lines[0]), err
+    return lines[0]
+
+
+def test_trace_targets_logit_diff_html_and_save(saved, rm, tmp_path, capsys):
+    out, st = tmp_path / "g.json", tmp_path / "g.safetensors"
+    args = ["--target", "w3", "--target", "w4", "--logit-diff", "w3", "w4", "--html", "--save", str(st)]
+    code = main(["trace", PROMPT, *model_args(saved), "-q", "-o", str(out), *args])
+    assert code == EXIT_OK
+    text = capsys.readouterr().out
+    expected = ct.attribute(
+        rm, PROMPT, targets=["w3", "w4", ct.logit_difference(rm, "w3", "w4")], progress=False
+    ).logit_nodes()
+    assert text.startswith("targets:\n")
+    for _, row in expected.iterrows():  # each target with its probability, the difference with its value
+        shown = f"value={row['activation']:.4f}" if row["token_id"] < 0 else f"p={row['logit_prob']:.4f}"
+        assert f"{row['token']!r:>16}  {shown}" in text
+    saved_graph = ct.Graph.load(st)
+    assert list(saved_graph.logit_nodes()["token"]) == list(expected["token"])
+    assert f"nodes: {saved_graph.n_nodes} ->" in text  # the full graph is what --save keeps
+    html = out.with_suffix(".html")
+    assert f"wrote {html}" in text and "plotly" in html.read_text()[:100_000].lower()
+    doc = json.loads(out.read_text())
+    assert sum(n["feature_type"] == "logit" for n in doc["nodes"]) == 3  # the three targets, nothing else
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "w3 w4"], "exactly one token"),
+        (["--logit-diff", "w3", "w4 w5"], "exactly one token"),
+    ],
+)
+def test_trace_bad_targets(saved, tmp_path, capsys, args, message):
+    code = main(["trace", PROMPT, *model_args(saved), "-q", "-o", str(tmp_path / "g.json"), *args])
+    assert code == EXIT_INPUT and message in one_error(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "save, message", [("g.pt", "must end in .safetensors"), ("nodir/g.safetensors", "does not exist")]
+)
+def test_trace_bad_save_path_fails_before_loading(tmp_path, capsys, save, message):
+    code = main(
+        ["trace", PROMPT, "--model", str(tmp_path / "none"), "-o", str(tmp_path / "g.json")]
+        + ["--save", str(tmp_path / save)]
+    )
+    assert code == EXIT_INPUT and message in one_error(capsys.readouterr().err)
+
+
+def test_validate_a_saved_graph_prints_and_saves_the_api_report(saved, rm, tmp_path, capsys):
+    graph = ct.attribute(rm, PROMPT, progress=False)
+    graph.save(tmp_path / "g.safetensors")
+    report_json, fig = tmp_path / "r.json", tmp_path / "r.html"
+    args = ["--graph", str(tmp_path / "g.safetensors"), "--json", str(report_json), "--html", str(fig)]
+    code = main(["validate", *model_args(saved), "--max-sources", "8", "--n-pairs", "40", *args])
+    assert code == EXIT_OK
+    text = capsys.readouterr().out
+    expected = ct.validate(rm, graph, max_sources=8, n_pairs=40)
+    for _, r in expected.summary.iterrows():
+        assert f"{r['pairs']:<18}{r['n']:>5}  {r['spearman_direct']:>15.3f}  {r['spearman_total']:>14.3f}" in text
+    assert f"goal {expected.goal}" in text and "single-feature ablations" in text
+    assert "note: a pruned graph" not in text  # the full graph
+    loaded = ValidationReport.load(report_json)
+    assert loaded.pairs[["source", "target"]].equals(expected.pairs[["source", "target"]])
+    assert "plotly" in fig.read_text()[:100_000].lower()
+
+
+def test_validate_traces_a_prompt(saved, capsys):
+    code = main(["validate", PROMPT, *model_args(saved), "--max-sources", "4", "-q"])
+    assert code == EXIT_OK
+    assert "Spearman" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([PROMPT, "--graph", "g.safetensors"], "not both"),
+        ([], "not both and not neither"),
+    ],
+)
+def test_validate_needs_a_prompt_or_a_graph(saved, capsys, args, message):
+    assert main(["validate", *model_args(saved), *args]) == EXIT_INPUT
+    assert message in one_error(capsys.readouterr().err)
+
+
+def test_validate_bad_graph_file(saved, tmp_path, capsys):
+    (tmp_path / "g.safetensors").write_text("not a graph")
+    code = main(["validate", "--graph", str(tmp_path / "g.safetensors"), *model_args(saved)])
+    assert code == EXIT_INPUT and "--graph" in one_error(capsys.readouterr().err)
+
+
+def test_validate_a_pruned_json_says_it_is_pruned(saved, rm, tmp_path, capsys):
+    graph = ct.attribute(rm, PROMPT, progress=False)
+    graph.to_json(tmp_path / "g.json", pruned=ct.prune(graph, node_threshold=0.9, edge_threshold=0.99))
+    code = main(["validate", "--graph", str(tmp_path / "g.json"), *model_args(saved), "--max-sources", "4"])
+    assert code == EXIT_OK
+    assert "note: a pruned graph" in capsys.readouterr().out

@@ -1,0 +1,30 @@
+"""`circuit-trace harvest`, `train --cache --layers` and `merge-transcoders` from the command line."""
+
+from circuit_trace.cli import main
+from circuit_trace.transcoders import load_transcoders
+from circuit_trace.transcoders.training import ActivationCache
+
+
+def test_harvest_train_subsets_merge(tiny, tmp_path, capsys):
+    model, tok, corpus = tiny
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "corpus.txt").write_text("\n\n".join(corpus))
+    common = ["--model", str(tmp_path / "model"), "--corpus", str(tmp_path / "corpus.txt"), "--no-progress"]
+    assert (
+        main(["harvest", *common, "--out", str(tmp_path / "cache"), "--context-size", "16", "--shard-tokens", "300"])
+        == 0
+    )
+    assert "tokens, layers 2, bfloat16" in capsys.readouterr().out
+    assert ActivationCache(tmp_path / "cache").info.complete
+    train = ["train", *common, "--cache", str(tmp_path / "cache"), "--kind", "plt", "--features", "16"]
+    train += ["--steps", "2", "--batch-size", "32", "--eval-tokens", "40"]
+    for layers in ("0", "1"):
+        assert main([*train, "--layers", layers, "--out", str(tmp_path / f"l{layers}")]) == 0
+    assert main(["merge-transcoders", str(tmp_path / "l0"), str(tmp_path / "l1"), "--out", str(tmp_path / "m")]) == 0
+    assert "PLT, 2 layers" in capsys.readouterr().out
+    assert load_transcoders(str(tmp_path / "m")).n_layers == 2
+    assert main(["merge-transcoders", str(tmp_path / "l0"), "--out", str(tmp_path / "m2")]) == 2
+    assert "no run covers layer(s) [1]" in capsys.readouterr().err
+    bad = ["harvest", *common, "--out", str(tmp_path / "cache"), "--context-size", "8"]
+    assert main(bad) == 2 and "other settings" in capsys.readouterr().err
