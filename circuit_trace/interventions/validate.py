@@ -13,6 +13,7 @@ published reference (SPEC §5). The report states it as a goal and never adjusts
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from dataclasses import dataclass, field
@@ -108,8 +109,9 @@ class ValidationReport:
             )
         s = self.summary
         fig.update_layout(
-            title=f"Graph vs ablation ({self.prompt!r}): Spearman f→f {s.iloc[0]['spearman_total']:.2f} "
-            f"(goal {self.goal}), f→logit {s.iloc[1]['spearman_total']:.2f}",
+            # two lines: a prompt-long title is cut at the figure's edge on one
+            title=f"Graph vs ablation: {html.escape(repr(self.prompt))}<br><sup>Spearman feature→feature "
+            f"{s.iloc[0]['spearman_total']:.2f} (goal {self.goal}), feature→logit {s.iloc[1]['spearman_total']:.2f}</sup>",
             xaxis_title=f"graph prediction ({predictor.split('_')[1]})",
             yaxis_title="measured drop when the source is ablated",
         )
