@@ -128,11 +128,18 @@ def test_context_limit_is_enforced_and_said():
     assert short.stop_reason == "max_new_tokens" and not short.warnings and len(short.token_ids) == 2
 
 
-def test_eos_stops(monkeypatch):
+def test_eos_stops():
     rm = replacement("gpt2", "clt")
     first = generate(rm, PROMPT, [], max_new_tokens=1, stop_at_eos=False, compare=False).token_ids[0]
-    monkeypatch.setattr(rm.tokenizer, "eos_token_id", first)
-    res = generate(rm, PROMPT, [], max_new_tokens=5)
+    # Set and restore through the tokenizer's own property: monkeypatch's undo may delete the
+    # attribute instead, which transformers' tokenizers refuse.
+    old = rm.tokenizer.eos_token_id
+    rm.tokenizer.eos_token_id = first
+    try:
+        res = generate(rm, PROMPT, [], max_new_tokens=5)
+    finally:
+        rm.tokenizer.eos_token_id = old
+    assert rm.tokenizer.eos_token_id == old
     assert res.token_ids == [first] and res.stop_reason == "eos"
 
 
