@@ -127,6 +127,17 @@ def make_hf_model(family: str, *, n_layers: int = 3, d_model: int = 32, seed: in
     return model.eval()
 
 
+def save_llama_and_clt(root: Path, *, model_dir: str = "model", clt_dir: str = "clt", name: str = "") -> Path:
+    """A tiny Llama + tokenizer and a CLT for it, saved under `root` as a user would have them (the
+    CLI tests' fixture)."""
+    model = make_hf_model("llama", seed=3)
+    model.save_pretrained(root / model_dir)
+    tokenizer().save_pretrained(root / model_dir)
+    tc = Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized", name=name)
+    tc.save(str(root / clt_dir))
+    return root
+
+
 def default_hooks(family: str) -> tuple[str, str]:
     return ("ln2.hook_normalized" if family != "gpt2" else "hook_resid_mid"), "hook_mlp_out"
 

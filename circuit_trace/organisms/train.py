@@ -74,6 +74,34 @@ def _brief(res: dict) -> dict:
     return {k: {m: round(v[m], 4) for m in ("n", "first_token", "exact")} for k, v in res.items()}
 
 
+def _optimizer(model, cfg: OrganismTrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms' gains or biases)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+
+
+def _lr_at(cfg: OrganismTrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_frac` of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _padded_batch(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token lists -> (ids [B, T] right-padded, attention mask [B, T], labels with pads as -100)."""
+    ids = torch.full((len(batch), max(map(len, batch))), pad_id, dtype=torch.long)
+    for i, b in enumerate(batch):
+        ids[i, : len(b)] = torch.tensor(b)
+    mask = (ids != pad_id).long()
+    return ids, mask, ids.masked_fill(mask == 0, -100)
+
+
 def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str = "") -> dict:
     """Train the tokenizer and the small Llama from scratch, evaluate it and save it to `out` (HF
     layout plus `metrics.json`); the metrics."""
@@ -94,39 +122,22 @@ def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str 
     model = build_model(cfg, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"params {n_params:,}; vocab {len(tokenizer)}; {len(uniq)} distinct sentences")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
-
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
-
+    opt = _optimizer(model, cfg)
     history = []
     model.train()
     for step in range(cfg.steps):
-        batch = [enc[s] for s in corpus[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
-        width = max(map(len, batch))
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        for i, b in enumerate(batch):
-            ids[i, : len(b)] = torch.tensor(b)
-        mask = (ids != pad_id).long()
-        labels = ids.masked_fill(mask == 0, -100)
+        ids, mask, labels = _padded_batch(
+            [enc[s] for s in corpus[step * cfg.batch_size : (step + 1) * cfg.batch_size]], pad_id
+        )
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = _lr_at(cfg, step)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 100 == 0:
-            log(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
+            log(f"step {step} loss {loss.item():.4f} lr {_lr_at(cfg, step):.2e} {time.time() - t0:.0f}s")
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             res = _brief(evaluate_organism(model, tokenizer))
             history.append({"step": step + 1, **res})

@@ -15,12 +15,7 @@ from circuit_trace.transcoders import Transcoder
 def saved(tmp_path_factory):
     """A tiny Llama + tokenizer and a CLT, saved to disk as a user would have them."""
     root = tmp_path_factory.mktemp("cli")
-    model = helpers.make_hf_model("llama", seed=3)
-    model.save_pretrained(root / "model")
-    helpers.tokenizer().save_pretrained(root / "model")
-    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized", name="tiny-clt").save(
-        str(root / "clt")
-    )
+    helpers.save_llama_and_clt(root, name="tiny-clt")
     return root
 
 

@@ -15,17 +15,13 @@ import torch
 
 from circuit_trace.atomic import atomic_write_text
 from circuit_trace.cli import EXIT_INPUT, EXIT_LOAD, add_train_arguments, config_from_args, main
-from circuit_trace.transcoders import Transcoder
 from circuit_trace.transcoders.training import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-failures")
-    model = helpers.make_hf_model("llama", seed=3)
-    model.save_pretrained(root / "model")
-    helpers.tokenizer().save_pretrained(root / "model")
-    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized").save(str(root / "clt"))
+    helpers.save_llama_and_clt(root)
     (root / "corpus.txt").write_text("w1 w2 w3 w4 w5\n\nw6 w7 w8 w9\n")
     return root
 
@@ -131,38 +127,14 @@ def test_train_bad_numbers(saved, tmp_path, capsys, option, value, field):
 
 def test_failed_train_leaves_no_empty_output_directory(saved, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--model",
-            str(saved / "model"),
-            "--corpus",
-            str(tmp_path / "missing.txt"),
-            "--features",
-            "8",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    argv = ["train", "--model", str(saved / "model"), "--corpus", str(tmp_path / "missing.txt")]
+    argv += ["--features", "8", "--out", str(out), "--no-progress"]
+    code = main(argv)
     assert code == EXIT_INPUT and "missing.txt" in one_error_line(capsys)
     assert not out.exists()
     # a directory the user made beforehand stays, even empty
     out.mkdir()
-    code = main(
-        [
-            "train",
-            "--model",
-            str(saved / "model"),
-            "--corpus",
-            str(tmp_path / "missing.txt"),
-            "--features",
-            "8",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    code = main(argv)
     assert code == EXIT_INPUT and out.is_dir()
 
 

@@ -12,7 +12,6 @@ import pytest
 
 import circuit_trace as ct
 from circuit_trace.cli import EXIT_INPUT, EXIT_OK, main
-from circuit_trace.transcoders import Transcoder
 
 PROMPT, OTHER = "w1 w5 w7 w9", "w2 w6 w3 w8"
 
@@ -20,10 +19,7 @@ PROMPT, OTHER = "w1 w5 w7 w9", "w2 w6 w3 w8"
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-intervene")
-    model = helpers.make_hf_model("llama", seed=3)
-    model.save_pretrained(root / "model")
-    helpers.tokenizer().save_pretrained(root / "model")
-    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized").save(str(root / "clt"))
+    helpers.save_llama_and_clt(root)
     return root
 
 

@@ -11,7 +11,6 @@ import pytest
 import circuit_trace as ct
 from circuit_trace.cli import EXIT_INPUT, EXIT_OK, main
 from circuit_trace.interventions import ValidationReport
-from circuit_trace.transcoders import Transcoder
 
 PROMPT = "w1 w5 w7 w9"
 
@@ -19,10 +18,7 @@ PROMPT = "w1 w5 w7 w9"
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-trace")
-    model = helpers.make_hf_model("llama", seed=3)
-    model.save_pretrained(root / "model")
-    helpers.tokenizer().save_pretrained(root / "model")
-    Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized").save(str(root / "clt"))
+    helpers.save_llama_and_clt(root)
     return root
 
 

@@ -21,7 +21,6 @@ import helpers
 import pytest
 
 from circuit_trace.cli import EXIT_OK, main
-from circuit_trace.transcoders import Transcoder
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DALLAS = "Fact: the capital of the state containing Dallas is"
@@ -184,12 +183,8 @@ def run(command: str) -> tuple[int, str, str]:
 def ran(tmp_path_factory):
     """Run every covered README command in order in one directory: {command: (code, out, err)}."""
     root = tmp_path_factory.mktemp("readme")
-    model = helpers.make_hf_model("llama", seed=3)
-    model.save_pretrained(root / "path/to/model")
-    helpers.tokenizer().save_pretrained(root / "path/to/model")
-    for name in ("clt", "transcoders"):
-        tc = Transcoder.random(3, 32, 64, cross_layer=True, seed=4, input_hook="ln2.hook_normalized")
-        tc.save(str(root / "path/to" / name))
+    helpers.save_llama_and_clt(root, model_dir="path/to/model", clt_dir="path/to/clt")
+    helpers.save_llama_and_clt(root, model_dir="path/to/model", clt_dir="path/to/transcoders")
     (root / "corpus.txt").write_text("\n".join(helpers.random_prompt(s) for s in range(40)) + "\n")
     (root / "prompts.txt").write_text(f"{DALLAS}\nFact: the capital of the state containing Oakland is\n")
     results = {}
