@@ -24,8 +24,10 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import psutil
@@ -222,22 +224,45 @@ class MatmulFlops(TorchDispatchMode):
     """FLOPs (2 per multiply-add) of the matrix products run inside the context (mm, bmm, addmm,
     baddbmm, convolutions, attention kernels: torch.utils.flop_counter's formulas), in total and
     inside autograd's backward passes. Elementwise work is not counted. Unlike FlopCounterMode it
-    installs no module hooks (autograd.grad rejects those)."""
+    installs no module hooks (autograd.grad rejects those). "Backward" counts autograd's engine and
+    the hand-written feature passes (`FrozenBackward.grads`, see `counting_by_hand`)."""
+
+    # in-place products the hand-written backward accumulates with: the same count as out of place
+    IN_PLACE = {torch.ops.aten.addmm_: torch.ops.aten.addmm, torch.ops.aten.baddbmm_: torch.ops.aten.baddbmm}
 
     def __init__(self):
         super().__init__()
         self.total = self.backward = 0
+        self.by_hand = 0  # > 0 while inside FrozenBackward.grads
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        count = flop_registry.get(func._overloadpacket)
+        packet = func._overloadpacket
+        count = flop_registry.get(self.IN_PLACE.get(packet, packet))
         if count is not None:
             flops = int(count(*args, **kwargs, out_val=out))
             self.total += flops
-            if torch._C._current_graph_task_id() != -1:  # running inside autograd's engine
+            if self.by_hand or torch._C._current_graph_task_id() != -1:  # a backward pass
                 self.backward += flops
         return out
+
+    @contextmanager
+    def counting_by_hand(self):
+        """Inside: FLOPs of `FrozenBackward.grads` count as backward FLOPs."""
+        from circuit_trace.replacement.backward import FrozenBackward
+
+        grads = FrozenBackward.grads
+
+        def counted(fb, *args, **kwargs):
+            self.by_hand += 1
+            try:
+                return grads(fb, *args, **kwargs)
+            finally:
+                self.by_hand -= 1
+
+        with mock.patch.object(FrozenBackward, "grads", counted):
+            yield
 
 
 def machine_info() -> dict:
@@ -322,7 +347,7 @@ def run_preset(name: str, p: Preset, args) -> dict:
                 cuda_peak.append(torch.cuda.max_memory_allocated(dev))
     flops = MatmulFlops()
     if not args.no_flops:
-        with flops:  # one more, untimed call: the dispatch mode slows every op down
+        with flops, flops.counting_by_hand():  # one more, untimed call: the dispatch mode slows every op down
             ct.attribute(rm, ids, **kw, **opts)
     stats = graph.settings.get("stats", {})
     kinds = graph.nodes["kind"].value_counts().to_dict()

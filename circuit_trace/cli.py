@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .cli_commands.argtypes import port, positive_int, unit_interval
 from .graphs.defaults import DESIRED_LOGIT_PROB, EDGE_THRESHOLD, MAX_N_LOGITS, NODE_THRESHOLD
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_LOAD = 0, 1, 2, 3
@@ -41,27 +42,6 @@ def _output_path(arg: str | None, prompt: str) -> Path:
     if path.suffix != ".json":
         raise CLIError(f"output path {arg!r} must end in .json")
     return path
-
-
-def _threshold(value: str) -> float:
-    v = float(value)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"threshold must be in (0, 1], got {value}")
-    return v
-
-
-def _positive_int(value: str) -> int:
-    v = int(value)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return v
-
-
-def _port(value: str) -> int:
-    v = int(value) if value.strip().isdigit() else -1
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return v
 
 
 def _device(name: str | None) -> str | None:
@@ -301,6 +281,7 @@ def cmd_validate(args) -> int:
 # only rename an option, give it a help text or choices, or list it among the common options.
 TRAIN_OPTION_NAMES = {"n_features": "features", "n_tokens": "tokens", "out_dir": "out"}
 TRAIN_COMMON = (
+    "cache",
     "kind",
     "n_features",
     "activation",
@@ -431,11 +412,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
     parser.add_argument(
         "--model",
-        required=True,
+        default=None,
         help="HF hub id, local model directory, or a .gguf file / directory holding one "
-        "(converted once to a cached safetensors copy under $CIRCUIT_TRACE_CACHE, default ~/.cache/circuit_trace)",
+        "(converted once to a cached safetensors copy under $CIRCUIT_TRACE_CACHE, default ~/.cache/circuit_trace). "
+        "Optional with --cache: then only for the replacement KL / top-1, and it must be the cache's model",
     )
-    parser.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
+    parser.add_argument(
+        "--corpus", default=None, help="text file, .jsonl file or directory of them (not needed with --cache)"
+    )
     parser.add_argument(
         "--bos",
         default=None,
@@ -478,6 +462,25 @@ def _load_train_model(model: str, device: str | None, bos: str | None):
     return loaded.model, loaded.tokenizer
 
 
+def _train_cache_model(args: argparse.Namespace, config):
+    """(model, tokenizer), both None without --model, for `train --cache DIR`: the cache is opened
+    and checked first (missing, incomplete or corrupt: exit 2, before any model loads), then --model
+    loaded (exit 3); `train` itself refuses a model the cache was not harvested from (exit 2)."""
+    from .transcoders.training import ActivationCache, CacheError
+
+    try:
+        info = ActivationCache(config.cache).info
+    except CacheError as exc:
+        raise CLIError(str(exc)) from exc
+    for option in ("corpus", "bos"):
+        if getattr(args, option, None) is not None:
+            print(f"note: --{option} is not used with --cache (the windows were tokenised at harvest)", file=sys.stderr)
+    print(f"training from the cache {config.cache}: {info.describe()}")
+    if args.model is None:
+        return None, None
+    return _load_train_model(args.model, _device(config.device), None)
+
+
 def _remove_if_new_and_empty(directory: Path, existed: bool) -> None:
     """A failed run must not leave behind an empty output directory it created itself."""
     if not existed and directory.is_dir() and not any(directory.iterdir()):
@@ -496,7 +499,12 @@ def train_from_args(args: argparse.Namespace | list[str] | None = None):
         config = config_from_args(args)
     except ValueError as exc:
         raise CLIError(f"bad training option: {exc}") from exc
-    model, tokenizer = _load_train_model(args.model, _device(config.device), getattr(args, "bos", None))
+    if config.cache:
+        model, tokenizer = _train_cache_model(args, config)
+    elif args.model is None or args.corpus is None:
+        raise CLIError("train needs --model and --corpus, or --cache DIR holding a harvest (`circuit-trace harvest`)")
+    else:
+        model, tokenizer = _load_train_model(args.model, _device(config.device), getattr(args, "bos", None))
     out = Path(config.out_dir)
     existed = out.exists()
     try:
@@ -559,7 +567,7 @@ def add_trace_command(sub) -> None:
     _add_graph_args(p)
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="targets per backward pass (default: as many as fit in memory, at most 256)",
     )
@@ -593,23 +601,23 @@ def _add_graph_args(p) -> None:
     """Pruning thresholds, feature cap and logit-target selection (`trace`, `sweep`); SPEC defaults."""
     p.add_argument(
         "--node-threshold",
-        type=_threshold,
+        type=unit_interval,
         default=NODE_THRESHOLD,
         help="cumulative node influence kept (default %(default)s)",
     )
     p.add_argument(
         "--edge-threshold",
-        type=_threshold,
+        type=unit_interval,
         default=EDGE_THRESHOLD,
         help="cumulative edge influence kept (default %(default)s)",
     )
-    p.add_argument("--max-feature-nodes", type=_positive_int, default=None, help="cap on feature nodes (default 7500)")
+    p.add_argument("--max-feature-nodes", type=positive_int, default=None, help="cap on feature nodes (default 7500)")
     p.add_argument(
-        "--max-n-logits", type=_positive_int, default=MAX_N_LOGITS, help="most logit targets (default %(default)s)"
+        "--max-n-logits", type=positive_int, default=MAX_N_LOGITS, help="most logit targets (default %(default)s)"
     )
     p.add_argument(
         "--desired-logit-prob",
-        type=_threshold,
+        type=unit_interval,
         default=DESIRED_LOGIT_PROB,
         help="cumulative probability of logit targets (default %(default)s)",
     )
@@ -648,7 +656,7 @@ def add_intervene_command(sub) -> None:
         help="free: everything downstream recomputed (default); constrained: attention, norms and "
         "MLP outputs frozen (the local replacement model)",
     )
-    p.add_argument("--top-k", type=_positive_int, default=5, help="top tokens shown (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="top tokens shown (default 5)")
     p.set_defaults(func=cmd_intervene)
 
 
@@ -659,10 +667,10 @@ def add_validate_command(sub) -> None:
     p.add_argument("prompt", nargs="?", default=None, help="the text to trace and validate (or --graph)")
     p.add_argument("--graph", default=None, help="validate this graph instead: `trace --save` .safetensors or a JSON")
     _add_model_args(p)
-    p.add_argument("--n-pairs", type=_positive_int, default=200, help="feature->feature pairs sampled (default 200)")
-    p.add_argument("--max-sources", type=_positive_int, default=64, help="source features ablated (default 64)")
+    p.add_argument("--n-pairs", type=positive_int, default=200, help="feature->feature pairs sampled (default 200)")
+    p.add_argument("--max-sources", type=positive_int, default=64, help="source features ablated (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sample of sources and pairs (default 0)")
-    p.add_argument("--max-feature-nodes", type=_positive_int, default=None, help="cap on feature nodes when tracing")
+    p.add_argument("--max-feature-nodes", type=positive_int, default=None, help="cap on feature nodes when tracing")
     p.add_argument("--json", default=None, metavar="FILE", help="also save the report (.json; `ValidationReport.load`)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write its figure (.html, plotly inlined)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -679,7 +687,7 @@ def add_serve_command(sub) -> None:
     p = sub.add_parser("serve", help="serve a directory of graph JSON files to the local viewer")
     p.add_argument("directory", nargs="?", default="graphs", help="directory of graph JSON files (default: graphs)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_port, default=8050, help="port (default 8050; 0 picks a free one)")
+    p.add_argument("--port", type=port, default=8050, help="port (default 8050; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open a browser tab")
     p.set_defaults(func=cmd_serve)
 
@@ -738,7 +746,7 @@ def add_sweep_command(sub) -> None:
     _add_model_args(p)
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="run on Ray with N actors (one GPU each where the cluster has GPUs)",
     )
@@ -746,7 +754,7 @@ def add_sweep_command(sub) -> None:
         "--address", default=None, help="join this Ray cluster (e.g. auto or HOST:6379) instead of running locally"
     )
     _add_graph_args(p)
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="targets per backward pass (default: auto)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="targets per backward pass (default: auto)")
     p.add_argument(
         "--full-graphs",
         action="store_true",
@@ -857,10 +865,10 @@ def add_features_command(sub) -> None:
         default=None,
         help="output folder (default: features/ beside the transcoders, else a per-transcoder cache)",
     )
-    p.add_argument("--ctx-len", type=_positive_int, default=64, help="tokens per context, BOS included (default 64)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="contexts per forward pass (default 32)")
-    p.add_argument("--max-contexts", type=_positive_int, default=None, help="stop after this many contexts")
-    p.add_argument("--top-k", type=_positive_int, default=12, help="top-activating contexts per feature (default 12)")
+    p.add_argument("--ctx-len", type=positive_int, default=64, help="tokens per context, BOS included (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="contexts per forward pass (default 32)")
+    p.add_argument("--max-contexts", type=positive_int, default=None, help="stop after this many contexts")
+    p.add_argument("--top-k", type=positive_int, default=12, help="top-activating contexts per feature (default 12)")
     p.add_argument("--text-field", default="text", help="JSONL / dataset field holding the text (default text)")
     p.add_argument(
         "--json",

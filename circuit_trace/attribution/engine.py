@@ -15,7 +15,10 @@ The frozen forward runs with batch 1 and the backward is vmapped over the B seed
 (`is_grads_batched`), so no B copies of the forward are built or kept. Causal-cone batching: a
 pass holds features of one layer (it starts there: nothing above it is differentiated) and its
 forward covers only the positions up to the pass's last one (nothing after it is) and, unless it
-can reuse the whole-prompt forward, only the layers up to its own (`frozen_to_layer`)."""
+can reuse the whole-prompt forward, only the layers up to its own (`frozen_to_layer`). Where the
+model allows it (GPT-2, Llama-shaped, float32; `AttributionOptions.by_hand`), feature passes run no
+forward and no autograd: `replacement.backward.FrozenBackward` differentiates the frozen model by
+hand, in position-sorted chunks of `chunk_rows` rows."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..graphs.defaults import DESIRED_LOGIT_PROB, MAX_N_LOGITS
+from ..replacement.backward import FrozenBackward
 from ..replacement.local import FrozenOutputs, LocalReplacement
 from .assemble import AdjacencyBuilder, constant_terms, node_table
 from .options import AttributionOptions
@@ -95,13 +99,16 @@ class BackwardPasses:
     is recorded once and kept for every pass that needs all positions: the logit pass and, per
     layer, the batch holding the last position; other passes record only their prefix."""
 
-    def __init__(self, lr: LocalReplacement, src: Sources, batch_size: int, bar):
+    def __init__(self, lr: LocalReplacement, src: Sources, batch_size: int, bar, opts: AttributionOptions):
         self.lr, self.src, self.bar = lr, src, bar
         self.batch_size = batch_size  # rows per feature pass
         self.device = lr.rm.device
         self.n_passes = 0
         self.full: FrozenOutputs | None = lr.frozen_forward()
         self._buffer: torch.Tensor | None = None  # [batch_size, n_src] on the device, reused
+        # feature passes by hand where the model's frozen blocks are plain (GPT-2, Llama): no forward
+        self.by_hand = FrozenBackward.build(lr) if opts.by_hand else None
+        self.chunk_rows = opts.chunk_rows or (64 if self.device.type == "cpu" else batch_size)
 
     def logit_rows(self, tgts: list[Target]) -> LogitRows:
         """Edge rows [K, n_src] and values [K] of the logit targets: one pass over all positions."""
@@ -119,19 +126,34 @@ class BackwardPasses:
         buffer, which is returned (and copied into `dest` if one was given)."""
         feats, tc = self.lr.features, self.lr.rm.transcoders
         idx = torch.as_tensor(batch)
-        layer, pos = int(feats.layer[idx[0]]), feats.pos[idx]
-        n_pos = int(pos.max()) + 1
-        fo = self._full() if n_pos == self.lr.n_pos else self.lr.frozen_to_layer(layer, n_pos=n_pos)
-        x = fo.x[layer]  # [1, n_pos, d]
-        seed = x.new_zeros(len(batch), 1, n_pos, x.shape[-1])  # [b, 1, n_pos, d]
-        rows_b = torch.arange(len(batch), device=seed.device)
-        seed[rows_b, 0, pos.to(seed.device)] = tc.encoder_vectors(layer, feats.index[idx]).to(seed.device, seed.dtype)
+        layer, pos = int(feats.layer[idx[0]]), feats.pos[idx].to(self.device)
+        enc = tc.encoder_vectors(layer, feats.index[idx])  # [b, d]
         out = dest if dest is not None and dest.device == self.device else self._scratch(len(batch))
-        self.src.rows(*batched_grads(x, seed, fo, layer, keep=fo is self.full), out=out)
+        if self.by_hand is not None:
+            # position-sorted chunks: each one's backward stops at its own last position
+            for i0 in range(0, len(batch), self.chunk_rows):
+                i1 = min(len(batch), i0 + self.chunk_rows)
+                self._rows_by_hand(layer, pos[i0:i1], enc[i0:i1], out[i0:i1])
+        else:
+            self._rows_autograd(layer, pos, enc, out)
         self._count(len(batch))
         if dest is not None and out is not dest:
             dest.copy_(out)
         return out
+
+    def _rows_by_hand(self, layer: int, pos: torch.Tensor, enc: torch.Tensor, out: torch.Tensor) -> None:
+        assert self.by_hand is not None
+        seed = enc.new_zeros(int(pos.max()) + 1, len(pos), enc.shape[-1])  # [n_pos, b, d]: position-major
+        seed[pos, torch.arange(len(pos), device=seed.device)] = enc
+        self.src.rows(*self.by_hand.grads(layer, seed), out=out)
+
+    def _rows_autograd(self, layer: int, pos: torch.Tensor, enc: torch.Tensor, out: torch.Tensor) -> None:
+        n_pos = int(pos.max()) + 1
+        fo = self._full() if n_pos == self.lr.n_pos else self.lr.frozen_to_layer(layer, n_pos=n_pos)
+        x = fo.x[layer]  # [1, n_pos, d]
+        seed = x.new_zeros(len(pos), 1, n_pos, x.shape[-1])  # [b, 1, n_pos, d]
+        seed[torch.arange(len(pos), device=seed.device), 0, pos.to(seed.device)] = enc.to(seed.device, seed.dtype)
+        self.src.rows(*batched_grads(x, seed, fo, layer, keep=fo is self.full), out=out)
 
     def _full(self) -> FrozenOutputs:
         if self.full is None:
@@ -178,7 +200,7 @@ def compute_attribution(
     n_visit = min(cap, n_feat)
     B = batch_size or auto_batch_size(lr, rm.device, src.n_src, opts.max_batch_size)
     bar = tqdm(total=len(tgts) + n_visit, desc="attribution", unit="node", disable=not progress, dynamic_ncols=True)
-    bwd = BackwardPasses(lr, src, min(B, max(1, n_visit)), bar)
+    bwd = BackwardPasses(lr, src, min(B, max(1, n_visit)), bar, opts)
     # 2. logit rows
     logits = bwd.logit_rows(tgts)
     # 3. feature rows, chosen by the selection strategy (after the logit pass, as free memory decides)

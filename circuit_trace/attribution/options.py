@@ -20,6 +20,12 @@ class AttributionOptions:
         time of the call. 0 forces two-pass selection.
     rank_top_entries: two-pass selection keeps each feature row's largest |entries| (this many)
         for the ranking; the kept rows are then recomputed exactly.
+    by_hand: feature passes through the hand-written backward (`replacement.backward`) where the
+        model allows it (GPT-2 and Llama-shaped models, float32, one device); False: autograd's.
+        The two agree up to float rounding.
+    chunk_rows: the hand-written backward runs each batch in position-sorted chunks of this many
+        rows, each stopping at its own last position (less causally wasted work, cache-sized
+        temporaries). None: 64 on the CPU, the whole batch on an accelerator (fewer launches).
     """
 
     max_batch_size: int = 256
@@ -27,12 +33,18 @@ class AttributionOptions:
     rerank_batches: int = 4
     row_store_bytes: int | None = None
     rank_top_entries: int = 4096
+    by_hand: bool = True
+    chunk_rows: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "rerank_batches", "rank_top_entries"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"AttributionOptions.{name} must be a positive integer, got {value!r}")
+        if self.chunk_rows is not None and (not isinstance(self.chunk_rows, int) or self.chunk_rows < 1):
+            raise ValueError(
+                f"AttributionOptions.chunk_rows must be a positive integer or None, got {self.chunk_rows!r}"
+            )
         for name in ("dense_limit_bytes", "row_store_bytes"):
             value = getattr(self, name)
             if value is None and name == "row_store_bytes":

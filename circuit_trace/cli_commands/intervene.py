@@ -23,6 +23,7 @@ from ..interventions import (
     swap,
 )
 from ..interventions.edits import check_conflicts
+from .argtypes import positive_float, positive_int, unit_interval
 
 __all__ = [
     "add_intervene_options",
@@ -33,27 +34,6 @@ __all__ = [
     "supernodes_of",
     "swap_edits",
 ]
-
-
-def _positive_float(value: str) -> float:
-    v = float(value)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return v
-
-
-def _unit_interval(value: str) -> float:
-    v = float(value)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return v
-
-
-def _n_tokens(value: str) -> int:
-    v = int(value)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return v
 
 
 def add_edit_options(p: argparse.ArgumentParser) -> None:
@@ -79,7 +59,7 @@ def add_edit_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--strongest",
-        type=_n_tokens,
+        type=positive_int,
         default=None,
         metavar="K",
         help="name `strongest` the K features with the strongest direct edges into the answer (the top "
@@ -110,10 +90,10 @@ def add_edit_options(p: argparse.ArgumentParser) -> None:
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation (with --generate N)")
-    g.add_argument("--generate", type=_n_tokens, default=None, metavar="N", help="generate N tokens, edited and not")
+    g.add_argument("--generate", type=positive_int, default=None, metavar="N", help="generate N tokens, edited and not")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=_positive_float, default=None, help="sampling temperature (default 1)")
-    g.add_argument("--top-p", type=_unit_interval, default=None, help="nucleus sampling mass (default 1)")
+    g.add_argument("--temperature", type=positive_float, default=None, help="sampling temperature (default 1)")
+    g.add_argument("--top-p", type=unit_interval, default=None, help="nucleus sampling mass (default 1)")
     g.add_argument("--seed", type=int, default=None, help="sampling seed (default: random, printed)")
     g.add_argument(
         "--apply-to",

@@ -34,6 +34,19 @@ RMS_NORM = NormKind(centre=False, offset_one=False, eps_attr="variance_epsilon")
 GEMMA_RMS_NORM = NormKind(centre=False, offset_one=True, eps_attr="eps")
 
 
+@dataclass(frozen=True)
+class AttentionWeights:
+    """One layer's attention as the frozen pass sees it (pattern fixed, so q and k do not matter):
+    out = sum_h pattern_h (norm(x) W_V[:, kv(h)]) W_O[h], weights in `x @ W` form. Biases are
+    constants there and left out; head h reads kv head h // (n_heads // n_kv_heads)."""
+
+    norm: nn.Module  # the attention's input norm (its denominator is frozen)
+    w_v: torch.Tensor  # [d, n_kv_heads * d_head]
+    w_o: torch.Tensor  # [n_heads * d_head, d]
+    n_heads: int
+    n_kv_heads: int
+
+
 class ModelAdapter:
     """Base adapter. Subclasses set the module paths of one family."""
 
@@ -107,6 +120,12 @@ class ModelAdapter:
         `pattern(layer, n_pos)` gives the recorded attention pattern [1, H, n_pos, n_pos]."""
         return []
 
+    def attention_weights(self, layer: int) -> AttentionWeights | None:
+        """The frozen attention of `layer` as plain weights, where each layer is exactly
+        x + attn(norm(x)) then + MLP output, nothing else on the residual path (GPT-2, Llama);
+        None for other families. `replacement.backward` differentiates such a model by hand."""
+        return None
+
     def unembed_weight(self) -> torch.Tensor:
         """[vocab, d_model]"""
         return self.lm_head.weight
@@ -146,6 +165,17 @@ class GPT2Adapter(ModelAdapter):
         # gradients back through 2/3 of that GEMM and concatenates zeros in every backward pass.
         return [(self.attention(l), _frozen_gpt2_attention(self.attention(l), pattern)) for l in range(self.n_layers)]
 
+    def attention_weights(self, layer: int) -> AttentionWeights | None:
+        m: Any = self.attention(layer)  # HF's GPT2Attention (fused c_attn: q | k | v columns)
+        d = m.split_size
+        return AttentionWeights(
+            self.layers[layer].get_submodule("ln_1"),
+            m.c_attn.weight[:, 2 * d :],
+            m.c_proj.weight,
+            m.num_heads,
+            m.num_heads,
+        )
+
 
 class LlamaAdapter(ModelAdapter):
     """Llama 2/3.x, SmolLM2, Mistral, Qwen2, Qwen3 (q/k norms only shape the frozen pattern)."""
@@ -158,6 +188,13 @@ class LlamaAdapter(ModelAdapter):
     pre_mlp_norm_name = "post_attention_layernorm"
     layer_norm_names = ("input_layernorm", "post_attention_layernorm")
     norm_kind = RMS_NORM
+
+    def attention_weights(self, layer: int) -> AttentionWeights | None:
+        m: Any = self.attention(layer)  # q/k norms and rotary only shape the (frozen) pattern
+        c = self.config
+        heads, kv = int(c.num_attention_heads), int(getattr(c, "num_key_value_heads", None) or c.num_attention_heads)
+        norm = self.layers[layer].get_submodule("input_layernorm")
+        return AttentionWeights(norm, m.v_proj.weight.T, m.o_proj.weight.T, heads, kv)
 
 
 class GemmaAdapter(LlamaAdapter):
@@ -174,6 +211,9 @@ class GemmaAdapter(LlamaAdapter):
         "post_feedforward_layernorm",
     )
     norm_kind = GEMMA_RMS_NORM
+
+    def attention_weights(self, layer: int) -> AttentionWeights | None:
+        return None  # post-norms around attention and MLP, scaled embeddings: not that plain shape
 
 
 def _qk_norms(attn: nn.Module) -> list[nn.Module]:

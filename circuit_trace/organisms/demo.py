@@ -30,24 +30,10 @@ class DemoResult:
     paths: list[str] = field(default_factory=list)  # printable lines, see `path_report`
 
 
-def node_name(graph, i: int) -> str:
-    """A one-line human name of node `i` of `graph`."""
-    row = graph.nodes.iloc[i]
-    kind = row["kind"]
-    if kind == "embedding":
-        return f"token {row['token']!r} (pos {row['pos']})"
-    if kind == "logit":
-        return f"logit {row['token']!r} (p={row['logit_prob']:.3f})"
-    if kind == "error":
-        return f"error L{row['layer']} pos {row['pos']}"
-    label = f' "{row["label"]}"' if row["label"] else ""
-    return f"feature L{row['layer']}#{row['feature']} at {row['token']!r}{label}"
-
-
 def path_report(graph, city: str, answer: str) -> list[str]:
     """The strongest path from the city's token to the answer's logit, and the strongest one through
     a feature labelled with the city's state (the intermediate hop of a two-hop question), as lines."""
-    from ..graphs.paths import strongest_path
+    from ..graphs.paths import node_name, strongest_path
 
     tokens, logits = graph.embedding_nodes(), graph.logit_nodes()
     src = tokens.index[tokens["token"].str.strip() == city]

@@ -48,23 +48,14 @@ def _s(name: str, abbreviation: str, capital: str, *cities: str) -> State:
     return State(name, abbreviation, capital, tuple(cities))
 
 
+# One state a line (a table is easier to check against its sources than wrapped calls).
+# fmt: off
 STATES: tuple[State, ...] = (
     _s("Alabama", "AL", "Montgomery", "Huntsville", "Birmingham", "Montgomery", "Mobile", "Tuscaloosa"),
     _s("Alaska", "AK", "Juneau", "Anchorage", "Fairbanks", "Juneau", "Wasilla", "Sitka"),
     _s("Arizona", "AZ", "Phoenix", "Phoenix", "Tucson", "Mesa", "Chandler", "Gilbert", "Scottsdale"),
     _s("Arkansas", "AR", "Little Rock", "Little Rock", "Fayetteville", "Fort Smith", "Springdale", "Jonesboro"),
-    _s(
-        "California",
-        "CA",
-        "Sacramento",
-        "Los Angeles",
-        "San Diego",
-        "San Jose",
-        "San Francisco",
-        "Fresno",
-        "Sacramento",
-        "Oakland",
-    ),
+    _s("California", "CA", "Sacramento", "Los Angeles", "San Diego", "San Jose", "San Francisco", "Fresno", "Sacramento", "Oakland"),
     _s("Colorado", "CO", "Denver", "Denver", "Aurora", "Fort Collins", "Lakewood", "Boulder"),
     _s("Connecticut", "CT", "Hartford", "Bridgeport", "Stamford", "New Haven", "Hartford", "Waterbury"),
     _s("Delaware", "DE", "Dover", "Wilmington", "Dover", "Middletown", "Smyrna"),
@@ -102,19 +93,7 @@ STATES: tuple[State, ...] = (
     _s("South Carolina", "SC", "Columbia", "Columbia", "Mount Pleasant", "Rock Hill", "Summerville", "Sumter"),
     _s("South Dakota", "SD", "Pierre", "Sioux Falls", "Rapid City", "Aberdeen", "Brookings", "Pierre"),
     _s("Tennessee", "TN", "Nashville", "Nashville", "Memphis", "Knoxville", "Chattanooga", "Clarksville"),
-    _s(
-        "Texas",
-        "TX",
-        "Austin",
-        "Houston",
-        "San Antonio",
-        "Dallas",
-        "Austin",
-        "Fort Worth",
-        "El Paso",
-        "Arlington",
-        "Plano",
-    ),
+    _s("Texas", "TX", "Austin", "Houston", "San Antonio", "Dallas", "Austin", "Fort Worth", "El Paso", "Arlington", "Plano"),
     _s("Utah", "UT", "Salt Lake City", "Salt Lake City", "Provo", "Orem", "Ogden", "Logan"),
     _s("Vermont", "VT", "Montpelier", "Burlington", "Rutland", "Barre", "Winooski", "Montpelier"),
     _s("Virginia", "VA", "Richmond", "Chesapeake", "Norfolk", "Richmond", "Newport News", "Alexandria"),
@@ -123,6 +102,7 @@ STATES: tuple[State, ...] = (
     _s("Wisconsin", "WI", "Madison", "Milwaukee", "Madison", "Green Bay", "Kenosha", "Racine"),
     _s("Wyoming", "WY", "Cheyenne", "Cheyenne", "Casper", "Gillette", "Laramie", "Rock Springs"),
 )
+# fmt: on
 
 STATE_BY_NAME: dict[str, State] = {s.name: s for s in STATES}
 _BY_ABBR: dict[str, State] = {s.abbreviation: s for s in STATES}

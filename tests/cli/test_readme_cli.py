@@ -47,8 +47,9 @@ NOT_RUN = {
     "circuit-trace harvest --model path/to/model --corpus corpus.txt --out cache/ --max-tokens 2000000": (
         "harvests 2M tokens of activations (minutes); harvest runs in tests/transcoders/training"
     ),
-    "circuit-trace train --model path/to/model --corpus corpus.txt --cache cache/ --kind plt --features 2048 "
-    "--out runs/plt": "trains from the harvested cache (minutes); see tests/transcoders/training",
+    "circuit-trace train --cache cache/ --kind plt --features 2048 --out runs/plt": (
+        "trains from the harvest above, which is not run here; see tests/cli/test_cli_train_cache.py"
+    ),
     "circuit-trace train ... --cache cache/ --layers 0-14 --out runs/a": "a sketch (`...`), not a full command",
     "circuit-trace train ... --cache cache/ --layers 15-29 --out runs/b": "a sketch (`...`), not a full command",
     "circuit-trace merge-transcoders runs/a runs/b --out runs/merged": (

@@ -57,6 +57,8 @@ class CacheInfo:
     shards: list[dict] = field(default_factory=list)  # {"name", "windows": [lo, hi], "rows": [lo, hi]}
     complete: bool = False
     format: int = CACHE_FORMAT
+    model_revision: str | None = None  # the hub commit the weights came from, when transformers knows it
+    model_hash: str | None = None  # `weights_hash` of the model (None: a cache from before it was recorded)
 
     def save(self, directory: Path) -> None:
         atomic_write_text(directory / META_NAME, json.dumps(dataclasses.asdict(self), indent=1))
@@ -66,7 +68,10 @@ class CacheInfo:
         path = directory / META_NAME
         if not path.is_file():
             raise CacheError(f"{directory} is not an activation cache (no {META_NAME}); run `circuit-trace harvest`")
-        info = cls(**json.loads(path.read_text()))
+        try:
+            info = cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:  # not JSON, or not the fields of a CacheInfo
+            raise CacheError(f"{path} is corrupt (not an activation cache's metadata: {exc})") from exc
         if info.format != CACHE_FORMAT:
             raise CacheError(f"{path}: cache format {info.format}, this version reads format {CACHE_FORMAT}")
         return info
@@ -74,7 +79,57 @@ class CacheInfo:
     def same_request(self, other: CacheInfo) -> list[str]:
         """Fields in which ``other`` (a new harvest request) differs from this cache."""
         keys = ("model", "input_hook", "output_hook", "layers", "dtype", "context_size", "corpus_fingerprint")
-        return [k for k in keys if getattr(self, k) != getattr(other, k)]
+        diff = [k for k in keys if getattr(self, k) != getattr(other, k)]
+        if self.model_hash and other.model_hash and self.model_hash != other.model_hash:
+            diff.append("model weights")
+        return diff
+
+    def describe(self) -> str:
+        """One line: the model (and its weights' hash), layers, d_model, hooks and tokens held."""
+        weights = f", weights {self.model_hash[:12]}" if self.model_hash else ""
+        revision = f", revision {self.model_revision}" if self.model_revision else ""
+        lo, hi = self.layers[0], self.layers[-1]
+        layers = f"{lo}-{hi}" if self.layers == list(range(lo, hi + 1)) else ",".join(map(str, self.layers))
+        return (
+            f"model {self.model or '(unnamed)'}{revision}{weights}; layers {layers} of {self.n_model_layers}, "
+            f"d_model {self.d_model}, {self.input_hook} -> {self.output_hook}, {self.n_tokens} tokens, {self.dtype}"
+        )
+
+
+def weights_hash(model) -> str:
+    """sha256 of a model's parameters (names, shapes, values rounded to bf16): the same weights loaded
+    in float32, bfloat16 or from a GGUF's cached copy hash alike; other weights differ."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            h.update(f"{name}:{tuple(p.shape)};".encode())
+            h.update(p.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_model(info: CacheInfo, model, where: str | os.PathLike) -> None:
+    """Raise `CacheError` unless ``model`` is the model the cache at ``where`` was harvested from: the
+    same weights (`weights_hash`), or for a cache that predates the hash, the same name and shape."""
+    from ...models import get_adapter
+
+    adapter = get_adapter(model)
+    name = str(getattr(model.config, "_name_or_path", "") or "") or "the given model"
+    shape = (adapter.n_layers, adapter.d_model)
+    if shape != (info.n_model_layers, info.d_model):
+        raise CacheError(
+            f"cache {where} was harvested from another model ({info.model}: {info.n_model_layers} layers, "
+            f"d_model {info.d_model}), not {name} ({shape[0]} layers, d_model {shape[1]})"
+        )
+    if info.model_hash is None:
+        if info.model and name != info.model:
+            raise CacheError(f"cache {where} was harvested from another model ({info.model}), not {name}")
+        return
+    have = weights_hash(model)
+    if have != info.model_hash:
+        raise CacheError(
+            f"cache {where} was harvested from another model ({info.model}, weights {info.model_hash[:12]}): "
+            f"{name} has other weights ({have[:12]})"
+        )
 
 
 def fingerprint(windows: torch.Tensor, lengths: torch.Tensor) -> str:
@@ -129,11 +184,56 @@ class ActivationCache:
         self.info = CacheInfo.load(self.path)
         if not self.info.complete:
             raise CacheError(f"activation cache {self.path} is incomplete: run the same harvest again to finish it")
-        self.windows = torch.from_numpy(np.load(self.path / "windows.npy")).long()
-        self.lengths = torch.from_numpy(np.load(self.path / "lengths.npy")).long()
+        self.windows, self.lengths = self._read_windows()
         self.starts = row_starts(self.lengths)
+        self._check_shards()
         self.shard_rows = torch.tensor([s["rows"][0] for s in self.info.shards] + [self.info.n_tokens])
         self._maps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _corrupt(self, what: str) -> CacheError:
+        return CacheError(f"activation cache {self.path} is corrupt: {what}; harvest it again into a new directory")
+
+    def _read_windows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows ``[N, P]`` and lengths ``[N]``, checked against the metadata's shape and fingerprint."""
+        try:
+            windows = torch.from_numpy(np.load(self.path / "windows.npy")).long()
+            lengths = torch.from_numpy(np.load(self.path / "lengths.npy")).long()
+        except (OSError, ValueError) as exc:  # missing, truncated, or not an .npy file
+            raise self._corrupt(f"cannot read its windows ({exc})") from exc
+        info = self.info
+        if tuple(windows.shape) != (info.n_windows, info.context_size) or tuple(lengths.shape) != (info.n_windows,):
+            raise self._corrupt(f"windows {list(windows.shape)}, metadata says [{info.n_windows}, {info.context_size}]")
+        if fingerprint(windows, lengths) != info.corpus_fingerprint:
+            raise self._corrupt("its windows do not match the fingerprint in cache.json")
+        return windows, lengths
+
+    def _check_shards(self) -> None:
+        """Every shard's three files present, readable and of the shape and dtype the metadata says,
+        the shards covering the windows and rows in order (reads only the .npy headers)."""
+        info, at = self.info, 0
+        L, d = len(info.layers), info.d_model
+        for shard in info.shards:
+            try:
+                name, (w0, w1), (r0, r1) = str(shard["name"]), shard["windows"], shard["rows"]
+                expected = [int(self.starts[w0]), int(self.starts[w1])]
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise self._corrupt(f"a shard entry in cache.json is malformed ({shard!r})") from exc
+            if r0 != at or [r0, r1] != expected:
+                raise self._corrupt(f"{name} holds rows {[r0, r1]}, its windows say {expected} (from row {at})")
+            self._check_part(f"{name}.x.npy", (r1 - r0, L, d), DISK_DTYPES[info.dtype])
+            self._check_part(f"{name}.y.npy", (r1 - r0, L, d), DISK_DTYPES[info.dtype])
+            self._check_part(f"{name}.norms.npy", (r1 - r0, 2, L), np.float32)
+            at = r1
+        if at != info.n_tokens:
+            raise self._corrupt(f"its shards hold {at} rows, the metadata says {info.n_tokens} tokens")
+
+    def _check_part(self, file: str, shape: tuple[int, ...], dtype) -> None:
+        try:
+            a = np.load(self.path / file, mmap_mode="r")
+        except (OSError, ValueError) as exc:  # missing or truncated
+            raise self._corrupt(f"cannot read {file} ({exc})") from exc
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            raise self._corrupt(f"{file} is {a.dtype} {list(a.shape)}, expected {list(shape)}")
 
     def shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if i not in self._maps:

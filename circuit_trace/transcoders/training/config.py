@@ -82,7 +82,9 @@ class TrainConfig:
     layers: str | None = _opt(
         None, "train only these layers, e.g. 0-9 or 0,2,5-7; merge runs with `circuit-trace merge-transcoders`"
     )
-    cache: str | None = _opt(None, "read activations from this cache (`circuit-trace harvest`) instead of the model")
+    cache: str | None = _opt(
+        None, "train from this activation cache (`circuit-trace harvest`): no --model or --corpus needed"
+    )
     seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
@@ -173,6 +175,8 @@ class TrainingReport:
     loss_spikes: list[dict] = field(default_factory=list)  # {"step", "layer", "ratio"}
     flags: list[str] = field(default_factory=list)  # one-line warnings (also issued as warnings)
     world_size: int = 1
+    model: str | None = None  # the model's id, saved as the transcoder's model_name (a cache's own, from one)
+    model_hash: str | None = None  # sha256 of its weights, as recorded by the activation cache (None: streamed)
     transcoder_path: str | None = None
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)

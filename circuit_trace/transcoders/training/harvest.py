@@ -18,6 +18,7 @@ from .cache import (
     row_starts,
     shard_done,
     to_disk,
+    weights_hash,
 )
 from .layerspec import parse_layers
 from .reader import read_mlp_io
@@ -80,6 +81,8 @@ def _request(model, adapter, windows, lengths, cfg: HarvestConfig) -> CacheInfo:
         n_tokens=int(row_starts(lengths)[-1]),
         corpus_fingerprint=fingerprint(windows, lengths),
         shards=plan_shards(lengths, cfg.shard_tokens),
+        model_revision=getattr(model.config, "_commit_hash", None),
+        model_hash=weights_hash(model),
     )
 
 

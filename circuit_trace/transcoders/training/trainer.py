@@ -26,7 +26,7 @@ from ...arguments import dtype_table
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
 from .buffer import ActivationBuffer, make_windows, read_corpus
-from .cache import ActivationCache, CacheBuffer, CacheError
+from .cache import ActivationCache, CacheBuffer, CacheError, check_model
 from .chunks import ChunkedStream
 from .config import KINDS, TRAINABLE_ACTIVATIONS, TrainConfig, TrainingReport
 from .distributed import DistInfo, finish, init_distributed
@@ -72,6 +72,8 @@ class TrainData:
     eval_lengths: torch.Tensor
     heldout: bool
     eval_batches: Callable[[], Batches] | None = None  # cached held-out activations (None: read the model)
+    model_name: str | None = None  # the model the transcoder belongs to (saved as its model_name)
+    model_hash: str | None = None  # its weights' hash, when the cache recorded it
 
 
 def new_transcoder(
@@ -150,11 +152,15 @@ def _stream_data(adapter, tokenizer, corpus, cfg: TrainConfig, device, dist: Dis
         rank=dist.rank,
         world_size=dist.world_size,
     )
-    return TrainData(source, layers, adapter.n_layers, adapter.d_model, windows[ev], lengths[ev], heldout)
+    name = getattr(adapter.model.config, "_name_or_path", None) or None
+    return TrainData(
+        source, layers, adapter.n_layers, adapter.d_model, windows[ev], lengths[ev], heldout, model_name=name
+    )
 
 
 def _cache_data(adapter, cfg: TrainConfig, device, dist: DistInfo) -> TrainData:
-    """Batches read from an activation cache (same windows, order and filtering as streaming)."""
+    """Batches read from an activation cache (same windows, order and filtering as streaming); the
+    model, when given, must be the one the cache was harvested from (`check_model`)."""
     assert cfg.cache is not None
     cache = ActivationCache(cfg.cache)
     info = cache.info
@@ -163,8 +169,8 @@ def _cache_data(adapter, cfg: TrainConfig, device, dist: DistInfo) -> TrainData:
             f"cache {cfg.cache} holds {info.input_hook} -> {info.output_hook}, "
             f"the run asks for {cfg.input_hook} -> {cfg.output_hook}"
         )
-    if adapter is not None and (adapter.n_layers, adapter.d_model) != (info.n_model_layers, info.d_model):
-        raise CacheError(f"cache {cfg.cache} was harvested from another model ({info.model})")
+    if adapter is not None:
+        check_model(info, adapter.model, cfg.cache)
     tr, ev, heldout = _split_windows(cache.lengths, cfg.eval_tokens)
     idx = torch.arange(info.n_windows)
     source = CacheBuffer(
@@ -182,7 +188,8 @@ def _cache_data(adapter, cfg: TrainConfig, device, dist: DistInfo) -> TrainData:
     )
     batches = lambda: cache_batches(cache, idx[ev], source.layer_pos)
     w, lens = cache.windows[ev], cache.lengths[ev]
-    return TrainData(source, layers, info.n_model_layers, info.d_model, w, lens, heldout, batches)
+    name, weights = info.model or None, info.model_hash
+    return TrainData(source, layers, info.n_model_layers, info.d_model, w, lens, heldout, batches, name, weights)
 
 
 def _adapter(model):
@@ -223,7 +230,8 @@ def train(
 ) -> TrainingReport:
     """Train a CLT or PLT on ``model``'s MLPs over ``corpus`` (directory, file or iterable of strings),
     or on the activations in ``cache`` (`harvest`; same as ``config.cache``; then ``corpus`` is
-    unused and ``model``, if given, only serves the replacement metrics).
+    unused and ``model``, if given, only serves the replacement metrics and must be the model the
+    cache was harvested from: `CacheError` otherwise; the transcoder's ``model_name`` is the cache's).
 
     Writes ``out_dir/checkpoints/`` (every ``checkpoint_every`` steps and at the end),
     ``out_dir/transcoder/`` (circuit-tracer layout, normalisation folded in, raw activations) and
@@ -250,8 +258,7 @@ def train(
                 data = _cache_data(adapter, cfg, device, dist)
             else:
                 data = _stream_data(adapter, tokenizer, corpus, cfg, device, dist)
-            model_name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-            tc = new_transcoder(len(data.layers), data.d_model, cfg, device=device, model_name=model_name)
+            tc = new_transcoder(len(data.layers), data.d_model, cfg, device=device, model_name=data.model_name)
             trainer = Trainer(
                 tc, data.source, cfg, layer_ids=data.layers, n_model_layers=data.n_model_layers, dist=dist
             )
@@ -306,6 +313,8 @@ def _train(adapter, trainer: Trainer, data: TrainData, cfg, out_dir: Path, resum
         outlier_tokens_output=src.n_dropped_output,
         loss_spikes=list(trainer.spikes.spikes),
         world_size=trainer.dist.world_size,
+        model=data.model_name,
+        model_hash=data.model_hash,
         config=dataclasses.asdict(cfg),
         history=trainer.history,
     )

@@ -1,5 +1,8 @@
 """Activation cache: harvest, resume after an interruption, and training from it equals streaming."""
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +19,7 @@ from circuit_trace.transcoders.training import (
     harvest,
     train,
 )
+from circuit_trace.transcoders.training.cache import check_model, weights_hash
 from circuit_trace.transcoders.training.reader import read_mlp_io
 
 
@@ -62,24 +66,25 @@ def test_cache_layout_and_contents(tiny, tmp_path):
     ref_y = torch.cat([ref_y[:, i, 1 : int(cache.lengths[j])] for i, j in enumerate(w.tolist())], 1).transpose(0, 1)
     assert x.dtype == torch.bfloat16 and torch.equal(x, ref_x.to(torch.bfloat16)) and torch.equal(y, ref_y.bfloat16())
     xn, yn = cache.norms(rows)
-    torch.testing.assert_close(xn, ref_x.norm(dim=-1)) and torch.testing.assert_close(yn, ref_y.norm(dim=-1))
+    torch.testing.assert_close(xn, ref_x.norm(dim=-1))
+    torch.testing.assert_close(yn, ref_y.norm(dim=-1))
     assert not list((tmp_path / "c").glob("*.tmp.npy"))  # no pickle, no leftovers: plain .npy + JSON
     assert np.load(tmp_path / "c" / "shard_00000.x.npy", mmap_mode="r").dtype == np.int16
 
 
 def test_harvest_resumes_after_interruption(tiny, tmp_path):
     model, tok, corpus = tiny
-    hc = dict(context_size=16, shard_tokens=200, dtype="float16")
-    full = harvest(model, tok, corpus, HarvestConfig(out_dir=str(tmp_path / "one"), **hc), progress=False)
+    hc = lambda name: HarvestConfig(out_dir=str(tmp_path / name), context_size=16, shard_tokens=200, dtype="float16")
+    full = harvest(model, tok, corpus, hc("one"), progress=False)
     assert len(full.shards) >= 3
-    part = harvest(model, tok, corpus, HarvestConfig(out_dir=str(tmp_path / "two"), **hc), progress=False, stop_after=1)
+    part = harvest(model, tok, corpus, hc("two"), progress=False, stop_after=1)
     assert not part.complete
     with pytest.raises(CacheError, match="incomplete"):
         ActivationCache(tmp_path / "two")
     calls = []
     handle = model.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(1), with_kwargs=True)
     try:
-        done = harvest(model, tok, corpus, HarvestConfig(out_dir=str(tmp_path / "two"), **hc), progress=False)
+        done = harvest(model, tok, corpus, hc("two"), progress=False)
     finally:
         handle.remove()
     first = full.shards[0]
@@ -128,6 +133,47 @@ def test_cache_refuses_other_model_or_hooks(tiny, tmp_path):
         train(None, None, None, run_cfg(tmp_path, "d", cache=str(tmp_path)), progress=False)
     with pytest.raises(ValueError, match="needs a model"):
         train(None, None, corpus, run_cfg(tmp_path, "e"), progress=False)
+
+
+def test_weights_hash_tells_weights_apart_not_dtypes(tiny):
+    model, _, _ = tiny
+    h = weights_hash(model)
+    assert len(h) == 64 and weights_hash(copy.deepcopy(model).to(torch.bfloat16)) == h
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.model.layers[1].mlp.down_proj.weight[3, 5] += 0.25
+    assert weights_hash(other) != h
+    assert weights_hash(make_model(model.config.vocab_size, seed=1)) != h
+
+
+def test_harvest_records_the_model_and_refuses_to_resume_with_other_weights(tiny, tmp_path):
+    model, tok, corpus = tiny
+    hc = HarvestConfig(out_dir=str(tmp_path / "c"), context_size=16, shard_tokens=200)
+    part = harvest(model, tok, corpus, hc, progress=False, stop_after=1)
+    assert part.model_hash == weights_hash(model) and part.model_revision is None
+    other = make_model(len(tok), seed=1)  # same name ("") and shape, other weights
+    with pytest.raises(CacheError, match="other settings \\(model weights\\)"):
+        harvest(other, tok, corpus, hc, progress=False)
+    assert harvest(model, tok, corpus, hc, progress=False).complete
+
+
+def test_training_from_a_cache_checks_the_model_it_is_given(tiny, tmp_path):
+    model, tok, corpus = tiny
+    harvest(model, tok, corpus, HarvestConfig(out_dir=str(tmp_path / "c"), context_size=16), progress=False)
+    other = make_model(len(tok), seed=1)
+    with pytest.raises(CacheError, match="has other weights"):
+        train(other, None, None, run_cfg(tmp_path, "a", cache=str(tmp_path / "c")), progress=False)
+    assert not (tmp_path / "a" / "checkpoints").exists()  # refused before the first step
+    # a cache from before the weights' hash: the name and shape decide
+    info = ActivationCache(tmp_path / "c").info
+    old = dataclasses.replace(info, model="some-llama", model_hash=None)
+    with pytest.raises(CacheError, match="another model \\(some-llama\\)"):
+        check_model(old, model, "c")
+    check_model(dataclasses.replace(old, model=""), other, "c")  # unnamed: only the shape can be checked
+    old.save(tmp_path / "c")
+    report = train(None, None, None, run_cfg(tmp_path, "b", cache=str(tmp_path / "c")), progress=False)
+    assert (report.model, report.model_hash) == ("some-llama", None)
+    assert load_transcoders(str(tmp_path / "b" / "transcoder")).model_name == "some-llama"
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma2", "qwen3"])
