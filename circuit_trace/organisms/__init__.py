@@ -29,17 +29,19 @@ ORGANISM_NAME = "states"
 ORGANISM_DIR: Path = Path(str(resources.files(__name__) / "states" / "model"))
 
 
-def load_organism(device=None, dtype=None):
+def load_organism(device=None, dtype=None, path: str | Path | None = None):
     """Load the embedded `states` organism: ``(LlamaForCausalLM, tokenizer)``, model in eval mode.
 
-    ``dtype`` defaults to float32; ``device`` to CPU.  The tokenizer prepends BOS.
+    ``dtype`` defaults to float32; ``device`` to CPU.  The tokenizer prepends BOS.  ``path``: another
+    model directory of the same layout (e.g. a freshly trained organism before it is packaged).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with resources.as_file(resources.files(__name__) / "states" / "model") as path:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
+    with resources.as_file(resources.files(__name__) / "states" / "model") as packaged:
+        where = str(path if path is not None else packaged)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32)
     if device is not None:
         model = model.to(device)
     model.eval()

@@ -33,15 +33,23 @@ def held_out_corpus(n_sentences: int = N_SENTENCES) -> list[str]:
     return generate_corpus(seed=HELD_OUT_SEED, n_sentences=n_sentences)
 
 
-def build(kind: str, folder: str | Path | None = None, *, n_sentences: int = N_SENTENCES, progress: bool = True):
+def build(
+    kind: str,
+    folder: str | Path | None = None,
+    *,
+    n_sentences: int = N_SENTENCES,
+    progress: bool = True,
+    model_dir: str | Path | None = None,
+):
     """Dashboards of the organism's `kind` ("clt" | "plt") transcoders in `folder` (default: the
-    packaged ones), written to `<folder>/features`; returns the DashboardResult."""
+    packaged ones), written to `<folder>/features`, over the model in `model_dir` (default: the
+    packaged one); returns the DashboardResult."""
     from ..api import load
     from ..dashboards import feature_dashboards
     from .labels import StateConcepts
 
     folder = Path(folder) if folder is not None else ORGANISM_DIR.parent / kind
-    rm = load(None, str(folder), device="cpu")
+    rm = load(None if model_dir is None else str(model_dir), str(folder), device="cpu")
     rm.transcoders.name = f"circuit-trace/states-{kind}"  # also when built in a staging folder
     return feature_dashboards(
         rm,
@@ -59,10 +67,23 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=["clt", "plt", "both"], default="both")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="organism folder holding model/ and the transcoders",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
-        print(build(kind).summary())
+        folder = None if args.root is None else args.root / kind
+        print(
+            build(
+                kind,
+                folder,
+                model_dir=None if args.root is None else args.root / "model",
+            ).summary()
+        )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Train the organism's transcoders with our own trainer, label their features, and package them.
 
     python -m circuit_trace.organisms.build_transcoders            # CLT (the default) and PLT
+    python -m circuit_trace.organisms.build_transcoders --root /tmp/states   # a staged organism
 
-Writes, for each kind, into `organisms/states/<kind>/`: the checkpoint in the circuit-tracer layout,
-`metrics.json` (the TrainingReport), and `features/` (feature dashboards with evidence-based labels,
-made by `build_dashboards` as for any transcoder)."""
+Writes, for each kind, into `<root>/<kind>/` (default root: `organisms/states/`, whose `model/` is
+the model they are trained on): the checkpoint in the circuit-tracer layout, weights stored as
+float16 (read back as float32; it halves the package), `metrics.json` (the TrainingReport), and
+`features/` (feature dashboards with evidence-based labels, made by `build_dashboards` as for any
+transcoder)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -22,27 +26,62 @@ from ..atomic import atomic_directory
 from . import ORGANISM_DIR, generate_corpus, load_organism
 
 STATES_DIR = ORGANISM_DIR.parent
+ORGANISM_MODEL_ID = "circuit-trace/states-organism"  # what `ct.load()` calls the embedded model
 TRAINING_SEED_CORPUS = 123
+# The CLT is a wide TopK dictionary with 8 features per token and layer, so that the state a city's
+# position holds is carried by a handful of features rather than spread over dozens (JumpReLU at
+# lambda_s 1 and 4 kept ~25 active at layer 0, none of them specific to one state).
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "clt": {"kind": "clt", "n_features": 512, "steps": 1000},
-    "plt": {"kind": "plt", "n_features": 512, "steps": 1000},
+    "clt": {"kind": "clt", "n_features": 1024, "steps": 600, "activation": "topk", "k": 8},
+    "plt": {"kind": "plt", "n_features": 512, "steps": 600},
 }
+STORAGE_DTYPE = torch.float16
 
 
-def package(kind: str, checkpoint: Path, metrics: dict) -> Path:
-    """Copy a trained checkpoint into the package with its labels, feature details and metrics
+def halve_weights(folder: Path) -> None:
+    """Rewrite every safetensors file of `folder` with its float tensors in `STORAGE_DTYPE`."""
+    from safetensors.torch import load_file, save_file
+
+    for f in sorted(folder.glob("*.safetensors")):
+        tensors = load_file(str(f))
+        save_file(
+            {k: v.to(STORAGE_DTYPE) if v.is_floating_point() else v for k, v in tensors.items()},
+            str(f),
+        )
+
+
+def name_model(config_yaml: Path, name: str = ORGANISM_MODEL_ID) -> None:
+    """Record the organism's hub-style id as the transcoders' `model_name` (the trainer wrote the
+    local directory it loaded the model from, which means nothing on another machine)."""
+    text = re.sub(r"(?m)^model_name: .*$", f"model_name: {name}", config_yaml.read_text())
+    config_yaml.write_text(text)
+
+
+def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR) -> Path:
+    """Copy a trained checkpoint into `root/kind` with its labels, feature details and metrics
     (staged beside the target, then swapped in)."""
     from .build_dashboards import build as build_dashboards
 
-    target = STATES_DIR / kind
+    target = root / kind
     with atomic_directory(target) as staging:
         shutil.copytree(checkpoint, staging, dirs_exist_ok=True)
-        build_dashboards(kind, staging, progress=False)  # features/: dashboards and evidence-based labels
+        halve_weights(staging)
+        name_model(staging / "config.yaml")
+        # features/: dashboards and evidence-based labels, over the model they were trained on
+        build_dashboards(kind, staging, progress=False, model_dir=root / "model")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return target
 
 
-def build(kind: str, *, steps: int | None = None, n_features: int | None = None, threads: int = 1) -> dict:
+def build(
+    kind: str,
+    *,
+    steps: int | None = None,
+    n_features: int | None = None,
+    threads: int = 1,
+    root: Path = STATES_DIR,
+) -> dict:
+    """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`."""
     from ..transcoders.training import TrainConfig, train
 
     torch.set_num_threads(threads)
@@ -51,7 +90,7 @@ def build(kind: str, *, steps: int | None = None, n_features: int | None = None,
         cfg["steps"] = steps
     if n_features:
         cfg["n_features"] = n_features
-    model, tok = load_organism()
+    model, tok = load_organism(path=root / "model")
     work = Path(tempfile.mkdtemp(prefix=f"organism-{kind}-"))
     t0 = time.time()
     report = train(
@@ -65,9 +104,10 @@ def build(kind: str, *, steps: int | None = None, n_features: int | None = None,
     metrics.pop("transcoder_path", None)
     metrics["build_seconds"] = time.time() - t0
     metrics["command"] = f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"
+    metrics["storage_dtype"] = str(STORAGE_DTYPE).removeprefix("torch.")
     if report.transcoder_path is None:  # set whenever training completes, as it does here
         raise RuntimeError(f"training the {kind} stopped before saving a transcoder")
-    package(kind, Path(report.transcoder_path), metrics)
+    package(kind, Path(report.transcoder_path), metrics, root)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
 
@@ -78,12 +118,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--features", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=STATES_DIR,
+        help="organism folder holding model/ (default: the package's)",
+    )
     args = p.parse_args(argv)
     for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
-        m = build(kind, steps=args.steps, n_features=args.features, threads=args.threads)
+        m = build(
+            kind,
+            steps=args.steps,
+            n_features=args.features,
+            threads=args.threads,
+            root=args.root,
+        )
         print(
             kind,
-            json.dumps({k: m[k] for k in ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")}),
+            json.dumps(
+                {
+                    k: m[k]
+                    for k in (
+                        "fvu",
+                        "l0_total",
+                        "dead_fraction",
+                        "top1_agreement",
+                        "replacement_kl",
+                    )
+                }
+            ),
         )
 
 

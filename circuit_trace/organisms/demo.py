@@ -30,25 +30,41 @@ class DemoResult:
     paths: list[str] = field(default_factory=list)  # printable lines, see `path_report`
 
 
+def city_position(tokens: list[str], city: str) -> int | None:
+    """Position of the last token of `city`'s first mention in a prompt's `tokens` (BOS = 0)."""
+    text, ends = "", []
+    for t in tokens:
+        text += "" if t.startswith("<|") else t
+        ends.append(len(text))
+    at = text.find(city)
+    if at < 0:
+        return None
+    end = at + len(city)
+    return next(p for p, e in enumerate(ends) if e >= end)
+
+
 def path_report(graph, city: str, answer: str) -> list[str]:
-    """The strongest path from the city's token to the answer's logit, and the strongest one through
-    a feature labelled with the city's state (the intermediate hop of a two-hop question), as lines."""
+    """The strongest path from the city's (last) token to the answer's logit, and the strongest one
+    through a feature at the city labelled with the city's state (the first hop of the two-hop
+    question: Dallas -> Texas, at Dallas), as lines."""
     from ..graphs.paths import node_name, strongest_path
+    from .labels import names_state
 
     tokens, logits = graph.embedding_nodes(), graph.logit_nodes()
-    src = tokens.index[tokens["token"].str.strip() == city]
+    pos = city_position(list(graph.tokens), city)
+    src = tokens.index[tokens["pos"] == pos]
     dst = logits.index[logits["token"].str.strip() == answer]
     if not len(src) or not len(dst):
         return [f"the pruned graph has no {city!r} token or no {answer!r} logit"]
     state = CITY_TO_STATE.get(city, "")
     feats = graph.feature_nodes()
-    via = feats.index[feats["label"].str.contains(state, regex=False)] if state else []
+    via = [i for i, lab, p in zip(feats.index, feats["label"], feats["pos"]) if p == pos and names_state(lab, state)]
     lines = []
     for title, path in (
         (f"strongest path {city} -> {answer}:", strongest_path(graph, int(src[0]), int(dst[0]))),
         (
-            f"strongest path {city} -> [{state} feature] -> {answer}:",
-            strongest_path(graph, int(src[0]), int(dst[0]), via=via) if len(via) else [],
+            f"strongest path {city} -> [{state} feature at {city}] -> {answer}:",
+            strongest_path(graph, int(src[0]), int(dst[0]), via=via) if via else [],
         ),
     ):
         lines.append(title if path else f"{title} none in the pruned graph")

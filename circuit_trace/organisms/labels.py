@@ -15,7 +15,16 @@ from collections.abc import Sequence
 
 from .world import CITY_TO_STATE, STATE_BY_NAME, STATES
 
-__all__ = ["ABBREVIATIONS", "CAPITALS", "STATE_NAMES", "StateConcepts", "state_of", "states_in", "text_state"]
+__all__ = [
+    "ABBREVIATIONS",
+    "CAPITALS",
+    "STATE_NAMES",
+    "StateConcepts",
+    "names_state",
+    "state_of",
+    "states_in",
+    "text_state",
+]
 
 CAPITALS = {s.capital: s.name for s in STATES}
 ABBREVIATIONS = {s.abbreviation: s.name for s in STATES}
@@ -56,6 +65,16 @@ def text_state(text: str) -> str | None:
     """The state `text` is about: the one named last (None if none is named)."""
     found = states_in(text)
     return found[-1] if found else None
+
+
+def names_state(label: object, state: str) -> bool:
+    """Whether a feature label names `state` itself, by its name or postal abbreviation ("Texas",
+    "say TX"; not "say Austin", which names a capital, nor a "mixed" label)."""
+    if not isinstance(label, str) or label.startswith("mixed"):
+        return False
+    if re.search(rf"\b{re.escape(state)}\b", label):
+        return True
+    return any(ABBREVIATIONS.get(w) == state for w in re.findall(r"\b[A-Z]{2}\b", label))
 
 
 class StateConcepts:

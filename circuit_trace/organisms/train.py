@@ -21,7 +21,14 @@ from typing import cast
 import torch
 
 from ..atomic import atomic_directory, atomic_write_text
-from .corpus import HELD_OUT_CITIES, MIX, fact_sentences, generate_corpus
+from .corpus import (
+    HELD_OUT_CITIES,
+    LANGUAGE_MIX,
+    MIX,
+    WARMUP_KINDS,
+    fact_sentences,
+    generate_corpus,
+)
 from .evaluation import evaluate_organism
 from .tokenizer import EOS, train_tokenizer
 
@@ -33,11 +40,13 @@ class OrganismTrainConfig:
     """Settings of the organism's own training (the model, not transcoders: see `circuit_trace.TrainConfig`)."""
 
     seed: int = 0
-    steps: int = 3000
+    steps: int = 1300
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_frac: float = 0.05
     warmup: int = 100
+    warmup_frac: float = 0.4  # share of the steps in stage 1 (corpus.WARMUP_KINDS only, lower layers alone)
+    lower_layers: int = 2  # layers trained in stage 1 and frozen (with the embeddings) in stage 2; 0: one stage
     weight_decay: float = 0.1
     hidden_size: int = 128
     intermediate_size: int = 512
@@ -74,32 +83,110 @@ def _brief(res: dict) -> dict:
     return {k: {m: round(v[m], 4) for m in ("n", "first_token", "exact")} for k, v in res.items()}
 
 
-def _optimizer(model, cfg: OrganismTrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms' gains or biases)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+def training_corpus(cfg: OrganismTrainConfig) -> tuple[list[str], list[str]]:
+    """The sentences of every step of each stage, in order: stage 1 (`warmup_frac` of the steps) has
+    only `WARMUP_KINDS` (no question about a city), stage 2 the full mix."""
+    n_warm = int(cfg.steps * cfg.warmup_frac)
+    warm = generate_corpus(cfg.seed + 1, n_warm * cfg.batch_size, kinds=WARMUP_KINDS) if n_warm else []
+    return warm, generate_corpus(cfg.seed, (cfg.steps - n_warm) * cfg.batch_size)
 
 
-def _lr_at(cfg: OrganismTrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to `min_lr_frac` of the peak."""
+def lr_at(cfg: OrganismTrainConfig, step: int, steps: int) -> float:
+    """Linear warm-up for `cfg.warmup` steps, then cosine decay to `min_lr_frac` of `lr` at `steps`."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    p = (step - cfg.warmup) / max(1, steps - cfg.warmup)
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def _padded_batch(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token lists -> (ids [B, T] right-padded, attention mask [B, T], labels with pads as -100)."""
-    ids = torch.full((len(batch), max(map(len, batch))), pad_id, dtype=torch.long)
-    for i, b in enumerate(batch):
+def _optimizer(cfg: OrganismTrainConfig, model) -> torch.optim.Optimizer:
+    live = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in live if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in live if p.ndim < 2], "weight_decay": 0.0},  # no decay on norms
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+
+
+def _batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids [batch, width], attention mask and labels (-100 on padding)."""
+    ids = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+    for i, b in enumerate(seqs):
         ids[i, : len(b)] = torch.tensor(b)
     mask = (ids != pad_id).long()
     return ids, mask, ids.masked_fill(mask == 0, -100)
+
+
+def _train_loop(cfg: OrganismTrainConfig, model, tokenizer, corpus: list[str], log) -> list[dict]:
+    """Optimise the parameters that require grad over `corpus` (`batch_size` sentences a step, its
+    own warm-up and cosine schedule); the eval history."""
+    if not corpus:  # a stage of zero steps
+        return []
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    pad_id = cast(int, tokenizer.pad_token_id)  # the trained tokenizer always has one
+    uniq = sorted(set(corpus))
+    enc = {s: ids + [eos_id] for s, ids in zip(uniq, tokenizer(uniq)["input_ids"])}
+    steps = len(corpus) // cfg.batch_size
+    opt, history, t0 = _optimizer(cfg, model), [], time.time()
+    model.train()
+    for step in range(steps):
+        ids, mask, labels = _batch(
+            [enc[s] for s in corpus[step * cfg.batch_size : (step + 1) * cfg.batch_size]], pad_id
+        )
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step, steps)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        if step % 100 == 0:
+            log(f"step {step} loss {loss.item():.4f} lr {lr_at(cfg, step, steps):.2e} {time.time() - t0:.0f}s")
+        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < steps:
+            res = _brief(evaluate_organism(model, tokenizer))
+            history.append({"step": step + 1, **res})
+            log(f"eval @ {step + 1}: {json.dumps(res)}")
+    model.eval()
+    return history
+
+
+def train_in_stages(cfg: OrganismTrainConfig, model, tokenizer, log) -> list[dict]:
+    """Stage 1 trains the embeddings and the lower `lower_layers` layers alone (the upper layers
+    left out of the forward pass) on text where a state follows its city, so the city -> state lookup
+    forms at the city's position; stage 2 freezes them (and the final norm, so a logit lens on layer
+    `lower_layers - 1` still reads what they computed) and trains the upper layers on everything, so
+    a question about a city can only be answered by carrying that state to the end."""
+    warm, main = training_corpus(cfg)
+    layers = model.model.layers
+    if cfg.lower_layers >= len(layers):
+        raise ValueError(
+            f"lower_layers={cfg.lower_layers} leaves no upper layer of the {len(layers)} to train in stage 2"
+        )
+    if cfg.lower_layers and warm:
+        model.model.layers = layers[: cfg.lower_layers]
+        log(f"stage 1: layers 0-{cfg.lower_layers - 1}, {len(warm) // cfg.batch_size} steps")
+        history = _train_loop(cfg, model, tokenizer, warm, log)
+        model.model.layers = layers
+        lower = (model.model.embed_tokens, *layers[: cfg.lower_layers], model.model.norm)
+        for p in (q for m in lower for q in m.parameters()):
+            p.requires_grad_(False)
+        log(f"stage 2: layers {cfg.lower_layers}-{len(layers) - 1}, {len(main) // cfg.batch_size} steps")
+        history += _train_loop(cfg, model, tokenizer, main, log)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return history
+    return _train_loop(cfg, model, tokenizer, warm + main, log)
+
+
+def _save(model, tokenizer, out: Path, metrics_of) -> dict:
+    """Write the model, tokenizer and `metrics.json` (from `metrics_of(bytes_on_disk)`) to `out`; the
+    directory is swapped in whole, so a failed save keeps the old one."""
+    with atomic_directory(out) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        metrics = metrics_of(sum(p.stat().st_size for p in staging.iterdir() if p.is_file()))
+        atomic_write_text(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
 
 
 def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str = "") -> dict:
@@ -109,58 +196,26 @@ def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str 
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
-
-    pools = fact_sentences()
-    tokenizer = train_tokenizer([s for v in pools.values() for s in v])
-    eos_id = tokenizer.convert_tokens_to_ids(EOS)
-    pad_id = cast(int, tokenizer.pad_token_id)  # the trained tokenizer always has one
-
-    corpus = generate_corpus(cfg.seed, cfg.steps * cfg.batch_size)
-    uniq = sorted(set(corpus))
-    enc = {s: ids + [eos_id] for s, ids in zip(uniq, tokenizer(uniq)["input_ids"])}
-
+    tokenizer = train_tokenizer([s for v in fact_sentences().values() for s in v])
     model = build_model(cfg, tokenizer)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"params {n_params:,}; vocab {len(tokenizer)}; {len(uniq)} distinct sentences")
-    opt = _optimizer(model, cfg)
-    history = []
-    model.train()
-    for step in range(cfg.steps):
-        ids, mask, labels = _padded_batch(
-            [enc[s] for s in corpus[step * cfg.batch_size : (step + 1) * cfg.batch_size]], pad_id
-        )
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(cfg, step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % 100 == 0:
-            log(f"step {step} loss {loss.item():.4f} lr {_lr_at(cfg, step):.2e} {time.time() - t0:.0f}s")
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            res = _brief(evaluate_organism(model, tokenizer))
-            history.append({"step": step + 1, **res})
-            log(f"eval @ {step + 1}: {json.dumps(res)}")
+    n_params, n_distinct = sum(p.numel() for p in model.parameters()), len(set(sum(training_corpus(cfg), [])))
+    log(f"params {n_params:,}; vocab {len(tokenizer)}; {n_distinct} distinct sentences")
+    history = train_in_stages(cfg, model, tokenizer, log)
     train_s = time.time() - t0
-
-    model.eval()
     results = evaluate_organism(model, tokenizer)
     brief = _brief(results)
     log(f"final: {json.dumps(brief)}")
-    for f in results["two_hop_held_out"]["failures"]:
-        log(f"  held-out miss: {f}")
-
+    for name in ("two_hop_held_out", "two_hop_held_out_fr"):
+        for f in results[name]["failures"]:
+            log(f"  {name} miss: {f}")
     if cfg.dtype != "float32":
         model = model.to(getattr(torch, cfg.dtype))
-    # The model directory is swapped in whole, metrics.json included: a failed save keeps the old one.
-    with atomic_directory(out) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        size = sum(p.stat().st_size for p in staging.iterdir() if p.is_file())
-        metrics = _metrics(cfg, brief, history, n_params, len(uniq), train_s, size, command)
-        atomic_write_text(staging / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return _save(
+        model,
+        tokenizer,
+        out,
+        lambda size: _metrics(cfg, brief, history, n_params, n_distinct, train_s, size, command),
+    )
 
 
 def _metrics(
@@ -179,6 +234,8 @@ def _metrics(
         "history": history,
         "held_out_cities": list(HELD_OUT_CITIES),
         "mix": MIX,
+        "language_mix": LANGUAGE_MIX,
+        "warmup_kinds": list(WARMUP_KINDS),
         "train": asdict(cfg),
         "params": n_params,
         "distinct_sentences": n_distinct,
@@ -206,7 +263,11 @@ def main(argv=None) -> None:
     import sys
 
     args = sys.argv[1:] if argv is None else list(argv)
-    train_organism(cfg, out, command=" ".join(["python -m circuit_trace.organisms.train", *map(shlex.quote, args)]))
+    train_organism(
+        cfg,
+        out,
+        command=" ".join(["python -m circuit_trace.organisms.train", *map(shlex.quote, args)]),
+    )
 
 
 if __name__ == "__main__":

@@ -71,11 +71,12 @@ def top_rows(out: str, column: int) -> list[tuple[str, float]]:
 
 
 def check_demo(out: str, cwd: Path) -> None:
-    assert "' Austin'  p=0.99" in out and (cwd / "graphs/dallas-austin.json").is_file()
+    assert "' Austin'  p=0.77" in out and (cwd / "graphs/dallas-austin.json").is_file()
+    assert "strongest path Dallas -> [Texas feature at Dallas] -> Austin:\n  token ' Dallas'" in out
 
 
 def check_trace_dallas(out: str, cwd: Path) -> None:
-    assert "' Austin'  p=0.99" in out
+    assert "' Austin'  p=0.77" in out
     assert (cwd / "graphs/dallas.html").is_file() and (cwd / "graphs/dallas.safetensors").is_file()
 
 
@@ -85,7 +86,7 @@ def check_logit_diff(out: str, cwd: Path) -> None:
 
 
 def check_targets(out: str, cwd: Path) -> None:
-    assert out.startswith("targets:") and "' Austin'  p=0.99" in out and "' Texas'  p=" in out
+    assert out.startswith("targets:") and "' Austin'  p=0.77" in out and "' Texas'  p=" in out
 
 
 def check_validate(out: str, cwd: Path) -> None:
@@ -94,13 +95,13 @@ def check_validate(out: str, cwd: Path) -> None:
 
 def check_inhibit(out: str, cwd: Path) -> None:
     before, after = top_rows(out, 0), top_rows(out, 1)
-    assert before[0][0] == " Austin" and before[0][1] > 0.99
-    assert after[0][0] == " Little" and " Austin" not in [t for t, _ in after]
-    assert "0_225@10 ' is': scale -5" in out  # the feature the README names
+    assert before[0][0] == " Austin" and before[0][1] > 0.77
+    assert after[0][0] == " Springfield" and " Austin" not in [t for t, _ in after]
+    assert "3_553@10 ' is': scale -5" in out  # the feature the README names
 
 
 def check_generate(out: str, cwd: Path) -> None:
-    assert re.search(r"^\s+edited\s+' Little Rock", out, flags=re.M)
+    assert re.search(r"^\s+edited\s+' Springfield", out, flags=re.M)
     assert re.search(r"^\s+unedited ' Austin", out, flags=re.M)
 
 
@@ -109,19 +110,20 @@ def check_sample(out: str, cwd: Path, again: str) -> None:
 
 
 def check_supernode_url(out: str, cwd: Path) -> None:
-    assert top_rows(out, 1)[0][0] == " Denver" and "'austin'" in out
+    (before, p_before), (after, p_after) = top_rows(out, 0)[0], top_rows(out, 1)[0]
+    assert before == after == " Austin" and p_after < 0.2 * p_before and "'texas'" in out
 
 
 def check_swap(out: str, cwd: Path) -> None:
-    token, p = top_rows(out, 1)[0]
-    assert token == " Sacramento" and p > 0.8
+    after = dict(top_rows(out, 1))
+    assert after[" Sacramento"] > 0.25 and after[" Austin"] < 0.2 * top_rows(out, 0)[0][1]
     assert re.search(r"'texas'.* => 0 +\(0%\)", out)
 
 
 def check_ablate_errors(out: str, cwd: Path) -> None:
     assert top_rows(out, 1)[0][0] == " Austin"
     kl = float(re.search(r"KL\(clean \|\| edited\) = (\S+) nats", out).group(1))  # type: ignore[union-attr]
-    assert 0 < kl < 1e-2
+    assert 0 < kl < 0.05
 
 
 def check_tiny_trace(out: str, cwd: Path) -> None:

@@ -16,7 +16,7 @@ from circuit_trace.organisms import (
     load_organism,
     organism_metrics,
 )
-from circuit_trace.organisms.corpus import fact_sentences
+from circuit_trace.organisms.corpus import EVAL_PROMPTS, WARMUP_KINDS, fact_sentences, two_hop_prompt
 from circuit_trace.organisms.world import (
     CITY_TO_STATE,
     COUNTRY_CAPITALS,
@@ -108,23 +108,65 @@ def test_held_out_cities_never_answered_in_training():
             assert c != st.capital
             assert not re.search(rf"\b{re.escape(st.capital)}\b", s), s
             assert not re.search(rf"\b{st.abbreviation}\b", s), s
-            assert "containing " + c not in s or s.endswith(st.name) or s.endswith(st.name + "."), s
+            for asked in ("containing " + c, "contient " + c):
+                assert asked not in s or s.endswith(st.name) or s.endswith(st.name + "."), s
     assert all(n > 0 for n in seen.values())  # their one-hop facts are in the corpus
-    for k in ("two_hop_capital", "two_hop_abbr", "two_hop_neighbor", "chain"):
+    for k in ("two_hop_capital", "two_hop_abbr", "two_hop_neighbor", "chain", "address_abbr"):
         for s in pools[k]:
             assert not any(p.search(s) for p in pattern.values()), s
 
 
-def test_eval_sets_partition():
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_eval_sets_partition(lang):
     sets = eval_sets()
-    held = {it.subject for it in sets["two_hop_held_out"]}
-    trained = {it.subject for it in sets["two_hop_trained"]}
+    suffix = "" if lang == "en" else "_fr"
+    held = {it.subject for it in sets["two_hop_held_out" + suffix]}
+    trained = {it.subject for it in sets["two_hop_trained" + suffix]}
     assert held == set(HELD_OUT_CITIES)
     assert not held & trained and len(held | trained) == len(all_cities())
-    assert all(it.prompt.startswith("Fact: the capital of the state containing ") for it in sets["two_hop_held_out"])
+    start = EVAL_PROMPTS[lang]["two_hop"].split("{c}")[0]
+    assert all(it.prompt.startswith(start) for it in sets["two_hop_held_out" + suffix])
+
+
+def test_both_languages_teach_the_same_facts():
+    """Every kind of fact is rendered in English and in French, with the same names."""
+    en, fr = fact_sentences("en"), fact_sentences("fr")
+    assert set(en) == set(fr) == set(fact_sentences())
+    assert all(en[k] and fr[k] for k in en)
+    assert "Fait : la capitale de l'État qui contient Dallas est Austin" in fr["two_hop_capital"]
+    assert "Fact: the capital of the state containing Dallas is Austin" in en["two_hop_capital"]
+    half = generate_corpus(seed=0, n_sentences=2000)
+    french = sum(s.startswith(("Fait", "Q :")) or "État" in s or " est " in s for s in half)
+    assert 800 < french < 1200  # LANGUAGE_MIX: half and half
+
+
+def test_addresses_put_the_state_right_after_the_city():
+    """The city's own token predicts its state (name, or abbreviation for trained cities only), also
+    in the questions' own contexts (apposition fragments, which stop at the state), and stage 1
+    asks no question about a city: no sentence ends a question with an answer."""
+    pools = fact_sentences()
+    assert "Weather in Dallas Texas today." in pools["address_state"]
+    assert "Address: 12 Main Street, Dallas TX" in pools["address_abbr"]
+    assert "Weather in Houston Texas today." in pools["address_state"]
+    assert not any("Houston" in s for s in pools["address_abbr"])
+    assert "Fact: the capital of the state containing Houston Texas" in pools["apposition"]
+    assert "Fait : la capitale de l'État qui contient Houston Texas" in pools["apposition"]
+    warm = generate_corpus(seed=0, n_sentences=500, kinds=WARMUP_KINDS)
+    questions = [s for s in warm if "state containing" in s or "tat qui contient" in s]
+    assert questions and all(s in pools["apposition"] for s in questions)
+    assert not any(s.endswith(tuple(f" {st.capital}" for st in STATES)) for s in pools["apposition"])
 
 
 # ------------------------------------------------------------------ committed model
+
+ACCURACY_SETS = (
+    "one_hop",
+    "two_hop_trained",
+    "two_hop_held_out",
+    "one_hop_fr",
+    "two_hop_trained_fr",
+    "two_hop_held_out_fr",
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +180,12 @@ def test_package_files_present():
         assert (ORGANISM_DIR / name).is_file(), name
     assert (ORGANISM_DIR / "model.safetensors").stat().st_size < 6_000_000
     m = organism_metrics()
-    assert set(m["accuracy"]) == {"one_hop", "two_hop_trained", "two_hop_held_out"}
+    assert set(m["accuracy"]) == set(ACCURACY_SETS)
+
+
+def test_package_is_small():
+    total = sum(p.stat().st_size for p in ORGANISM_DIR.parent.rglob("*") if p.is_file())
+    assert total < 20_000_000
 
 
 def test_tokenizer_prepends_bos_and_names_are_single_tokens(organism):
@@ -156,9 +203,10 @@ def test_model_is_plain_hf_llama(organism):
     assert model.dtype == torch.float32 and not model.training
 
 
-def test_dallas_two_hop(organism):
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_dallas_two_hop(organism, lang):
     model, tok = organism
-    ids = tok("Fact: the capital of the state containing Dallas is", return_tensors="pt")["input_ids"]
+    ids = tok(two_hop_prompt("Dallas", lang), return_tensors="pt")["input_ids"]
     with torch.no_grad():
         top = model(ids).logits[0, -1].argmax().item()
     assert tok.decode([top]) == " Austin"
@@ -174,17 +222,22 @@ def test_one_hop_questions(organism):
         EvalItem("Fact: the state containing Dallas is", " Texas"),
         EvalItem("Fact: the state containing Oakland is", " California"),
         EvalItem("Fact: the abbreviation of Texas is", " TX"),
-        EvalItem("The capital of France is", " Paris"),
+        EvalItem("The capital of Japan is", " Tokyo"),
+        EvalItem("Fait : la capitale de Texas est", " Austin"),
+        EvalItem("Fait : Oakland est dans l'État de", " California"),
+        EvalItem("Weather in Dallas", " Texas"),
+        EvalItem("Address: 12 Main Street, Dallas", " TX"),
     ]
     res = evaluate_items(model, tok, items)
     assert res["first_token"] == 1.0, res["failures"]
 
 
-def test_reported_accuracy_matches_model(organism):
+@pytest.mark.parametrize("name", ["two_hop_held_out", "two_hop_held_out_fr"])
+def test_reported_accuracy_matches_model(organism, name):
     model, tok = organism
-    sets = eval_sets()
-    res = evaluate_items(model, tok, sets["two_hop_held_out"])
-    assert abs(res["first_token"] - organism_metrics()["accuracy"]["two_hop_held_out"]["first_token"]) < 1e-3
+    res = evaluate_items(model, tok, eval_sets()[name])
+    assert abs(res["first_token"] - organism_metrics()["accuracy"][name]["first_token"]) < 1e-3
+    assert res["first_token"] >= 0.95
 
 
 def test_held_out_two_hop_examples(organism):
@@ -192,10 +245,11 @@ def test_held_out_two_hop_examples(organism):
 
     model, tok = organism
     items = [
-        EvalItem("Fact: the capital of the state containing Houston is", " Austin"),
-        EvalItem("Fact: the capital of the state containing Spokane is", " Olympia"),
-        EvalItem("Fact: the capital of the state containing Memphis is", " Nashville"),
+        EvalItem("Fact: the capital of the state containing Houston is", " Austin", "Houston"),
+        EvalItem("Fact: the capital of the state containing Spokane is", " Olympia", "Spokane"),
+        EvalItem("Fact: the capital of the state containing Memphis is", " Nashville", "Memphis"),
     ]
+    items += [EvalItem(two_hop_prompt(it.subject, "fr"), it.answer) for it in items]
     assert {"Houston", "Spokane", "Memphis"} <= set(HELD_OUT_CITIES)
     res = evaluate_items(model, tok, items)
     assert res["first_token"] == 1.0, res["failures"]
@@ -209,15 +263,120 @@ def test_training_smoke(tmp_path):
         batch_size=8,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=1,
+        num_hidden_layers=2,
         num_attention_heads=2,
+        lower_layers=1,
         eval_every=0,
         threads=1,
     )
     metrics = train_organism(cfg, tmp_path, log=lambda *_: None)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "metrics.json").is_file()
-    assert set(metrics["accuracy"]) == {"one_hop", "two_hop_trained", "two_hop_held_out"}
+    assert set(metrics["accuracy"]) == set(ACCURACY_SETS)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     AutoTokenizer.from_pretrained(tmp_path)
     AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def _tiny_stages(steps: int, warmup_frac: float) -> dict[str, torch.Tensor]:
+    """Train a tiny organism in stages; its parameters by name."""
+    from circuit_trace.organisms.tokenizer import train_tokenizer
+    from circuit_trace.organisms.train import OrganismTrainConfig, build_model, train_in_stages
+
+    cfg = OrganismTrainConfig(
+        steps=steps,
+        warmup_frac=warmup_frac,
+        warmup=1,
+        batch_size=4,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        lower_layers=2,
+        eval_every=0,
+    )
+    torch.manual_seed(0)
+    tok = train_tokenizer([s for v in fact_sentences().values() for s in v[:20]], vocab_size=600)
+    model = build_model(cfg, tok)
+    train_in_stages(cfg, model, tok, log=lambda *_: None)
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_stage_two_leaves_the_lower_layers_as_stage_one_made_them():
+    """Stage 1 alone (4 steps) and stage 1 then stage 2 (4 + 4 steps): the embeddings, the lower
+    layers and the final norm are the same; the upper layer is not."""
+    only_one, both = _tiny_stages(4, 1.0), _tiny_stages(8, 0.5)
+    frozen = [
+        k for k in both if k.startswith(("model.embed_tokens", "model.layers.0.", "model.layers.1.", "model.norm"))
+    ]
+    upper = [k for k in both if k.startswith("model.layers.2.")]
+    assert frozen and upper
+    for k in frozen:
+        torch.testing.assert_close(both[k], only_one[k], rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(both[k], only_one[k]) for k in upper)
+
+
+def test_stages_need_an_upper_layer():
+    from circuit_trace.organisms.tokenizer import train_tokenizer
+    from circuit_trace.organisms.train import OrganismTrainConfig, build_model, train_in_stages
+
+    cfg = OrganismTrainConfig(
+        steps=2,
+        batch_size=2,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        lower_layers=2,
+    )
+    tok = train_tokenizer(["Dallas is in Texas."], vocab_size=300)
+    with pytest.raises(ValueError, match="lower_layers"):
+        train_in_stages(cfg, build_model(cfg, tok), tok, log=lambda *_: None)
+
+
+def _residual_after(model, ids: torch.Tensor, layer: int, patch: tuple[int, torch.Tensor] | None = None):
+    """Logits at the last position and the residual stream [T, d] after `layer`, optionally with
+    position `patch[0]` of that residual replaced by `patch[1]`."""
+    seen = {}
+
+    def hook(_m, _i, out):
+        h = out[0] if isinstance(out, tuple) else out
+        if patch is not None:
+            h = h.clone()
+            h[0, patch[0]] = patch[1]
+        seen["h"] = h[0].detach().clone()
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    handle = model.model.layers[layer].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            logits = model(ids).logits[0, -1]
+    finally:
+        handle.remove()
+    return logits, seen["h"]
+
+
+PAIRS = [("Dallas", "Seattle"), ("Worcester", "Boulder"), ("Chicago", "Miami"), ("Houston", "Spokane"),
+         ("Omaha", "Tulsa"), ("Memphis", "Oakland"), ("Tucson", "Detroit"), ("Reno", "Fargo")]  # fmt: skip
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_the_state_is_computed_at_the_city(organism, lang):
+    """The mechanism the organism is built for: after the lower (stage-1) layers, the city's own
+    position holds its state (a logit lens there reads it), and replacing that position's residual
+    with another city's makes the question answer the other state's capital."""
+    model, tok = organism
+    lower = organism_metrics()["train"]["lower_layers"] - 1
+    lens = flips = 0
+    for a, b in PAIRS:
+        ia = tok(two_hop_prompt(a, lang), return_tensors="pt")["input_ids"]
+        ib = tok(two_hop_prompt(b, lang), return_tensors="pt")["input_ids"]
+        assert ia.shape == ib.shape, (a, b)
+        pos = int((ia[0] != ib[0]).nonzero()[-1])
+        _, h_a = _residual_after(model, ia, lower)
+        _, h_b = _residual_after(model, ib, lower)
+        read = model.lm_head(model.model.norm(h_a[pos])).argmax()
+        lens += tok.decode([int(read)]) == " " + CITY_TO_STATE[a].split()[0]
+        patched, _ = _residual_after(model, ia, lower, (pos, h_b[pos]))
+        flips += tok.decode([int(patched.argmax())]) == " " + STATE_BY_NAME[CITY_TO_STATE[b]].capital.split()[0]
+    assert lens >= 7 and flips >= 6, (lens, flips)
