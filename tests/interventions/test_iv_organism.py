@@ -20,7 +20,7 @@ def test_readme_single_feature_example_changes_the_answer(organism):
     model, graph = organism
     top = ct.strongest_inputs(graph)  # the feature with the strongest edge into the answer
     res = ct.intervene(model, PROMPT, top.edits("scale", -4.0, graph))
-    assert res.top_before[0].token == " Austin" and res.top_before[0].prob > 0.9
+    assert res.top_before[0].token == " Austin" and res.top_before[0].prob > 0.75  # the README: 0.775
     assert res.top_changed, str(res)
     assert float(res.probs_after[res.top_before[0].token_id]) < 0.5
     fig = res.figure(graph, [top])
