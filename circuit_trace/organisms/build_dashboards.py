@@ -61,29 +61,29 @@ def build(
     )
 
 
+def build_arguments(description: str | None, root: Path | None, root_help: str) -> argparse.ArgumentParser:
+    """The options the organism's build scripts share: --kind (clt, plt or both), --threads, --root."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kind", choices=["clt", "plt", "both"], default="both")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--root", type=Path, default=root, help=root_help)
+    return p
+
+
+def kinds_of(choice: str) -> list[str]:
+    """The transcoder kinds a --kind choice names."""
+    return ["clt", "plt"] if choice == "both" else [choice]
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", choices=["clt", "plt", "both"], default="both")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="organism folder holding model/ and the transcoders",
-    )
-    args = p.parse_args(argv)
+    args = build_arguments(__doc__, None, "organism folder holding model/ and the transcoders").parse_args(argv)
     torch.set_num_threads(args.threads)
-    for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
+    for kind in kinds_of(args.kind):
         folder = None if args.root is None else args.root / kind
-        print(
-            build(
-                kind,
-                folder,
-                model_dir=None if args.root is None else args.root / "model",
-            ).summary()
-        )
+        model_dir = None if args.root is None else args.root / "model"
+        print(build(kind, folder, model_dir=model_dir).summary())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ transcoder)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -113,41 +112,16 @@ def build(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kind", choices=["clt", "plt", "both"], default="both")
+    from .build_dashboards import build_arguments, kinds_of
+
+    p = build_arguments(__doc__, STATES_DIR, "organism folder holding model/ (default: the package's)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--features", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=STATES_DIR,
-        help="organism folder holding model/ (default: the package's)",
-    )
     args = p.parse_args(argv)
-    for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
-        m = build(
-            kind,
-            steps=args.steps,
-            n_features=args.features,
-            threads=args.threads,
-            root=args.root,
-        )
-        print(
-            kind,
-            json.dumps(
-                {
-                    k: m[k]
-                    for k in (
-                        "fvu",
-                        "l0_total",
-                        "dead_fraction",
-                        "top1_agreement",
-                        "replacement_kl",
-                    )
-                }
-            ),
-        )
+    shown = ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")
+    for kind in kinds_of(args.kind):
+        m = build(kind, steps=args.steps, n_features=args.features, threads=args.threads, root=args.root)
+        print(kind, json.dumps({k: m[k] for k in shown}))
 
 
 if __name__ == "__main__":
