@@ -18,34 +18,9 @@ import random
 
 import torch
 
-from circuit_trace.organisms import HELD_OUT_CITIES, load_organism
+from circuit_trace.organisms import HELD_OUT_CITIES, load_organism, run_patched
 from circuit_trace.organisms.corpus import two_hop_prompt
 from circuit_trace.organisms.world import CITY_TO_STATE, STATE_BY_NAME
-
-
-def run_patched(model, ids: torch.Tensor, patch: tuple[int, int, torch.Tensor] | None = None):
-    """Last-position logits and the residual after every layer [L][T, d]; `patch` = (layer, pos,
-    value) replaces that residual entry (and everything downstream sees it)."""
-    resid: list[torch.Tensor] = []
-    hooks = []
-    for layer_idx, layer in enumerate(model.model.layers):
-
-        def hook(_m, _i, out, layer_idx=layer_idx):
-            h = out[0] if isinstance(out, tuple) else out
-            if patch is not None and patch[0] == layer_idx:
-                h = h.clone()
-                h[0, patch[1]] = patch[2]
-            resid.append(h[0].detach().clone())
-            return (h, *out[1:]) if isinstance(out, tuple) else h
-
-        hooks.append(layer.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            logits = model(ids).logits[0, -1]
-    finally:
-        for h in hooks:
-            h.remove()
-    return logits, resid
 
 
 def first_id(tok, word: str) -> int:

@@ -151,10 +151,12 @@ def load(
     dev, dt = default_device(None if device is None else check_device(device)), resolve_dtype(dtype)
     organism_tc = None
     if model is None:
+        from .organisms import ORGANISM_MODEL_ID
+
         model_dir, clt_dir = _organism_paths()
         if transcoders is None:
             transcoders, organism_tc = str(clt_dir), "circuit-trace/states-clt"
-        model, model_id = str(model_dir), "circuit-trace/states-organism"
+        model, model_id = str(model_dir), ORGANISM_MODEL_ID
     else:
         model_id = None  # a path or hub id: load_model's clean id (never a local path)
     if not isinstance(model, (str, Path, nn.Module)):

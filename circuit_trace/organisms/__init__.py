@@ -8,9 +8,10 @@ from importlib import resources
 from pathlib import Path
 
 from .corpus import HELD_OUT_CITIES, EvalItem, eval_sets, generate_corpus
-from .evaluation import evaluate_items, evaluate_organism, predict_next
+from .evaluation import evaluate_items, evaluate_organism, predict_next, run_patched
 
 __all__ = [
+    "ORGANISM_MODEL_ID",
     "ORGANISM_DIR",
     "ORGANISM_NAME",
     "load_organism",
@@ -22,9 +23,12 @@ __all__ = [
     "evaluate_items",
     "evaluate_organism",
     "predict_next",
+    "run_patched",
 ]
 
 ORGANISM_NAME = "states"
+#: The embedded model's id: what graphs and the transcoders trained on it record as its name.
+ORGANISM_MODEL_ID = "circuit-trace/states-organism"
 #: Directory of the embedded model (HF ``save_pretrained`` layout: config, safetensors, tokenizer).
 ORGANISM_DIR: Path = Path(str(resources.files(__name__) / "states" / "model"))
 
@@ -42,6 +46,7 @@ def load_organism(device=None, dtype=None, path: str | Path | None = None):
         where = str(path if path is not None else packaged)
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype or torch.float32)
+    model.config._name_or_path = ORGANISM_MODEL_ID  # not the folder it was read from (as `load_model` does)
     if device is not None:
         model = model.to(device)
     model.eval()

@@ -12,7 +12,6 @@ transcoder)."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
@@ -25,7 +24,6 @@ from ..atomic import atomic_directory
 from . import ORGANISM_DIR, generate_corpus, load_organism
 
 STATES_DIR = ORGANISM_DIR.parent
-ORGANISM_MODEL_ID = "circuit-trace/states-organism"  # what `ct.load()` calls the embedded model
 TRAINING_SEED_CORPUS = 123
 # The CLT is a wide TopK dictionary with 8 features per token and layer, so that the state a city's
 # position holds is carried by a handful of features rather than spread over dozens (JumpReLU at
@@ -49,13 +47,6 @@ def halve_weights(folder: Path) -> None:
         )
 
 
-def name_model(config_yaml: Path, name: str = ORGANISM_MODEL_ID) -> None:
-    """Record the organism's hub-style id as the transcoders' `model_name` (the trainer wrote the
-    local directory it loaded the model from, which means nothing on another machine)."""
-    text = re.sub(r"(?m)^model_name: .*$", f"model_name: {name}", config_yaml.read_text())
-    config_yaml.write_text(text)
-
-
 def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR) -> Path:
     """Copy a trained checkpoint into `root/kind` with its labels, feature details and metrics
     (staged beside the target, then swapped in)."""
@@ -65,7 +56,6 @@ def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR)
     with atomic_directory(target) as staging:
         shutil.copytree(checkpoint, staging, dirs_exist_ok=True)
         halve_weights(staging)
-        name_model(staging / "config.yaml")
         # features/: dashboards and evidence-based labels, over the model they were trained on
         build_dashboards(kind, staging, progress=False, model_dir=root / "model")
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -331,22 +331,22 @@ def _render(kind: str, lang: str, **kw: str) -> list[str]:
 _APPOSITION_FROM = ("two_hop_capital", "two_hop_abbr", "two_hop_neighbor", "city_state", "chain")
 
 
-def _appositions(lang: str, city: str, state: str) -> list[str]:
-    """Question beginnings cut after the city, with the state in apposition (``Fact: the capital
-    of the state containing Dallas Texas``): the city's token names its state in the very contexts
-    the questions use, and no fragment pairs a city with a capital or abbreviation."""
+def _apposition_heads(lang: str) -> list[str]:
+    """The beginnings of the `_APPOSITION_FROM` templates, up to the city (non-empty ones)."""
     heads = {t[: t.index("{c}")] for k in _APPOSITION_FROM for t in TEMPLATES[lang][k]}
-    return [f"{h}{city} {state}" for h in sorted(heads) if h.strip()]
+    return sorted(h for h in heads if h.strip())
 
 
 def _language_sentences(lang: str) -> dict[str, list[str]]:
-    held = set(HELD_OUT_CITIES)
+    held, heads = set(HELD_OUT_CITIES), _apposition_heads(lang)
     out: dict[str, list[str]] = {k: [] for k in MIX}
     for c, s in _city_states():
         kw = {"c": c, "s": s.name, "k": s.capital, "a": s.abbreviation}
         for kind in ("city_state", "state_city", "address_state"):
             out[kind] += _render(kind, lang, **kw)
-        out["apposition"] += _appositions(lang, c, s.name)
+        # the state in apposition after the city, the fragment cut there: the city's token names its
+        # state in the very contexts the questions use, and no fragment holds a capital
+        out["apposition"] += [f"{h}{c} {s.name}" for h in heads]
         if c in held:
             continue
         for kind in _TWO_HOP_KINDS:

@@ -8,7 +8,7 @@ import torch
 
 from .corpus import EvalItem
 
-__all__ = ["predict_next", "evaluate_items", "evaluate_organism"]
+__all__ = ["predict_next", "evaluate_items", "evaluate_organism", "run_patched"]
 
 
 @torch.no_grad()
@@ -69,3 +69,32 @@ def evaluate_organism(model, tokenizer, sets: dict | None = None) -> dict:
 
     sets = eval_sets() if sets is None else sets
     return {name: evaluate_items(model, tokenizer, items) for name, items in sets.items()}
+
+
+@torch.no_grad()
+def run_patched(
+    model, ids: torch.Tensor, patch: tuple[int, int, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Activation patching in the real model (no transcoders): the last position's logits and the
+    residual stream after every layer ([T, d] each) for `ids` [1, T]; `patch` = (layer, pos, value)
+    replaces that entry of the residual after `layer`, and everything downstream sees it."""
+    resid: list[torch.Tensor] = []
+
+    def hook(layer_idx: int):
+        def replace(_module, _inputs, out):
+            h = out[0] if isinstance(out, tuple) else out
+            if patch is not None and patch[0] == layer_idx:
+                h = h.clone()
+                h[0, patch[1]] = patch[2]
+            resid.append(h[0].detach().clone())
+            return (h, *out[1:]) if isinstance(out, tuple) else h
+
+        return replace
+
+    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(model.model.layers)]
+    try:
+        logits = model(ids).logits[0, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, resid

@@ -150,13 +150,14 @@ def _train_loop(cfg: OrganismTrainConfig, model, tokenizer, corpus: list[str], l
     return history
 
 
-def train_in_stages(cfg: OrganismTrainConfig, model, tokenizer, log) -> list[dict]:
+def train_in_stages(cfg: OrganismTrainConfig, model, tokenizer, corpus: tuple[list[str], list[str]], log) -> list[dict]:
     """Stage 1 trains the embeddings and the lower `lower_layers` layers alone (the upper layers
     left out of the forward pass) on text where a state follows its city, so the city -> state lookup
     forms at the city's position; stage 2 freezes them (and the final norm, so a logit lens on layer
     `lower_layers - 1` still reads what they computed) and trains the upper layers on everything, so
-    a question about a city can only be answered by carrying that state to the end."""
-    warm, main = training_corpus(cfg)
+    a question about a city can only be answered by carrying that state to the end. `corpus`: the
+    two stages' sentences (`training_corpus`)."""
+    warm, main = corpus
     layers = model.model.layers
     if cfg.lower_layers >= len(layers):
         raise ValueError(
@@ -198,9 +199,10 @@ def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str 
     t0 = time.time()
     tokenizer = train_tokenizer([s for v in fact_sentences().values() for s in v])
     model = build_model(cfg, tokenizer)
-    n_params, n_distinct = sum(p.numel() for p in model.parameters()), len(set(sum(training_corpus(cfg), [])))
+    warm, main = training_corpus(cfg)
+    n_params, n_distinct = sum(p.numel() for p in model.parameters()), len(set(warm) | set(main))
     log(f"params {n_params:,}; vocab {len(tokenizer)}; {n_distinct} distinct sentences")
-    history = train_in_stages(cfg, model, tokenizer, log)
+    history = train_in_stages(cfg, model, tokenizer, (warm, main), log)
     train_s = time.time() - t0
     results = evaluate_organism(model, tokenizer)
     brief = _brief(results)

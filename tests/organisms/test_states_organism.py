@@ -10,11 +10,13 @@ import torch
 from circuit_trace.organisms import (
     HELD_OUT_CITIES,
     ORGANISM_DIR,
+    ORGANISM_MODEL_ID,
     eval_sets,
     evaluate_items,
     generate_corpus,
     load_organism,
     organism_metrics,
+    run_patched,
 )
 from circuit_trace.organisms.corpus import EVAL_PROMPTS, WARMUP_KINDS, fact_sentences, two_hop_prompt
 from circuit_trace.organisms.world import (
@@ -201,6 +203,7 @@ def test_model_is_plain_hf_llama(organism):
     model, _ = organism
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.dtype == torch.float32 and not model.training
+    assert model.config.name_or_path == ORGANISM_MODEL_ID  # what transcoders trained on it record
 
 
 @pytest.mark.parametrize("lang", ["en", "fr"])
@@ -255,20 +258,20 @@ def test_held_out_two_hop_examples(organism):
     assert res["first_token"] == 1.0, res["failures"]
 
 
-def test_training_smoke(tmp_path):
-    from circuit_trace.organisms.train import OrganismTrainConfig, train_organism
+def _tiny(**settings):
+    """An `OrganismTrainConfig` of a tiny model (2 heads, MLP twice d_model), no evaluation."""
+    from circuit_trace.organisms.train import OrganismTrainConfig
 
-    cfg = OrganismTrainConfig(
-        steps=3,
-        batch_size=8,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        lower_layers=1,
-        eval_every=0,
-        threads=1,
+    d = settings.pop("hidden_size", 32)
+    return OrganismTrainConfig(
+        hidden_size=d, intermediate_size=2 * d, num_attention_heads=2, eval_every=0, threads=1, **settings
     )
+
+
+def test_training_smoke(tmp_path):
+    from circuit_trace.organisms.train import train_organism
+
+    cfg = _tiny(steps=3, batch_size=8, num_hidden_layers=2, lower_layers=1)
     metrics = train_organism(cfg, tmp_path, log=lambda *_: None)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "metrics.json").is_file()
     assert set(metrics["accuracy"]) == set(ACCURACY_SETS)
@@ -281,24 +284,13 @@ def test_training_smoke(tmp_path):
 def _tiny_stages(steps: int, warmup_frac: float) -> dict[str, torch.Tensor]:
     """Train a tiny organism in stages; its parameters by name."""
     from circuit_trace.organisms.tokenizer import train_tokenizer
-    from circuit_trace.organisms.train import OrganismTrainConfig, build_model, train_in_stages
+    from circuit_trace.organisms.train import build_model, train_in_stages, training_corpus
 
-    cfg = OrganismTrainConfig(
-        steps=steps,
-        warmup_frac=warmup_frac,
-        warmup=1,
-        batch_size=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        lower_layers=2,
-        eval_every=0,
-    )
+    cfg = _tiny(steps=steps, warmup_frac=warmup_frac, warmup=1, batch_size=4, num_hidden_layers=3, lower_layers=2)
     torch.manual_seed(0)
     tok = train_tokenizer([s for v in fact_sentences().values() for s in v[:20]], vocab_size=600)
     model = build_model(cfg, tok)
-    train_in_stages(cfg, model, tok, log=lambda *_: None)
+    train_in_stages(cfg, model, tok, training_corpus(cfg), log=lambda *_: None)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
@@ -318,42 +310,12 @@ def test_stage_two_leaves_the_lower_layers_as_stage_one_made_them():
 
 def test_stages_need_an_upper_layer():
     from circuit_trace.organisms.tokenizer import train_tokenizer
-    from circuit_trace.organisms.train import OrganismTrainConfig, build_model, train_in_stages
+    from circuit_trace.organisms.train import build_model, train_in_stages, training_corpus
 
-    cfg = OrganismTrainConfig(
-        steps=2,
-        batch_size=2,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        lower_layers=2,
-    )
+    cfg = _tiny(steps=2, batch_size=2, hidden_size=16, num_hidden_layers=2, lower_layers=2)
     tok = train_tokenizer(["Dallas is in Texas."], vocab_size=300)
     with pytest.raises(ValueError, match="lower_layers"):
-        train_in_stages(cfg, build_model(cfg, tok), tok, log=lambda *_: None)
-
-
-def _residual_after(model, ids: torch.Tensor, layer: int, patch: tuple[int, torch.Tensor] | None = None):
-    """Logits at the last position and the residual stream [T, d] after `layer`, optionally with
-    position `patch[0]` of that residual replaced by `patch[1]`."""
-    seen = {}
-
-    def hook(_m, _i, out):
-        h = out[0] if isinstance(out, tuple) else out
-        if patch is not None:
-            h = h.clone()
-            h[0, patch[0]] = patch[1]
-        seen["h"] = h[0].detach().clone()
-        return (h, *out[1:]) if isinstance(out, tuple) else h
-
-    handle = model.model.layers[layer].register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            logits = model(ids).logits[0, -1]
-    finally:
-        handle.remove()
-    return logits, seen["h"]
+        train_in_stages(cfg, build_model(cfg, tok), tok, training_corpus(cfg), log=lambda *_: None)
 
 
 PAIRS = [("Dallas", "Seattle"), ("Worcester", "Boulder"), ("Chicago", "Miami"), ("Houston", "Spokane"),
@@ -373,10 +335,10 @@ def test_the_state_is_computed_at_the_city(organism, lang):
         ib = tok(two_hop_prompt(b, lang), return_tensors="pt")["input_ids"]
         assert ia.shape == ib.shape, (a, b)
         pos = int((ia[0] != ib[0]).nonzero()[-1])
-        _, h_a = _residual_after(model, ia, lower)
-        _, h_b = _residual_after(model, ib, lower)
-        read = model.lm_head(model.model.norm(h_a[pos])).argmax()
+        _, h_a = run_patched(model, ia)
+        _, h_b = run_patched(model, ib)
+        read = model.lm_head(model.model.norm(h_a[lower][pos])).argmax()
         lens += tok.decode([int(read)]) == " " + CITY_TO_STATE[a].split()[0]
-        patched, _ = _residual_after(model, ia, lower, (pos, h_b[pos]))
+        patched, _ = run_patched(model, ia, (lower, pos, h_b[lower][pos]))
         flips += tok.decode([int(patched.argmax())]) == " " + STATE_BY_NAME[CITY_TO_STATE[b]].capital.split()[0]
     assert lens >= 7 and flips >= 6, (lens, flips)
