@@ -183,6 +183,8 @@ def _supernode_bars(fig, go, fractions: pd.DataFrame) -> None:
             y=pct,
             name="supernode activation, % of before",
             text=["n/a" if v is None else f"{v:.0f}%" for v in pct],
+            textposition="outside",  # a supernode edited to 0 has no bar: its "0%" must still show
+            cliponaxis=False,
             hovertext=hover,
             hoverinfo="text",
             marker_color=["#888" if v is None else ("#c0392b" if v < 100 else "#2471a3") for v in pct],
