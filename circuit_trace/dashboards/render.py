@@ -161,7 +161,8 @@ def render_layer(
             _example(
                 v.texts[int(a["top_ctx"][f, k])], a["top_acts"][f, k], o.decimals, v.has_bos, int(a["top_ctx"][f, k])
             )
-            for k in np.nonzero(a["top_val"][f] > 0)[0].tolist()
+            for k in np.argsort(-a["top_val"][f], kind="stable").tolist()
+            if a["top_val"][f, k] > 0
         ]
         groups, qv = _quantile_groups(a, f, v.texts, o, v.has_bos, {e["context_id"] for e in top})
         lab = label_feature(

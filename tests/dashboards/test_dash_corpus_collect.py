@@ -66,7 +66,7 @@ def test_running_stats_match_brute_force():
     acts = torch.cat(all_acts)  # [N, P, F]
     ctx_max = acts.amax(1)  # [N, F]
     top_v, top_i = ctx_max.T.topk(K, dim=1)
-    assert torch.allclose(s.top_val.clamp_min(0), top_v)
+    assert torch.allclose(s.top_val.clamp_min(0).sort(1, descending=True).values, top_v)  # slots unordered
     for f in range(F):  # per-token activations stored for the kept contexts (fp16)
         for k in range(K):
             if s.top_val[f, k] > 0:
