@@ -49,6 +49,16 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return path
 
 
+def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """A safetensors file with the mode open() would give: safetensors (0.8) writes its files
+    0600 whatever the umask. Not atomic by itself: callers write into a staging directory."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~current_umask())
+    return Path(path)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, save_tensors
 from ..models.mlp_hooks import mlp_hooks
 from .collect import LayerStats, StatsOptions
 from .corpus import TokenDecoder, context_batches, corpus_fingerprint, read_documents
@@ -112,12 +112,10 @@ def _concept_ids(cmap: ConceptMap, token_strings, ids: torch.Tensor) -> torch.Te
 
 
 def _save_partial(directory: Path, stats: list[LayerStats], meta: dict) -> None:
-    from safetensors.torch import save_file
-
     directory.mkdir(parents=True, exist_ok=True)
     for layer, s in enumerate(stats):
         tmp = directory / f".layer_{layer}.tmp"
-        save_file(s.state_dict(), str(tmp))
+        save_tensors(s.state_dict(), tmp)
         os.replace(tmp, directory / f"layer_{layer}.safetensors")
     atomic_write_json(directory / "progress.json", meta)  # last: it commits the checkpoint
 

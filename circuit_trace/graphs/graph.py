@@ -105,6 +105,16 @@ def _read_graph_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     return tensors, metadata
 
 
+class _KindIndices:
+    """`graph.<kind>_indices`: the node indices of one kind, read like an attribute."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __get__(self, graph: Graph, owner: type | None = None) -> np.ndarray:
+        return graph.indices(self.kind)
+
+
 @dataclass(eq=False)
 class Graph:
     """One prompt's attribution graph. Field names and meanings are fixed by the contract.
@@ -211,21 +221,10 @@ class Graph:
             raise ValueError(f"unknown node kind {kind!r}; expected one of {NODE_KINDS}")
         return np.flatnonzero(self.kinds == kind)
 
-    @property
-    def feature_indices(self) -> np.ndarray:
-        return self.indices("feature")
-
-    @property
-    def error_indices(self) -> np.ndarray:
-        return self.indices("error")
-
-    @property
-    def embedding_indices(self) -> np.ndarray:
-        return self.indices("embedding")
-
-    @property
-    def logit_indices(self) -> np.ndarray:
-        return self.indices("logit")
+    feature_indices = _KindIndices("feature")
+    error_indices = _KindIndices("error")
+    embedding_indices = _KindIndices("embedding")
+    logit_indices = _KindIndices("logit")
 
     def feature_nodes(self) -> pd.DataFrame:
         """Node-table rows of the features (index = adjacency row)."""

@@ -1,6 +1,7 @@
 """The fact world of the `states` model organism: real facts about the 50 US states.
 
-Everything here is plain, deterministic data (no randomness, no I/O).
+Everything here is plain, deterministic data (no randomness); the states' table is read from
+`states.tsv` beside this file.
 
 Conventions (so that every fact has exactly one answer):
 
@@ -23,6 +24,7 @@ Conventions (so that every fact has exactly one answer):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "State",
@@ -44,65 +46,14 @@ class State:
     cities: tuple[str, ...]
 
 
-def _s(name: str, abbreviation: str, capital: str, *cities: str) -> State:
-    return State(name, abbreviation, capital, tuple(cities))
+def _read_states(path: Path) -> tuple[State, ...]:
+    """`states.tsv`: one state a line (name, abbreviation, capital, its cities separated by ", "),
+    a table that is easier to check against its sources than code."""
+    rows = (line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#"))
+    return tuple(State(name, abbr, capital, tuple(cities.split(", "))) for name, abbr, capital, cities in rows)
 
 
-# One state a line (a table is easier to check against its sources than wrapped calls).
-# fmt: off
-STATES: tuple[State, ...] = (
-    _s("Alabama", "AL", "Montgomery", "Huntsville", "Birmingham", "Montgomery", "Mobile", "Tuscaloosa"),
-    _s("Alaska", "AK", "Juneau", "Anchorage", "Fairbanks", "Juneau", "Wasilla", "Sitka"),
-    _s("Arizona", "AZ", "Phoenix", "Phoenix", "Tucson", "Mesa", "Chandler", "Gilbert", "Scottsdale"),
-    _s("Arkansas", "AR", "Little Rock", "Little Rock", "Fayetteville", "Fort Smith", "Springdale", "Jonesboro"),
-    _s("California", "CA", "Sacramento", "Los Angeles", "San Diego", "San Jose", "San Francisco", "Fresno", "Sacramento", "Oakland"),
-    _s("Colorado", "CO", "Denver", "Denver", "Aurora", "Fort Collins", "Lakewood", "Boulder"),
-    _s("Connecticut", "CT", "Hartford", "Bridgeport", "Stamford", "New Haven", "Hartford", "Waterbury"),
-    _s("Delaware", "DE", "Dover", "Wilmington", "Dover", "Middletown", "Smyrna"),
-    _s("Florida", "FL", "Tallahassee", "Jacksonville", "Miami", "Tampa", "Orlando", "Tallahassee"),
-    _s("Georgia", "GA", "Atlanta", "Atlanta", "Macon", "Savannah", "Sandy Springs"),
-    _s("Hawaii", "HI", "Honolulu", "Honolulu", "Hilo", "Kailua", "Pearl City", "Kahului"),
-    _s("Idaho", "ID", "Boise", "Boise", "Meridian", "Nampa", "Pocatello", "Caldwell"),
-    _s("Illinois", "IL", "Springfield", "Chicago", "Joliet", "Naperville", "Rockford", "Springfield", "Peoria"),
-    _s("Indiana", "IN", "Indianapolis", "Indianapolis", "Fort Wayne", "Evansville", "South Bend", "Carmel"),
-    _s("Iowa", "IA", "Des Moines", "Des Moines", "Cedar Rapids", "Davenport", "Sioux City", "Waterloo"),
-    _s("Kansas", "KS", "Topeka", "Wichita", "Overland Park", "Olathe", "Topeka", "Lawrence"),
-    _s("Kentucky", "KY", "Frankfort", "Louisville", "Lexington", "Bowling Green", "Owensboro", "Frankfort"),
-    _s("Louisiana", "LA", "Baton Rouge", "New Orleans", "Baton Rouge", "Shreveport", "Lafayette", "Lake Charles"),
-    _s("Maine", "ME", "Augusta", "Lewiston", "Bangor", "Biddeford", "Augusta"),
-    _s("Maryland", "MD", "Annapolis", "Baltimore", "Frederick", "Rockville", "Gaithersburg", "Annapolis"),
-    _s("Massachusetts", "MA", "Boston", "Boston", "Worcester", "Cambridge", "Lowell", "Brockton"),
-    _s("Michigan", "MI", "Lansing", "Detroit", "Grand Rapids", "Warren", "Ann Arbor", "Lansing"),
-    _s("Minnesota", "MN", "Saint Paul", "Minneapolis", "Saint Paul", "Duluth", "Bloomington"),
-    _s("Mississippi", "MS", "Jackson", "Jackson", "Gulfport", "Southaven", "Hattiesburg", "Biloxi"),
-    _s("Missouri", "MO", "Jefferson City", "Saint Louis", "Independence", "Joplin", "Jefferson City"),
-    _s("Montana", "MT", "Helena", "Billings", "Missoula", "Great Falls", "Bozeman", "Helena"),
-    _s("Nebraska", "NE", "Lincoln", "Omaha", "Lincoln", "Grand Island", "Kearney"),
-    _s("Nevada", "NV", "Carson City", "Las Vegas", "Henderson", "Reno", "Sparks", "Carson City"),
-    _s("New Hampshire", "NH", "Concord", "Manchester", "Nashua", "Concord", "Keene"),
-    _s("New Jersey", "NJ", "Trenton", "Newark", "Paterson", "Elizabeth", "Trenton", "Camden"),
-    _s("New Mexico", "NM", "Santa Fe", "Albuquerque", "Las Cruces", "Rio Rancho", "Santa Fe", "Roswell"),
-    _s("New York", "NY", "Albany", "Buffalo", "Rochester", "Yonkers", "Syracuse", "Albany"),
-    _s("North Carolina", "NC", "Raleigh", "Charlotte", "Raleigh", "Greensboro", "Durham", "Cary"),
-    _s("North Dakota", "ND", "Bismarck", "Fargo", "Bismarck", "Grand Forks", "Minot"),
-    _s("Ohio", "OH", "Columbus", "Columbus", "Cleveland", "Cincinnati", "Toledo", "Akron", "Dayton"),
-    _s("Oklahoma", "OK", "Oklahoma City", "Tulsa", "Norman", "Broken Arrow", "Lawton", "Edmond"),
-    _s("Oregon", "OR", "Salem", "Portland", "Eugene", "Salem", "Gresham", "Hillsboro", "Bend"),
-    _s("Pennsylvania", "PA", "Harrisburg", "Philadelphia", "Pittsburgh", "Allentown", "Erie", "Scranton", "Harrisburg"),
-    _s("Rhode Island", "RI", "Providence", "Providence", "Warwick", "Cranston", "Pawtucket"),
-    _s("South Carolina", "SC", "Columbia", "Columbia", "Mount Pleasant", "Rock Hill", "Summerville", "Sumter"),
-    _s("South Dakota", "SD", "Pierre", "Sioux Falls", "Rapid City", "Aberdeen", "Brookings", "Pierre"),
-    _s("Tennessee", "TN", "Nashville", "Nashville", "Memphis", "Knoxville", "Chattanooga", "Clarksville"),
-    _s("Texas", "TX", "Austin", "Houston", "San Antonio", "Dallas", "Austin", "Fort Worth", "El Paso", "Arlington", "Plano"),
-    _s("Utah", "UT", "Salt Lake City", "Salt Lake City", "Provo", "Orem", "Ogden", "Logan"),
-    _s("Vermont", "VT", "Montpelier", "Burlington", "Rutland", "Barre", "Winooski", "Montpelier"),
-    _s("Virginia", "VA", "Richmond", "Chesapeake", "Norfolk", "Richmond", "Newport News", "Alexandria"),
-    _s("Washington", "WA", "Olympia", "Seattle", "Spokane", "Tacoma", "Vancouver", "Bellevue", "Olympia"),
-    _s("West Virginia", "WV", "Charleston", "Charleston", "Huntington", "Morgantown", "Parkersburg", "Wheeling"),
-    _s("Wisconsin", "WI", "Madison", "Milwaukee", "Madison", "Green Bay", "Kenosha", "Racine"),
-    _s("Wyoming", "WY", "Cheyenne", "Cheyenne", "Casper", "Gillette", "Laramie", "Rock Springs"),
-)
-# fmt: on
+STATES: tuple[State, ...] = _read_states(Path(__file__).with_name("states.tsv"))
 
 STATE_BY_NAME: dict[str, State] = {s.name: s for s in STATES}
 _BY_ABBR: dict[str, State] = {s.abbreviation: s for s in STATES}

@@ -15,6 +15,8 @@ import torch
 
 from circuit_trace.atomic import atomic_write_text
 from circuit_trace.cli import EXIT_INPUT, EXIT_LOAD, add_train_arguments, config_from_args, main
+from circuit_trace.transcoders import Transcoder
+from circuit_trace.transcoders.formats import save_transcoder
 from circuit_trace.transcoders.training import TrainConfig
 
 
@@ -231,3 +233,17 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_saved_transcoder_files_respect_the_umask(tmp_path, umask, mode):
+    # safetensors writes its files 0600 whatever the umask; a saved transcoder must not
+    tc = Transcoder.random(2, 8, 16, seed=0)
+    old = os.umask(umask)
+    try:
+        save_transcoder(tc, tmp_path / "tc")
+    finally:
+        os.umask(old)
+    files = sorted((tmp_path / "tc").iterdir())
+    assert any(f.suffix == ".safetensors" for f in files)
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: mode for f in files}
