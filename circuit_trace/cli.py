@@ -640,7 +640,7 @@ def add_demo_command(sub) -> None:
 
 
 def add_intervene_command(sub) -> None:
-    from .cli_commands.intervene import add_intervene_options
+    from .cli_commands.intervene_options import add_intervene_options
 
     p = sub.add_parser(
         "intervene", help="edit features in the real model: top tokens before/after, or continuations with --generate"
@@ -974,27 +974,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _exit_code_of(exc: Exception) -> int | None:
+    """The documented exit code of a library error (None: not one of ours, a bug to show whole).
+    Imported here, not at the top, so that bad arguments are answered before the model stack
+    loads; an error of these kinds means its module is loaded already."""
     from .attribution.targets import TargetError
     from .replacement.model import PromptError
     from .transcoders import TranscoderError
 
+    if isinstance(exc, (PromptError, TargetError)):
+        return EXIT_INPUT
+    if isinstance(exc, TranscoderError):
+        return EXIT_LOAD
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
-    except (PromptError, TargetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except TranscoderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_LOAD
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        code = _exit_code_of(exc)
+        if code is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .corpus import HELD_OUT_CITIES, EvalItem, eval_sets, generate_corpus
-from .evaluation import evaluate_items, evaluate_organism, predict_next, run_patched
+
+if TYPE_CHECKING:
+    from .evaluation import evaluate_items, evaluate_organism, predict_next, run_patched
 
 __all__ = [
     "ORGANISM_MODEL_ID",
@@ -56,3 +59,16 @@ def load_organism(device=None, dtype=None, path: str | Path | None = None):
 def organism_metrics() -> dict:
     """The ``metrics.json`` written beside the model by training (accuracies and settings)."""
     return json.loads((resources.files(__name__) / "states" / "model" / "metrics.json").read_text())
+
+
+# The evaluation helpers need torch; imported on first use (PEP 562), so that reading the world's
+# facts or the demo's constants (the command line's parser does) stays cheap.
+_EVALUATION = ("evaluate_items", "evaluate_organism", "predict_next", "run_patched")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EVALUATION:
+        from . import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
