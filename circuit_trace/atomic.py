@@ -49,16 +49,6 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return path
 
 
-def save_tensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """A safetensors file with the mode open() would give: safetensors (0.8) writes its files
-    0600 whatever the umask. Not atomic by itself: callers write into a staging directory."""
-    from safetensors.torch import save_file
-
-    save_file(tensors, str(path), metadata=metadata)
-    os.chmod(path, 0o666 & ~current_umask())
-    return Path(path)
-
-
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -146,13 +136,19 @@ def replace_directory(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory atomically: write into the yielded temporary sibling of `path`; on a clean
     exit it replaces `path` whole (see `replace_directory`); on an error it is removed and `path`
-    is left as it was. It gets the mode `mkdir` would give (mkdtemp's 0700 is not kept)."""
+    is left as it was. It gets the mode `mkdir` would give (mkdtemp's 0700 is not kept), and so does
+    every file in it the mode `open` would give: some writers (safetensors 0.8, temp-file based
+    savers) make their files 0600 whatever the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
+        mode = 0o666 & ~current_umask()
+        for f in tmp.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                f.chmod(mode)
         replace_directory(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

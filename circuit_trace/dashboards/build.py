@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write_json, save_tensors
+from ..atomic import atomic_write_bytes, atomic_write_json
 from ..models.mlp_hooks import mlp_hooks
 from .collect import LayerStats, StatsOptions
 from .corpus import TokenDecoder, context_batches, corpus_fingerprint, read_documents
@@ -112,11 +112,11 @@ def _concept_ids(cmap: ConceptMap, token_strings, ids: torch.Tensor) -> torch.Te
 
 
 def _save_partial(directory: Path, stats: list[LayerStats], meta: dict) -> None:
+    from safetensors.torch import save as safetensors_bytes
+
     directory.mkdir(parents=True, exist_ok=True)
     for layer, s in enumerate(stats):
-        tmp = directory / f".layer_{layer}.tmp"
-        save_tensors(s.state_dict(), tmp)
-        os.replace(tmp, directory / f"layer_{layer}.safetensors")
+        atomic_write_bytes(directory / f"layer_{layer}.safetensors", safetensors_bytes(s.state_dict()))
     atomic_write_json(directory / "progress.json", meta)  # last: it commits the checkpoint
 
 

@@ -65,6 +65,7 @@ class _Entries:
     b: torch.Tensor  # [n] context within the batch
     p: torch.Tensor  # [n] position
     f: torch.Tensor  # [n] feature
+    cell: torch.Tensor  # [n] the entry's (context, feature) cell, b · F + f
     vals: torch.Tensor  # [n] float32
     shape: tuple[int, int]  # (B, F)
     first: int  # index of the batch's first context
@@ -79,12 +80,8 @@ class _Entries:
         vals = flat[idx].float()
         b, p, f = idx // (Pb * F), idx // F % Pb, idx % F
         keep = ((vals > 0) & mask[b, p]).nonzero().squeeze(1)  # positive, at a position that counts
-        return cls(b[keep], p[keep], f[keep], vals[keep], (B, F), first, ctx_len)
-
-    @property
-    def cell(self) -> torch.Tensor:
-        """[n]: each entry's (context, feature) cell, b · F + f."""
-        return self.b * self.shape[1] + self.f
+        b, p, f = b[keep], p[keep], f[keep]
+        return cls(b, p, f, b * F + f, vals[keep], (B, F), first, ctx_len)
 
     def rows(self, f: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """f, b [m] -> [m, P]: feature f's activation at every position of context b (0 where it is

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast, overload
 
 import numpy as np
 import pandas as pd
@@ -110,9 +110,14 @@ class _KindIndices:
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.__doc__ = f"Adjacency indices of the {kind} nodes (`graph.indices({kind!r})`)."
 
-    def __get__(self, graph: Graph, owner: type | None = None) -> np.ndarray:
-        return graph.indices(self.kind)
+    @overload
+    def __get__(self, graph: None, owner: type | None = None) -> _KindIndices: ...
+    @overload
+    def __get__(self, graph: Graph, owner: type | None = None) -> np.ndarray: ...
+    def __get__(self, graph: Graph | None, owner: type | None = None) -> np.ndarray | _KindIndices:
+        return self if graph is None else graph.indices(self.kind)  # on the class: the descriptor
 
 
 @dataclass(eq=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_directory, current_umask
+from ..atomic import atomic_directory
 
 CACHE_ENV = "CIRCUIT_TRACE_CACHE"
 MARKER = "circuit_trace_gguf.json"  # written last in a cached copy: what it was converted from
@@ -104,8 +104,6 @@ def convert_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: 
         tokenizer.save_pretrained(str(tmp))
         marker = {"identity": _identity(gguf), "model_id": gguf_model_id(gguf), "dtype": str(dtype)}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1))
-        for f in tmp.iterdir():  # some writers make 0600 temp files: give each what open() would
-            f.chmod(0o666 & ~current_umask())
     return Path(out_dir)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_directory, save_tensors
+from ..atomic import atomic_directory
 from . import ORGANISM_DIR, generate_corpus, load_organism
 
 STATES_DIR = ORGANISM_DIR.parent
@@ -37,11 +37,14 @@ STORAGE_DTYPE = torch.float16
 
 def halve_weights(folder: Path) -> None:
     """Rewrite every safetensors file of `folder` with its float tensors in `STORAGE_DTYPE`."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     for f in sorted(folder.glob("*.safetensors")):
         tensors = load_file(str(f))
-        save_tensors({k: v.to(STORAGE_DTYPE) if v.is_floating_point() else v for k, v in tensors.items()}, f)
+        save_file(
+            {k: v.to(STORAGE_DTYPE) if v.is_floating_point() else v for k, v in tensors.items()},
+            str(f),
+        )
 
 
 def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR) -> Path:

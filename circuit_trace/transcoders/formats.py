@@ -26,8 +26,9 @@ from typing import Any
 import torch
 import yaml
 from safetensors import safe_open
+from safetensors.torch import save_file
 
-from ..atomic import atomic_directory, save_tensors
+from ..atomic import atomic_directory
 from ..hub import unavailable_message, use_local_files_only
 from .errors import CheckpointError
 from .hooks import normalize_hook_name
@@ -92,7 +93,7 @@ def save_transcoder(tc: Transcoder, path: str | os.PathLike) -> None:
     with atomic_directory(path) as tmp:
         for l in range(tc.n_layers):
             for fname, tensors in _layer_files(tc, l).items():
-                save_tensors(tensors, tmp / fname, metadata={"format": "pt"})
+                save_file(tensors, str(tmp / fname), metadata={"format": "pt"})
         cfg = tc.config_dict()
         if tc.activation == "jumprelu":
             cfg["threshold_param"] = tc.threshold_param

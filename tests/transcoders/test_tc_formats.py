@@ -191,7 +191,7 @@ def test_save_failure_leaves_old_checkpoint(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(formats, "save_tensors", boom)
+    monkeypatch.setattr(formats, "save_file", boom)
     with pytest.raises(OSError):
         Transcoder.random(2, 4, 8, cross_layer=True, seed=2).save(tmp_path / "c")
     assert sorted(os.listdir(tmp_path)) == ["c"]

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from ...atomic import atomic_directory, atomic_write_text, save_tensors
+from ...atomic import atomic_directory, atomic_write_text
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
 from .chunks import generator
@@ -156,9 +156,9 @@ class Trainer:
         keep the newest ``keep_checkpoints``."""
         final = ckpt_root / f"step_{self.step:09d}"
         with atomic_directory(final) as tmp:
-            save_tensors(
+            save_file(
                 {k: v.detach().contiguous().cpu() for k, v in self.tc.state_dict().items()},
-                tmp / "transcoder.safetensors",
+                str(tmp / "transcoder.safetensors"),
             )
             torch.save(self.state_dict(), tmp / "state.pt")
         atomic_write_text(ckpt_root / "latest", final.name)
