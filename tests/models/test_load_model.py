@@ -9,6 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
+from unittest import mock
 
 import helpers
 import pytest
@@ -70,6 +71,31 @@ def test_gguf_is_converted_once_and_equals_the_direct_read(tiny_gguf, direct, tm
     assert torch.equal(logits(second.model, [1, *ids]), logits(ref_model, [1, *ids]))
     assert second.model.config._name_or_path == "tiny-llama.F32"
     assert getattr(second.model, "hf_quantizer", None) is None
+
+
+def test_cached_copy_lists_its_added_tokens_so_loads_skip_parsing_tokenizer_json(tiny_gguf, direct, tmp_path):
+    """The copy's tokenizer_config.json names every added token, so transformers builds the tokenizer
+    from the Rust reader alone (no Python parse of tokenizer.json): same tokens, ids and flags."""
+    from transformers import AutoTokenizer
+
+    _, ref_tok = direct
+    copy = Path(str(ct.models.load_model(tiny_gguf, device="cpu", cache_dir=tmp_path).path))
+    listed = json.loads((copy / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    in_tokenizer = json.loads((copy / "tokenizer.json").read_text())["added_tokens"]
+    assert {int(i): t["content"] for i, t in listed.items()} == {t["id"]: t["content"] for t in in_tokenizer}
+    real_open = open
+
+    def no_tokenizer_json(file, *args, **kwargs):
+        assert not str(file).endswith("tokenizer.json"), "transformers re-read tokenizer.json in Python"
+        return real_open(file, *args, **kwargs)
+
+    with mock.patch("builtins.open", no_tokenizer_json):
+        tok = AutoTokenizer.from_pretrained(str(copy))
+    assert {i: str(t) for i, t in tok.added_tokens_decoder.items()} == {
+        i: str(t) for i, t in ref_tok.added_tokens_decoder.items()
+    }
+    assert [tok.bos_token, tok.eos_token, tok.pad_token] == [ref_tok.bos_token, ref_tok.eos_token, ref_tok.pad_token]
+    assert tok("ab cd<|im_end|>")["input_ids"] == ref_tok("ab cd<|im_end|>")["input_ids"]
 
 
 def test_gguf_cache_follows_the_environment_and_the_file(tiny_gguf, tmp_path, monkeypatch):

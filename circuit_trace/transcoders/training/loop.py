@@ -21,7 +21,6 @@ from .config import RESUME_FIELDS, TrainConfig
 from .distributed import DistInfo, all_reduce_, average_gradients, barrier, broadcast_
 from .health import SpikeMonitor
 from .losses import jumprelu_loss, relu_loss, topk_loss
-from .metrics import fvu
 from .normalize import Normalizer
 
 
@@ -50,7 +49,9 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.norm = normalizer or Normalizer.identity(tc.n_layers)
         self.total = config.total_steps()
-        self.opt = torch.optim.Adam(tc.parameters(), lr=config.resolved_lr())
+        # fused: one kernel per step for all tensors (on a CPU thread 7x faster than the per-tensor loop)
+        fused = tc.device.type in ("cpu", "cuda")
+        self.opt = torch.optim.Adam(tc.parameters(), lr=config.resolved_lr(), fused=fused)
         self.step = self.tokens = 0
         self.elapsed = 0.0
         self.since_fired = torch.zeros(tc.n_layers, tc.d_features, dtype=torch.long)
@@ -110,7 +111,7 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
         tc = self.tc
-        x, y = self.norm.apply(x.to(tc.device, torch.float32), y.to(tc.device, torch.float32))
+        x, y = self.norm.apply(x.to(tc.device), y.to(tc.device), dtype=torch.float32)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         lam = self.lambda_s_at(self.step)
@@ -120,16 +121,15 @@ class Trainer:
         average_gradients(tc.parameters(), self.dist)
         self.opt.step()
         with torch.no_grad():
-            fired = all_reduce_(torch.stack([(a != 0).any(0) for a in out.acts]).to(torch.uint8), self.dist, "max")
+            fired = all_reduce_(out.fired.to(torch.uint8), self.dist, "max")
             self.since_fired = self.since_fired.to(fired.device) + x.shape[0] * self.dist.world_size
             self.since_fired[fired.bool()] = 0
-            y_hat = out.y_hat.detach().float()
-            self.spikes.update((y_hat - y).pow(2).sum(-1).mean(0))
-            l0 = sum((a != 0).float().sum(-1).mean() for a in out.acts)
-            fvu_all = fvu(y, y_hat, per_layer=False, dtype=torch.float32)
+            sq_err = (out.y_hat.detach().float() - y).pow(2).sum(-1)  # [B, L]
+            self.spikes.update(sq_err.mean(0))
+            fvu_all = sq_err.sum() / (y - y.mean(0)).pow(2).sum()  # all layers (one pass over the errors)
         self.step += 1
         self.tokens += x.shape[0] * self.dist.world_size
-        parts = {"loss": out.loss.detach(), **out.parts, "l0": l0, "fvu": fvu_all}
+        parts = {"loss": out.loss.detach(), **out.parts, "l0": out.l0, "fvu": fvu_all}
         return {"step": self.step, "tokens": self.tokens, **parts, "lambda_s": lam}
 
     # -- checkpoints: weights + Adam state + positions (all resuming needs) ------------------------

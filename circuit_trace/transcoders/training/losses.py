@@ -7,7 +7,8 @@ gradient through the transcoder's straight-through JumpReLU.
 ReLU: the same without the threshold (and so without the pre-activation term):
     Σ_l ‖ŷ_l − y_l‖²  +  λ_S Σ_l Σ_i tanh(c·‖W_dec,i‖·a_i),  a = ReLU(h).
 TopK: Σ_l ‖ŷ_l − y_l‖² + α·AuxK, where AuxK reconstructs the residual y − ŷ from the top-k_aux
-pre-activations of dead features, normalised by the residual's variance (as in sparsify).
+pre-activations of dead features, normalised by the residual's variance (as in sparsify); computed
+on the chosen entries only (`sparse_topk`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..activations import step_ste
+from .layer_params import LayerParams
+from .sparse_topk import aux_reconstruction, topk_sparse_forward
 
 
 @dataclass
@@ -26,7 +29,16 @@ class LossOutput:
     loss: torch.Tensor  # scalar to backpropagate
     parts: dict[str, torch.Tensor]  # mse, sparsity, preact, aux (detached scalars)
     y_hat: torch.Tensor  # [B, L, d]
-    acts: list[torch.Tensor]  # per layer [B, F]
+    fired: torch.Tensor  # [L, F] bool: active on some token of the batch
+    l0: torch.Tensor  # active features per token, summed over layers (detached scalar)
+
+
+def _activity(acts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense per-layer activations [B, F] -> (fired [L, F], l0) as in `LossOutput`."""
+    with torch.no_grad():
+        fired = torch.stack([(a != 0).any(0) for a in acts])
+        l0 = cast(torch.Tensor, sum((a != 0).float().sum(-1).mean() for a in acts))
+    return fired, l0
 
 
 def decoder_norms(tc) -> torch.Tensor:
@@ -36,12 +48,12 @@ def decoder_norms(tc) -> torch.Tensor:
 
 def forward(tc, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """x [B, L, d] -> pre-activations and activations (per layer [B, F]) and ŷ [B, L, d]."""
-    hs = [tc.pre_activations(x[:, l], l) for l in range(tc.n_layers)]
+    params = LayerParams.of(tc)
+    hs = [params.pre_activations(x[:, l], l) for l in range(tc.n_layers)]
     acts = [tc.activations(h, l) for l, h in enumerate(hs)]
     y_hat = tc.decode(acts).transpose(0, 1)
-    if tc.has_skip:
-        y_hat = y_hat + torch.stack([tc.skip(x[:, l], l) for l in range(tc.n_layers)], 1)
-    return hs, acts, y_hat
+    skip = params.skip(x)
+    return hs, acts, y_hat if skip is None else y_hat + skip
 
 
 def mse_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,9 +79,8 @@ def jumprelu_loss(
     )
     preact = cast(torch.Tensor, sum((F.relu(theta[l] - h.float()) * norms[l]).sum(-1).mean() for l, h in enumerate(hs)))
     loss = mse + lambda_s * sparsity + lambda_p * preact
-    return LossOutput(
-        loss, {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()}, y_hat, acts
-    )
+    parts = {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()}
+    return LossOutput(loss, parts, y_hat, *_activity(acts))
 
 
 def relu_loss(tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, c: float = 4.0) -> LossOutput:
@@ -79,7 +90,8 @@ def relu_loss(tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, c: float
     mse = mse_loss(y_hat, y)
     norms = decoder_norms(tc)  # [L, F]
     sparsity = cast(torch.Tensor, sum(torch.tanh(c * norms[l] * a.float()).sum(-1).mean() for l, a in enumerate(acts)))
-    return LossOutput(mse + lambda_s * sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach()}, y_hat, acts)
+    parts = {"mse": mse.detach(), "sparsity": sparsity.detach()}
+    return LossOutput(mse + lambda_s * sparsity, parts, y_hat, *_activity(acts))
 
 
 def topk_loss(
@@ -92,24 +104,17 @@ def topk_loss(
     aux_coef: float = 1 / 32,
 ) -> LossOutput:
     """``dead [L, F]`` bool marks features that have not fired recently (AuxK revives them)."""
-    hs, acts, y_hat = forward(tc, x)
+    sel, y_hat = topk_sparse_forward(tc, x)
     mse = mse_loss(y_hat, y)
     loss, aux = mse, torch.zeros(())
-    if dead is not None and bool(dead.any()) and aux_coef > 0:
-        k = aux_k or max(1, tc.d_model // 2)
-        aux_acts = []
-        for l, h in enumerate(hs):
-            masked = torch.where(dead[l], h, torch.full_like(h, -torch.inf))
-            kl = min(k, int(dead[l].sum()))
-            if kl == 0:
-                aux_acts.append(torch.zeros_like(h))
-                continue
-            vals, idx = masked.topk(kl, dim=-1)
-            aux_acts.append(torch.zeros_like(h).scatter(-1, idx, F.relu(vals)))
-        e_hat = tc.decode(aux_acts).transpose(0, 1) - tc.b_dec  # [B, L, d], no bias
+    e_hat = None
+    if dead is not None and aux_coef > 0:
+        e_hat = aux_reconstruction(tc, x, dead, aux_k or max(1, tc.d_model // 2))
+    if e_hat is not None:
         resid = (y.float() - y_hat.float()).detach()
         var = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
-        aux = (e_hat.float() - resid).pow(2).sum() / var
-        aux = torch.nan_to_num(aux, nan=0.0)
+        aux = torch.nan_to_num((e_hat.float() - resid).pow(2).sum() / var, nan=0.0)
         loss = mse + aux_coef * aux
-    return LossOutput(loss, {"mse": mse.detach(), "aux": aux.detach()}, y_hat, acts)
+    with torch.no_grad():
+        fired, l0 = sel.fired(tc.d_features), sel.l0()
+    return LossOutput(loss, {"mse": mse.detach(), "aux": aux.detach()}, y_hat, fired, l0)

@@ -37,9 +37,12 @@ class Normalizer:
             math.sqrt(d) / y.double().norm(dim=-1).mean(0).float().clamp_min(1e-12),
         )
 
-    def apply(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalise ``[B, L, d]`` batches."""
-        return (x * self.x_scale.to(x.device, x.dtype)[:, None], y * self.y_scale.to(y.device, y.dtype)[:, None])
+    def apply(
+        self, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise ``[B, L, d]`` batches; ``dtype``: of the result (default: the inputs'), converted
+        in the same pass (a bf16 cache batch becomes float32 once, not copied and then scaled)."""
+        return _scaled(x, self.x_scale, dtype), _scaled(y, self.y_scale, dtype)
 
     def state_dict(self) -> dict:
         return {"x_scale": self.x_scale.clone(), "y_scale": self.y_scale.clone()}
@@ -47,6 +50,12 @@ class Normalizer:
     @classmethod
     def from_state_dict(cls, state: dict) -> Normalizer:
         return cls(state["x_scale"].clone(), state["y_scale"].clone())
+
+
+def _scaled(t: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """t [B, L, d] * scale [L] as ``dtype`` (default t's), in one pass over t."""
+    s = scale.to(t.device, torch.float64 if t.dtype == torch.float64 else torch.float32)[:, None]
+    return torch.mul(t, s, out=torch.empty(t.shape, dtype=dtype or t.dtype, device=t.device))
 
 
 @torch.no_grad()
