@@ -24,6 +24,12 @@ from .losses import jumprelu_loss, relu_loss, topk_loss
 from .normalize import Normalizer
 
 
+def total_variance(y: torch.Tensor) -> torch.Tensor:
+    """Σ ‖y − ȳ‖² over a batch y [B, L, d] (ȳ its mean over B), from torch's one-pass variance
+    (no centred copy of the batch and its square)."""
+    return y.var(0, correction=0).sum() * y.shape[0]
+
+
 class Trainer:
     """Optimises a transcoder (log-threshold JumpReLU or TopK) on a batch source with
     ``__next__``, ``state_dict``, ``load_state_dict`` and ``first_tokens(n)``.
@@ -124,9 +130,8 @@ class Trainer:
             fired = all_reduce_(out.fired.to(torch.uint8), self.dist, "max")
             self.since_fired = self.since_fired.to(fired.device) + x.shape[0] * self.dist.world_size
             self.since_fired[fired.bool()] = 0
-            sq_err = (out.y_hat.detach().float() - y).pow(2).sum(-1)  # [B, L]
-            self.spikes.update(sq_err.mean(0))
-            fvu_all = sq_err.sum() / (y - y.mean(0)).pow(2).sum()  # all layers (one pass over the errors)
+            self.spikes.update(out.sq_err.mean(0))
+            fvu_all = out.sq_err.sum() / total_variance(y)
         self.step += 1
         self.tokens += x.shape[0] * self.dist.world_size
         parts = {"loss": out.loss.detach(), **out.parts, "l0": out.l0, "fvu": fvu_all}

@@ -31,6 +31,7 @@ class LossOutput:
     y_hat: torch.Tensor  # [B, L, d]
     fired: torch.Tensor  # [L, F] bool: active on some token of the batch
     l0: torch.Tensor  # active features per token, summed over layers (detached scalar)
+    sq_err: torch.Tensor  # [B, L] ‖ŷ_l − y_l‖² per token (detached)
 
 
 def _activity(acts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,16 +57,18 @@ def forward(tc, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]
     return hs, acts, y_hat if skip is None else y_hat + skip
 
 
-def mse_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Σ_l ‖ŷ_l − y_l‖², mean over tokens."""
-    return (y_hat.float() - y.float()).pow(2).sum((1, 2)).mean()
+def mse_loss(y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ_l ‖ŷ_l − y_l‖² averaged over tokens, the squared errors ‖ŷ_l − y_l‖² [B, L] detached): the
+    loop's spike monitor and FVU read the second instead of computing the errors again."""
+    sq_err = (y_hat.float() - y.float()).pow(2).sum(-1)  # [B, L]
+    return sq_err.sum(1).mean(), sq_err.detach()
 
 
 def jumprelu_loss(
     tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, lambda_p: float = 3e-6, c: float = 4.0
 ) -> LossOutput:
     hs, acts, y_hat = forward(tc, x)
-    mse = mse_loss(y_hat, y)
+    mse, sq_err = mse_loss(y_hat, y)
     norms = decoder_norms(tc)  # [L, F]
     theta = tc.thresholds()  # [L, F]
     # tanh(c‖W‖a) = tanh(c‖W‖h)·1[h > θ]; the step gets the straight-through θ-gradient, so the
@@ -80,18 +83,18 @@ def jumprelu_loss(
     preact = cast(torch.Tensor, sum((F.relu(theta[l] - h.float()) * norms[l]).sum(-1).mean() for l, h in enumerate(hs)))
     loss = mse + lambda_s * sparsity + lambda_p * preact
     parts = {"mse": mse.detach(), "sparsity": sparsity.detach(), "preact": preact.detach()}
-    return LossOutput(loss, parts, y_hat, *_activity(acts))
+    return LossOutput(loss, parts, y_hat, *_activity(acts), sq_err)
 
 
 def relu_loss(tc, x: torch.Tensor, y: torch.Tensor, *, lambda_s: float, c: float = 4.0) -> LossOutput:
     """ReLU transcoder: reconstruction plus the decoder-norm-weighted tanh penalty on the activations
     (a plain ReLU has no threshold, so the penalty's own slope is what makes features sparse)."""
     _, acts, y_hat = forward(tc, x)
-    mse = mse_loss(y_hat, y)
+    mse, sq_err = mse_loss(y_hat, y)
     norms = decoder_norms(tc)  # [L, F]
     sparsity = cast(torch.Tensor, sum(torch.tanh(c * norms[l] * a.float()).sum(-1).mean() for l, a in enumerate(acts)))
     parts = {"mse": mse.detach(), "sparsity": sparsity.detach()}
-    return LossOutput(mse + lambda_s * sparsity, parts, y_hat, *_activity(acts))
+    return LossOutput(mse + lambda_s * sparsity, parts, y_hat, *_activity(acts), sq_err)
 
 
 def topk_loss(
@@ -105,7 +108,7 @@ def topk_loss(
 ) -> LossOutput:
     """``dead [L, F]`` bool marks features that have not fired recently (AuxK revives them)."""
     sel, y_hat = topk_sparse_forward(tc, x)
-    mse = mse_loss(y_hat, y)
+    mse, sq_err = mse_loss(y_hat, y)
     loss, aux = mse, torch.zeros(())
     e_hat = None
     if dead is not None and aux_coef > 0:
@@ -117,4 +120,4 @@ def topk_loss(
         loss = mse + aux_coef * aux
     with torch.no_grad():
         fired, l0 = sel.fired(tc.d_features), sel.l0()
-    return LossOutput(loss, {"mse": mse.detach(), "aux": aux.detach()}, y_hat, fired, l0)
+    return LossOutput(loss, {"mse": mse.detach(), "aux": aux.detach()}, y_hat, fired, l0, sq_err)
