@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..activations import step_ste
 from .layer_params import LayerParams
+from .sparse_decode import decode_masked
 from .sparse_topk import aux_reconstruction, topk_sparse_forward
 
 
@@ -52,9 +53,19 @@ def forward(tc, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]
     params = LayerParams.of(tc)
     hs = [params.pre_activations(x[:, l], l) for l in range(tc.n_layers)]
     acts = [tc.activations(h, l) for l, h in enumerate(hs)]
-    y_hat = tc.decode(acts).transpose(0, 1)
+    y_hat = decode_masked(tc, acts, [_gradient_entries(tc, h, l) for l, h in enumerate(hs)])
     skip = params.skip(x)
     return hs, acts, y_hat if skip is None else y_hat + skip
+
+
+@torch.no_grad()
+def _gradient_entries(tc, h: torch.Tensor, layer: int) -> torch.Tensor:
+    """[B, F] bool: the entries whose dL/da reaches a parameter (`sparse_decode`): ReLU's active
+    ones; JumpReLU's active ones and those in its straight-through window (h within ε/2 below θ;
+    taken a whole ε wide so that rounding at the window's edge cannot drop one)."""
+    if tc.activation == "jumprelu":
+        return h > tc.thresholds(layer) - tc.bandwidth
+    return h > 0
 
 
 def mse_loss(y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

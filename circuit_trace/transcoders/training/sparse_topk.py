@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .layer_params import LayerParams
+from .sparse_decode import decode_rows, sum_by_target
 
 __all__ = ["SparseTopK", "topk_sparse_forward", "aux_reconstruction"]
 
@@ -85,28 +86,6 @@ class _TopKEncode(torch.autograd.Function):
         return None, g_w.to(ctx.w_dtype), g_b.to(ctx.w_dtype), None
 
 
-def _decode_rows(tc, layer: int, idx: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    """Σ_k acts[:, k] W_dec[layer][idx[:, k]] -> [B, n_out, d] (no bias)."""
-    w = tc.W_dec[layer]  # [F, n_out, d]
-    flat = F.embedding_bag(idx, w.reshape(w.shape[0], -1), per_sample_weights=acts.to(w.dtype), mode="sum")
-    return flat.view(idx.shape[0], w.shape[1], w.shape[2])
-
-
-def _sum_by_target(tc, contribs: dict[int, torch.Tensor], batch: int, bias: bool) -> torch.Tensor:
-    """Per source layer [B, n_out, d] -> ŷ [B, L, d] (each target's sum, plus b_dec if `bias`)."""
-    parts: list[list[torch.Tensor]] = [[] for _ in range(tc.n_layers)]
-    for l, c in contribs.items():
-        for j, target in enumerate(tc.output_layers(l)):
-            parts[target].append(c[:, j])
-    out = []
-    for l in range(tc.n_layers):
-        y = tc.b_dec[l].expand(batch, tc.d_model) if bias else tc.b_dec.new_zeros(batch, tc.d_model)
-        for p in parts[l]:
-            y = y + p
-        out.append(y)
-    return torch.stack(out, 1)
-
-
 def topk_sparse_forward(tc, x: torch.Tensor) -> tuple[SparseTopK, torch.Tensor]:
     """x [B, L, d] -> (the chosen activations, ŷ [B, L, d] with b_dec and the skip term)."""
     assert tc.k is not None, "topk_sparse_forward needs a TopK transcoder"
@@ -118,8 +97,8 @@ def topk_sparse_forward(tc, x: torch.Tensor) -> tuple[SparseTopK, torch.Tensor]:
         acts = F.relu(vals)
         sel.idx.append(idx)
         sel.acts.append(acts)
-        contribs[l] = _decode_rows(tc, l, idx, acts)
-    y_hat = _sum_by_target(tc, contribs, x.shape[0], bias=True)
+        contribs[l] = decode_rows(tc, l, idx, acts)
+    y_hat = sum_by_target(tc, contribs, x.shape[0], bias=True)
     skip = params.skip(x)
     return sel, y_hat if skip is None else y_hat + skip
 
@@ -135,5 +114,5 @@ def aux_reconstruction(tc, x: torch.Tensor, dead: torch.Tensor, aux_k: int) -> t
             continue
         h = F.linear(x[:, l].to(tc.dtype), params.w_enc[l][dead_idx], params.b_enc[l][dead_idx])  # [B, n_dead]
         vals, j = h.topk(min(aux_k, dead_idx.numel()), dim=-1)
-        contribs[l] = _decode_rows(tc, l, dead_idx[j], F.relu(vals))
-    return _sum_by_target(tc, contribs, x.shape[0], bias=False) if contribs else None
+        contribs[l] = decode_rows(tc, l, dead_idx[j], F.relu(vals))
+    return sum_by_target(tc, contribs, x.shape[0], bias=False) if contribs else None
