@@ -118,12 +118,13 @@ def topk_loss(
     aux_coef: float = 1 / 32,
 ) -> LossOutput:
     """``dead [L, F]`` bool marks features that have not fired recently (AuxK revives them)."""
-    sel, y_hat = topk_sparse_forward(tc, x)
+    params = LayerParams.of(tc)  # one set of views: the main and AuxK terms share one gradient buffer
+    sel, y_hat = topk_sparse_forward(tc, x, params)
     mse, sq_err = mse_loss(y_hat, y)
     loss, aux = mse, torch.zeros(())
     e_hat = None
     if dead is not None and aux_coef > 0:
-        e_hat = aux_reconstruction(tc, x, dead, aux_k or max(1, tc.d_model // 2))
+        e_hat = aux_reconstruction(tc, x, params, dead, aux_k or max(1, tc.d_model // 2))
     if e_hat is not None:
         resid = (y.float() - y_hat.float()).detach()
         var = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)

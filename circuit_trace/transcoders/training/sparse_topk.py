@@ -86,10 +86,10 @@ class _TopKEncode(torch.autograd.Function):
         return None, g_w.to(ctx.w_dtype), g_b.to(ctx.w_dtype), None
 
 
-def topk_sparse_forward(tc, x: torch.Tensor) -> tuple[SparseTopK, torch.Tensor]:
-    """x [B, L, d] -> (the chosen activations, ŷ [B, L, d] with b_dec and the skip term)."""
+def topk_sparse_forward(tc, x: torch.Tensor, params: LayerParams) -> tuple[SparseTopK, torch.Tensor]:
+    """x [B, L, d] (params: `LayerParams.of(tc)`) -> (the chosen activations, ŷ [B, L, d] with b_dec and
+    the skip term)."""
     assert tc.k is not None, "topk_sparse_forward needs a TopK transcoder"
-    params = LayerParams.of(tc)
     sel = SparseTopK([], [])
     contribs = {}
     for l in range(tc.n_layers):
@@ -103,10 +103,9 @@ def topk_sparse_forward(tc, x: torch.Tensor) -> tuple[SparseTopK, torch.Tensor]:
     return sel, y_hat if skip is None else y_hat + skip
 
 
-def aux_reconstruction(tc, x: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor | None:
+def aux_reconstruction(tc, x: torch.Tensor, params: LayerParams, dead: torch.Tensor, aux_k: int) -> torch.Tensor | None:
     """AuxK's ê [B, L, d] (no bias): per layer, the top-min(aux_k, #dead) pre-activations among
     the dead features (``dead [L, F]`` bool), ReLU'd and decoded; None when no feature is dead."""
-    params = LayerParams.of(tc)
     contribs = {}
     for l in range(tc.n_layers):
         dead_idx = dead[l].nonzero().squeeze(1)  # [n_dead]
