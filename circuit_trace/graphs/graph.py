@@ -269,8 +269,7 @@ class Graph:
         """Node score [N] = wᵀB + w (logit influence; logits their own weight)."""
         from .influence import node_scores
 
-        # the CSR path is the one pruning takes: same values, and far faster on dense storage
-        return node_scores(as_csr(self.adjacency), self.logit_weights())
+        return node_scores(self.adjacency, self.logit_weights())
 
     def add_influence(self, score: np.ndarray | None = None, cumulative: np.ndarray | None = None) -> Graph:
         """Fill the INFLUENCE_COLUMNS of `nodes` in place and return self.

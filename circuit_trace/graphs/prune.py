@@ -131,7 +131,7 @@ def prune_masks(
     cols = csr.indices  # [nnz] source of each edge
 
     # 1. Node scores on the full graph; logits score their own weight.
-    ahat = normalized_csr(csr, rows)
+    ahat = normalized_csr(csr)
     score = influence(ahat, w, max_iter=max_iter) + w
     del ahat
     node_mask = score >= find_threshold(score, node_threshold)
@@ -143,7 +143,7 @@ def prune_masks(
     alive = np.flatnonzero(node_mask[rows] & node_mask[cols])  # [n_alive] entry indices
     r2 = rows[alive]
     indptr2 = indptr_from_rows(r2, n)
-    ahat2_data = row_normalise_data(csr.data[alive], r2, n, indptr2)
+    ahat2_data = row_normalise_data(csr.data[alive], indptr2)
     ahat2 = sp.csr_array((ahat2_data, cols[alive], indptr2), shape=(n, n))
     score2 = influence(ahat2, w, max_iter=max_iter) + w
     edge_score = ahat2_data * score2[r2]  # Â'[t, s] x score'(t); logits: their weight

@@ -35,7 +35,7 @@ def graph_scores(
     csr = as_csr(adjacency)
     n = csr.shape[0]  # pyright: ignore[reportOptionalSubscript]  # scipy stubs: shape is never None here
     rows = row_of_entries(csr)
-    ahat = normalized_csr(csr, rows)
+    ahat = normalized_csr(csr)
     del csr  # ahat shares its index arrays; the float64 copy of A is no longer needed
     w = np.asarray(weights, dtype=np.float64)
     infl = influence(ahat, w, max_iter=max_iter)  # wᵀB [N]
