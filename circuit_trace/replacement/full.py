@@ -35,8 +35,9 @@ def reconstruct_layer(tc, acts: dict[int, torch.Tensor], x: torch.Tensor, layer:
 
 
 @contextmanager
-def replace_mlps(adapter: ModelAdapter, tc) -> Iterator[None]:
-    """Inside, every MLP output of `adapter.model` is the transcoder's reconstruction.
+def replace_mlps(adapter: ModelAdapter, tc, positions: torch.Tensor | None = None) -> Iterator[None]:
+    """Inside, every MLP output of `adapter.model` is the transcoder's reconstruction; with
+    ``positions`` (``[B, P]`` bool, the batch's shape) only there, the rest keeping the model's own.
 
     A CLT's layer-l output needs the features of layers <= l: each layer's input is encoded as it
     passes by, and its activations kept for the rest of the forward pass."""
@@ -48,7 +49,8 @@ def replace_mlps(adapter: ModelAdapter, tc) -> Iterator[None]:
         acts[layer] = tc.encode(x.to(tc.dtype), layer)
 
     def write(layer: int, y: torch.Tensor) -> torch.Tensor:
-        return reconstruct_layer(tc, acts, xs[layer], layer).to(y.dtype)
+        y_hat = reconstruct_layer(tc, acts, xs[layer], layer).to(y.dtype)
+        return y_hat if positions is None else torch.where(positions.to(y.device)[..., None], y_hat, y)
 
     with mlp_hooks(adapter, tc.feature_input_hook, tc.feature_output_hook, on_input=read, on_output=write):
         yield

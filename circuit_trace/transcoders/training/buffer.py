@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-from .chunks import ChunkedStream, OutlierCounts, generator, outlier_mask
+from .chunks import ChunkedStream, OutlierCounts, content_mask, generator, outlier_mask
 from .packing import document_separator
 
 ReadFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -133,7 +133,8 @@ class ActivationBuffer(ChunkedStream):
 
     ``windows``: token windows ``[N, P]``. ``read_fn(ids [b, P]) -> (x, y)`` with shape
     ``[n_layers, b, P, d]`` (e.g. ``models.activations.mlp_io``). Per chunk of ``windows_per_chunk``
-    windows it drops position 0 (BOS) and outlier tokens (`chunks.outlier_mask`: MLP input norm >
+    windows it drops position 0, the boundary tokens ``skip_token_ids`` (BOS and the packing
+    separator: `packing.boundary_token_ids`) and outlier tokens (`chunks.outlier_mask`: MLP input norm >
     ``outlier_ratio`` × the layer's median in the chunk, or output norm > ``output_outlier_ratio`` ×
     its median, at any layer), then shuffles the tokens. Tokens left over after the last full batch
     of a chunk are dropped. With ``world_size > 1`` each rank gets its slice of every batch.
@@ -155,6 +156,7 @@ class ActivationBuffer(ChunkedStream):
         dtype: torch.dtype = torch.float32,
         rank: int = 0,
         world_size: int = 1,
+        skip_token_ids: Sequence[int] = (),
     ):
         if windows.ndim != 2 or windows.shape[0] == 0:
             raise CorpusError("no token windows to read")
@@ -168,6 +170,7 @@ class ActivationBuffer(ChunkedStream):
                 f"each window, fewer than one batch ({batch_size} tokens)"
             )
         self.windows, self.read_fn, self.batch_size, self.seed = windows, read_fn, batch_size, seed
+        self.skip_token_ids = list(skip_token_ids)
         self.n_windows = windows.shape[0]
         self.windows_per_chunk = max(1, min(windows_per_chunk, windows.shape[0]))
         self.forward_batch_size, self.outlier_ratio = forward_batch_size, outlier_ratio
@@ -183,17 +186,15 @@ class ActivationBuffer(ChunkedStream):
     # -- reading ---------------------------------------------------------------------------------
     @torch.no_grad()
     def read_tokens(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token-major activations ``[n_tokens, n_layers, d]`` of windows ``ids`` with position 0 and
-        padding (positions >= length) dropped, before outlier filtering and shuffling."""
+        """Token-major activations ``[n_tokens, n_layers, d]`` of windows ``ids`` with position 0,
+        padding (positions >= length) and boundary tokens dropped (`chunks.content_mask`), before
+        outlier filtering and shuffling."""
         xs, ys = [], []
         for i in range(0, ids.shape[0], self.forward_batch_size):
             batch = ids[i : i + self.forward_batch_size]
             x, y = self.read_fn(batch)
-            keep = torch.ones(batch.shape, dtype=torch.bool)
-            keep[:, 0] = False
-            if lengths is not None:
-                keep &= torch.arange(batch.shape[1]) < lengths[i : i + self.forward_batch_size, None]
-            keep = keep.to(x.device)
+            lens = None if lengths is None else lengths[i : i + self.forward_batch_size]
+            keep = content_mask(batch, lens, self.skip_token_ids).to(x.device)
             xs.append(x[:, keep].transpose(0, 1).to("cpu", self.dtype))
             ys.append(y[:, keep].transpose(0, 1).to("cpu", self.dtype))
         return torch.cat(xs), torch.cat(ys)

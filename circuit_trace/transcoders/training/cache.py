@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ...atomic import atomic_write_text
-from .chunks import ChunkedStream, OutlierCounts, outlier_mask
+from .chunks import ChunkedStream, OutlierCounts, content_mask, outlier_mask
 
 CACHE_FORMAT = 1
 META_NAME = "cache.json"
@@ -59,6 +59,8 @@ class CacheInfo:
     format: int = CACHE_FORMAT
     model_revision: str | None = None  # the hub commit the weights came from, when transformers knows it
     model_hash: str | None = None  # `weights_hash` of the model (None: a cache from before it was recorded)
+    # boundary tokens (BOS, packing separator) that training and evaluation skip; [] in caches from before
+    skip_token_ids: list[int] = field(default_factory=list)
 
     def save(self, directory: Path) -> None:
         atomic_write_text(directory / META_NAME, json.dumps(dataclasses.asdict(self), indent=1))
@@ -249,6 +251,13 @@ class ActivationCache:
         offset = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
         return first + offset
 
+    def content_rows(self, windows: torch.Tensor) -> torch.Tensor:
+        """Row indices of the tokens of ``windows`` that training and evaluation read, in order:
+        `rows_of` less the boundary tokens recorded at harvest (`chunks.content_mask`)."""
+        ids = self.windows[windows]  # [n, P]; position p >= 1 of window w is row starts[w] + p - 1
+        keep = content_mask(ids, self.lengths[windows], self.info.skip_token_ids)
+        return (self.starts[windows, None] + torch.arange(ids.shape[1]) - 1)[keep]
+
     def _by_shard(self, rows: torch.Tensor):
         which = torch.searchsorted(self.shard_rows, rows, right=True) - 1
         for s in which.unique().tolist():
@@ -325,7 +334,7 @@ class CacheBuffer(ChunkedStream):
     def _chunk_rows(self, epoch: int, chunk: int) -> tuple[torch.Tensor, OutlierCounts]:
         if self._rows is not None and self._rows[0] == (epoch, chunk):
             return self._rows[1]
-        rows = self.cache.rows_of(self.train_windows[self.chunk_windows(epoch, chunk)])
+        rows = self.cache.content_rows(self.train_windows[self.chunk_windows(epoch, chunk)])
         keep, counts = outlier_mask(*self.cache.norms(rows), self.outlier_ratio, self.output_outlier_ratio)
         rows = rows[keep]
         self._rows = ((epoch, chunk), (rows[self.chunk_permutation(epoch, chunk, rows.shape[0])], counts))

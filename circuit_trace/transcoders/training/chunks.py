@@ -9,6 +9,7 @@ each takes its own slice of every global batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,19 @@ def generator(*key: int) -> torch.Generator:
     for k in key:
         s = (s * 0x9E3779B97F4A7C15 + int(k) + 1) % (1 << 63)
     return torch.Generator().manual_seed(s)
+
+
+def content_mask(ids: torch.Tensor, lengths: torch.Tensor | None, skip_token_ids: Sequence[int] = ()) -> torch.Tensor:
+    """The positions of windows ``ids [n, P]`` that training and evaluation read, ``[n, P]`` bool:
+    not position 0, not right padding (positions >= ``lengths [n]``), and not a boundary token
+    (``skip_token_ids``: BOS and the packing separator, see `packing.boundary_token_ids`)."""
+    keep = torch.arange(ids.shape[1], device=ids.device) > 0
+    keep = keep.expand(ids.shape).clone()
+    if lengths is not None:
+        keep &= torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device)[:, None]
+    if len(skip_token_ids):
+        keep &= ~torch.isin(ids, torch.tensor(list(skip_token_ids), dtype=ids.dtype, device=ids.device))
+    return keep
 
 
 @dataclass

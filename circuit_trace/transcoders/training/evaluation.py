@@ -4,27 +4,33 @@ from the model or from an activation cache), and replacement KL / top-1 agreemen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from ..transcoder import Transcoder
+from .chunks import content_mask
 from .metrics import ReconstructionStats, reconstruct_tokens, replacement_metrics
 from .reader import read_mlp_io
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
-def stream_batches(adapter, windows: torch.Tensor, lengths: torch.Tensor | None, cfg, layers: list[int]) -> Batches:
-    """Raw ``(x, y) [n, L, d]`` of ``windows`` read through the model, position 0 and padding dropped."""
+def stream_batches(
+    adapter,
+    windows: torch.Tensor,
+    lengths: torch.Tensor | None,
+    cfg,
+    layers: list[int],
+    skip_token_ids: Sequence[int] = (),
+) -> Batches:
+    """Raw ``(x, y) [n, L, d]`` of ``windows`` read through the model, at the positions training
+    reads (`chunks.content_mask`: position 0, padding and the boundary tokens dropped)."""
     device = next(adapter.model.parameters()).device
     fb = cfg.windows_per_forward(windows.shape[1])
     for i in range(0, windows.shape[0], fb):
         ids = windows[i : i + fb]
-        keep = torch.arange(ids.shape[1]) > 0
-        keep = keep & (
-            torch.arange(ids.shape[1]) < (lengths[i : i + fb, None] if lengths is not None else ids.shape[1])
-        )
+        keep = content_mask(ids, None if lengths is None else lengths[i : i + fb], skip_token_ids)
         x, y = read_mlp_io(adapter, ids.to(device), cfg.input_hook, cfg.output_hook, layers)
         keep = keep.to(x.device)
         yield x[:, keep].transpose(0, 1), y[:, keep].transpose(0, 1)
@@ -32,7 +38,7 @@ def stream_batches(adapter, windows: torch.Tensor, lengths: torch.Tensor | None,
 
 def cache_batches(cache, windows: torch.Tensor, layer_pos: torch.Tensor | None, batch_tokens: int = 2048) -> Batches:
     """Raw ``(x, y)`` of cached ``windows`` (indices into the cache), ``batch_tokens`` rows at a time."""
-    rows = cache.rows_of(windows)
+    rows = cache.content_rows(windows)
     for i in range(0, rows.shape[0], batch_tokens):
         x, y = cache.gather(rows[i : i + batch_tokens], layer_pos)
         yield x.float(), y.float()
@@ -61,18 +67,22 @@ def evaluate(
     layers: list[int] | None = None,
     batches: Batches | None = None,
     progress: bool = False,
+    skip_token_ids: Sequence[int] = (),
 ) -> dict:
-    """FVU / NMSE / L0 per layer on raw activations of ``windows`` (position 0 and padding beyond
-    ``lengths`` skipped; from ``batches`` when given, e.g. `cache_batches`), and replacement KL /
+    """FVU / NMSE / L0 per layer on raw activations of ``windows`` (position 0, padding beyond
+    ``lengths`` and the boundary tokens ``skip_token_ids`` skipped; from ``batches`` when given,
+    e.g. `cache_batches`), and replacement KL /
     top-1 agreement on the same tokens when ``adapter`` is given and ``tc`` covers every layer
     (else ``kl`` and ``top1_agreement`` are None)."""
     layers = list(range(tc.n_layers)) if layers is None else layers
     if batches is None:
-        batches = stream_batches(adapter, windows, lengths, config, layers)
+        batches = stream_batches(adapter, windows, lengths, config, layers, skip_token_ids)
     out = reconstruction_summary(tc, batches, progress)
     out.update(kl=None, top1_agreement=None)
     if adapter is not None and tc.n_layers == adapter.n_layers:
         fb = config.windows_per_forward(windows.shape[1])
-        rep = replacement_metrics(adapter, tc, windows, batch_size=fb, lengths=lengths, progress=progress)
+        rep = replacement_metrics(
+            adapter, tc, windows, batch_size=fb, lengths=lengths, skip_token_ids=skip_token_ids, progress=progress
+        )
         out.update(kl=rep["kl"], top1_agreement=rep["top1_agreement"])
     return out

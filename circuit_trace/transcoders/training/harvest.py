@@ -21,6 +21,7 @@ from .cache import (
     weights_hash,
 )
 from .layerspec import parse_layers
+from .packing import boundary_token_ids
 from .reader import read_mlp_io
 
 
@@ -67,7 +68,7 @@ def _windows(tokenizer, corpus, n_ctx: int, cfg: HarvestConfig) -> tuple[torch.T
     return windows, lengths
 
 
-def _request(model, adapter, windows, lengths, cfg: HarvestConfig) -> CacheInfo:
+def _request(model, adapter, tokenizer, windows, lengths, cfg: HarvestConfig) -> CacheInfo:
     return CacheInfo(
         model=str(getattr(model.config, "_name_or_path", "") or ""),
         input_hook=cfg.input_hook,
@@ -83,6 +84,7 @@ def _request(model, adapter, windows, lengths, cfg: HarvestConfig) -> CacheInfo:
         shards=plan_shards(lengths, cfg.shard_tokens),
         model_revision=getattr(model.config, "_commit_hash", None),
         model_hash=weights_hash(model),
+        skip_token_ids=boundary_token_ids(tokenizer),
     )
 
 
@@ -160,7 +162,7 @@ def harvest(
         n_ctx = min(cfg.context_size, adapter.n_ctx or cfg.context_size)
         windows, lengths = _windows(tokenizer, corpus, n_ctx, cfg)
         directory = Path(cfg.out_dir)
-        info = _open(directory, _request(model, adapter, windows, lengths, cfg), windows, lengths)
+        info = _open(directory, _request(model, adapter, tokenizer, windows, lengths, cfg), windows, lengths)
         fb = cfg.forward_batch_size or max(1, 2048 // max(1, windows.shape[1]))
         todo = [s for s in info.shards if not shard_done(directory, s["name"])]
         bar = tqdm(total=info.n_tokens, disable=not progress, unit="tok", desc="harvest")

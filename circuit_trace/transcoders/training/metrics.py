@@ -3,9 +3,12 @@ over a stated token window, and replacement KL / top-1 agreement with every MLP 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from .chunks import content_mask
 
 
 @dataclass
@@ -158,14 +161,16 @@ def replacement_metrics(
     input_ids: torch.Tensor,
     *,
     batch_size: int = 8,
-    skip_first: bool = True,
     lengths: torch.Tensor | None = None,
+    skip_token_ids: Sequence[int] = (),
     vocab_chunk: int = 16384,
     progress: bool = False,
 ) -> dict:
     """KL(P_model ‖ P_replacement) per token (nats, mean) and top-1 agreement of the model with every
-    MLP replaced by the transcoder vs the original, over windows ``input_ids [N, P]`` (position 0
-    skipped by default, matching training; positions >= ``lengths`` (right padding) skipped).
+    MLP replaced by the transcoder vs the original, over windows ``input_ids [N, P]``, at the
+    positions training reads (`chunks.content_mask`): the MLPs are replaced there, while position 0,
+    the boundary tokens ``skip_token_ids`` and right padding (positions >= ``lengths``) keep the
+    model's own MLP outputs (no transcoder is trained on them) and are not scored.
     Logits are formed ``vocab_chunk`` columns at a time, so memory stays bounded for any vocabulary."""
     from tqdm.auto import tqdm
 
@@ -176,13 +181,10 @@ def replacement_metrics(
     kl_sum, agree, n = 0.0, 0, 0
     for i in tqdm(range(0, input_ids.shape[0], batch_size), disable=not progress, desc="replacement KL"):
         ids = input_ids[i : i + batch_size].to(device)
+        keep = content_mask(ids, None if lengths is None else lengths[i : i + batch_size], skip_token_ids)
         ref = final_hidden(adapter, ids)
-        with replace_mlps(adapter, transcoder):
+        with replace_mlps(adapter, transcoder, positions=keep):
             rep = final_hidden(adapter, ids)
-        keep = torch.ones(ids.shape, dtype=torch.bool, device=device)
-        keep[:, 0] = not skip_first
-        if lengths is not None:
-            keep &= torch.arange(ids.shape[1], device=device) < lengths[i : i + batch_size, None].to(device)
         kl, same = chunked_kl_top1(adapter, ref[keep], rep[keep], vocab_chunk)
         kl_sum, agree, n = kl_sum + float(kl.sum()), agree + int(same.sum()), n + int(keep.sum())
     return {"kl": kl_sum / max(n, 1), "top1_agreement": agree / max(n, 1), "tokens": n}

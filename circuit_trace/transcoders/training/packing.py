@@ -29,14 +29,31 @@ def template_token_ids(tokenizer) -> set[int]:
     return {vocab[t] for t in candidates if t in vocab and any(t in text for text in texts)}
 
 
-def document_separator(tokenizer) -> list[int]:
-    """Token ids put between packed documents: EOS unless the chat template uses it, else the first
-    plain end-of-text token of the vocabulary the template does not use, else BOS (same rule), else
-    a blank line as text (possibly no token at all, e.g. for a whitespace-splitting tokenizer)."""
+def boundary_token_ids(tokenizer) -> list[int]:
+    """Ids of the tokens that open or separate documents in a window: BOS and the packing separator
+    when it is a token (`separator_token`; a blank line is text). Training and evaluation skip their
+    positions as they skip position 0: models write attention-sink activations there (SmolLM2-135M's
+    layer-11 MLP: up to ~530x its median output norm, 99.9 % of the layer's output energy on a packed
+    corpus), which a dictionary of the text's features should not spend its capacity on, and which
+    would dominate a held-out FVU."""
+    ids = {tokenizer.bos_token_id, separator_token(tokenizer)}
+    return sorted(int(i) for i in ids if i is not None)
+
+
+def separator_token(tokenizer) -> int | None:
+    """The token put between packed documents: EOS unless the chat template uses it, else the first
+    plain end-of-text token of the vocabulary the template does not use, else BOS (same rule);
+    None when every candidate is a template marker (then `document_separator` is a blank line)."""
     avoid = template_token_ids(tokenizer)
     vocab = tokenizer.get_vocab()
     candidates = [tokenizer.eos_token_id, *(vocab.get(t) for t in END_OF_TEXT_TOKENS), tokenizer.bos_token_id]
-    for token_id in candidates:
-        if token_id is not None and token_id not in avoid:
-            return [int(token_id)]
+    return next((int(i) for i in candidates if i is not None and i not in avoid), None)
+
+
+def document_separator(tokenizer) -> list[int]:
+    """Token ids put between packed documents: `separator_token`, else a blank line as text
+    (possibly no token at all, e.g. for a whitespace-splitting tokenizer)."""
+    token = separator_token(tokenizer)
+    if token is not None:
+        return [token]
     return [int(i) for i in tokenizer(PLAIN_SEPARATOR, add_special_tokens=False)["input_ids"]]

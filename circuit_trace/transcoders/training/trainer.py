@@ -17,7 +17,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from .loop import Trainer
 from .merge import save_partial
 from .metrics import dead_fraction
 from .normalize import Normalizer, fold_normalization
+from .packing import boundary_token_ids
 from .reader import read_mlp_io
 
 __all__ = [
@@ -74,6 +75,7 @@ class TrainData:
     eval_batches: Callable[[], Batches] | None = None  # cached held-out activations (None: read the model)
     model_name: str | None = None  # the model the transcoder belongs to (saved as its model_name)
     model_hash: str | None = None  # its weights' hash, when the cache recorded it
+    skip_token_ids: list[int] = field(default_factory=list)  # boundary tokens training and evaluation skip
 
 
 def new_transcoder(
@@ -151,10 +153,19 @@ def _stream_data(adapter, tokenizer, corpus, cfg: TrainConfig, device, dist: Dis
         device=device,
         rank=dist.rank,
         world_size=dist.world_size,
+        skip_token_ids=(skip := boundary_token_ids(tokenizer)),
     )
     name = getattr(adapter.model.config, "_name_or_path", None) or None
     return TrainData(
-        source, layers, adapter.n_layers, adapter.d_model, windows[ev], lengths[ev], heldout, model_name=name
+        source,
+        layers,
+        adapter.n_layers,
+        adapter.d_model,
+        windows[ev],
+        lengths[ev],
+        heldout,
+        model_name=name,
+        skip_token_ids=skip,
     )
 
 
@@ -189,7 +200,9 @@ def _cache_data(adapter, cfg: TrainConfig, device, dist: DistInfo) -> TrainData:
     batches = lambda: cache_batches(cache, idx[ev], source.layer_pos)
     w, lens = cache.windows[ev], cache.lengths[ev]
     name, weights = info.model or None, info.model_hash
-    return TrainData(source, layers, info.n_model_layers, info.d_model, w, lens, heldout, batches, name, weights)
+    return TrainData(
+        source, layers, info.n_model_layers, info.d_model, w, lens, heldout, batches, name, weights, info.skip_token_ids
+    )
 
 
 def _adapter(model):
@@ -346,6 +359,7 @@ def _finish(adapter, trainer: Trainer, data: TrainData, cfg, out_dir: Path, repo
         layers=data.layers,
         batches=batches,
         progress=progress,
+        skip_token_ids=data.skip_token_ids,
     )
     report.fvu, report.nmse, report.l0 = ev["fvu"], ev["nmse"], ev["l0"]
     report.fvu_total, report.nmse_total, report.l0_total = ev["fvu_total"], ev["nmse_total"], ev["l0_total"]

@@ -113,3 +113,11 @@ def test_document_windows_drop_padding():
     buf = ActivationBuffer(ids, fake_read, batch_size=4, lengths=lengths, windows_per_chunk=3)
     x = torch.cat([next(buf)[0] for _ in range(2)])  # 6 + 1 + 3 = 10 real tokens -> 2 batches
     assert x.shape[0] == 8 and not (x[:, 0, 0] == pad).any() and not (x[:, 0, 1] == 0).any()
+
+
+def test_boundary_tokens_are_skipped_like_position_zero():
+    w = windows()
+    skip = [int(w[3, 4]), int(w[7, 1]), int(w[12, 8]), 10**6]  # mid-window, first body token, last; absent
+    buf = ActivationBuffer(w, fake_read, batch_size=1, seed=2, windows_per_chunk=4, skip_token_ids=skip)
+    seen = torch.cat([x for x, _ in drain(buf, 157)])[:, 0, 0].long()  # one epoch: 160 - 3 tokens
+    assert sorted(seen.tolist()) == sorted(set(w[:, 1:].flatten().tolist()) - set(skip))

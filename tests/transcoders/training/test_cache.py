@@ -20,6 +20,7 @@ from circuit_trace.transcoders.training import (
     train,
 )
 from circuit_trace.transcoders.training.cache import check_model, weights_hash
+from circuit_trace.transcoders.training.packing import boundary_token_ids
 from circuit_trace.transcoders.training.reader import read_mlp_io
 
 
@@ -59,7 +60,12 @@ def test_cache_layout_and_contents(tiny, tmp_path):
     assert info.complete and info.layers == [0, 1] and info.dtype == "bfloat16" and cache.info.n_tokens == info.n_tokens
     assert info.n_tokens == int((cache.lengths - 1).sum()) and len(info.corpus_fingerprint) == 64
     w = torch.tensor([2, 0])
+    skip = boundary_token_ids(tok)
+    assert info.skip_token_ids == skip and skip  # recorded at harvest
+    content = cache.content_rows(w)  # the rows training reads: no boundary token
     rows = cache.rows_of(w)
+    tokens = torch.cat([cache.windows[j, 1 : int(cache.lengths[j])] for j in w.tolist()])
+    assert torch.equal(content, rows[~torch.isin(tokens, torch.tensor(skip))])
     x, y = cache.gather(rows)
     ref_x, ref_y = read_mlp_io(get_adapter(model), cache.windows[w], "mlp.hook_in", "hook_mlp_out")
     ref_x = torch.cat([ref_x[:, i, 1 : int(cache.lengths[j])] for i, j in enumerate(w.tolist())], 1).transpose(0, 1)

@@ -69,3 +69,25 @@ def test_replacement_metrics_and_hooks_removed(cross_layer):
     assert not torch.allclose(inside, base)
     assert torch.equal(model(ids).logits, base)  # hooks removed
     assert not torch.equal(before, base)
+
+
+def test_replacement_only_at_the_positions_given():
+    """The model keeps its own MLP outputs where `positions` is False (position 0 and the boundary
+    tokens in `replacement_metrics`): positions before the first replaced one see the model itself."""
+    model = make_model(40, n_layers=2, d=16, seed=1)
+    adapter = get_adapter(model)
+    ids = torch.randint(3, 40, (2, 7), generator=torch.Generator().manual_seed(0))
+    rand = Transcoder.random(2, 16, 8, cross_layer=True, seed=0, input_hook="mlp.hook_in")
+    base = model(ids).logits
+    with torch.no_grad(), replace_mlps(adapter, rand, positions=torch.zeros(2, 7, dtype=torch.bool)):
+        assert torch.equal(model(ids).logits, base)
+    later = torch.zeros(2, 7, dtype=torch.bool)
+    later[:, 4:] = True
+    with torch.no_grad(), replace_mlps(adapter, rand, positions=later):
+        mixed = model(ids).logits
+    with torch.no_grad(), replace_mlps(adapter, rand):
+        full = model(ids).logits
+    assert torch.equal(mixed[:, :4], base[:, :4]) and not torch.allclose(mixed[:, 4:], base[:, 4:])
+    assert not torch.allclose(mixed[:, 4:], full[:, 4:])  # the earlier positions' MLPs are the model's
+    # boundary tokens are neither replaced nor scored: skipping every token of the batch scores nothing
+    assert replacement_metrics(adapter, rand, ids, skip_token_ids=ids.unique().tolist())["tokens"] == 0

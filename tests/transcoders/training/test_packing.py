@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from circuit_trace.transcoders.training import make_windows, tokenize_windows
-from circuit_trace.transcoders.training.packing import document_separator, template_token_ids
+from circuit_trace.transcoders.training.packing import boundary_token_ids, document_separator, template_token_ids
 
 CHAT = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
@@ -79,3 +79,12 @@ def test_windows_start_with_the_chosen_bos(bos):
     set_bos(tok, "none")
     ids, _ = make_windows(tok, DOCS, 8, pack=True)
     assert tok.bos_token_id is None and ids[0, :5].tolist() == tok(DOCS[0], add_special_tokens=False)["input_ids"]
+
+
+def test_boundary_tokens_are_bos_and_a_special_separator():
+    tok = chat_tokenizer()
+    vocab = tok.get_vocab()
+    assert boundary_token_ids(tok) == sorted([vocab["<|im_start|>"], vocab["<|endoftext|>"]])
+    # a blank-line separator is text, not a boundary token: only BOS is skipped
+    no_plain = chat_tokenizer(plain=False)
+    assert boundary_token_ids(no_plain) == [no_plain.get_vocab()["<|im_start|>"]]

@@ -61,11 +61,18 @@ def test_smoke_clt_on_tiny_llama(tiny, tmp_path):
         assert torch.equal(loaded.reconstruct(xs), folded.reconstruct(xs))
     from circuit_trace.models import get_adapter
     from circuit_trace.transcoders.training import make_windows, read_corpus
+    from circuit_trace.transcoders.training.chunks import content_mask
+    from circuit_trace.transcoders.training.packing import boundary_token_ids
 
     windows, lengths = make_windows(tok, read_corpus(corpus), 16)
     assert (lengths == 16).all()  # some documents are longer: packed
-    n_eval = report.eval_tokens // 15  # held-out windows at the end
-    ev = evaluate(get_adapter(model), loaded, windows[-n_eval:], c, lengths[-n_eval:])
+    skip = boundary_token_ids(tok)
+    read = content_mask(windows, lengths, skip)
+    assert not read[:, 1:].all()  # packing put separators mid-window: they are skipped
+    tokens_from_end = read.sum(1).flip(0).cumsum(0)
+    n_eval = int((tokens_from_end < report.eval_tokens).sum()) + 1  # held-out windows at the end
+    assert int(tokens_from_end[n_eval - 1]) == report.eval_tokens
+    ev = evaluate(get_adapter(model), loaded, windows[-n_eval:], c, lengths[-n_eval:], skip_token_ids=skip)
     assert ev["fvu"] == report.fvu and ev["top1_agreement"] == report.top1_agreement
 
 
