@@ -116,7 +116,7 @@ def _writable_dir(path: str | os.PathLike) -> Path:
     return p
 
 
-def _split_windows(lengths: torch.Tensor, eval_tokens: int) -> tuple[slice, slice, bool]:
+def split_windows(lengths: torch.Tensor, eval_tokens: int) -> tuple[slice, slice, bool]:
     """Hold out the last windows holding ``eval_tokens`` tokens, at most 10% of the windows; with
     fewer than 10 windows, evaluate on the first training windows instead."""
     n = lengths.shape[0]
@@ -137,7 +137,7 @@ def _stream_data(adapter, tokenizer, corpus, cfg: TrainConfig, device, dist: Dis
     """Batches read through the model as training goes."""
     n_ctx = min(cfg.context_size, adapter.n_ctx or cfg.context_size)
     windows, lengths = make_windows(tokenizer, read_corpus(corpus), n_ctx, cfg.pack)
-    tr, ev, heldout = _split_windows(lengths, cfg.eval_tokens)
+    tr, ev, heldout = split_windows(lengths, cfg.eval_tokens)
     layers = parse_layers(cfg.layers, adapter.n_layers)
     model_device = next(adapter.model.parameters()).device
     source = ActivationBuffer(
@@ -182,7 +182,7 @@ def _cache_data(adapter, cfg: TrainConfig, device, dist: DistInfo) -> TrainData:
         )
     if adapter is not None:
         check_model(info, adapter.model, cfg.cache)
-    tr, ev, heldout = _split_windows(cache.lengths, cfg.eval_tokens)
+    tr, ev, heldout = split_windows(cache.lengths, cfg.eval_tokens)
     idx = torch.arange(info.n_windows)
     source = CacheBuffer(
         cache,
