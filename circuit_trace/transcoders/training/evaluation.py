@@ -71,9 +71,8 @@ def evaluate(
 ) -> dict:
     """FVU / NMSE / L0 per layer on raw activations of ``windows`` (position 0, padding beyond
     ``lengths`` and the boundary tokens ``skip_token_ids`` skipped; from ``batches`` when given,
-    e.g. `cache_batches`), and replacement KL /
-    top-1 agreement on the same tokens when ``adapter`` is given and ``tc`` covers every layer
-    (else ``kl`` and ``top1_agreement`` are None)."""
+    e.g. `cache_batches`), and replacement KL / top-1 agreement on the same tokens when ``adapter``
+    is given and ``tc`` covers every layer (else ``kl`` and ``top1_agreement`` are None)."""
     layers = list(range(tc.n_layers)) if layers is None else layers
     if batches is None:
         batches = stream_batches(adapter, windows, lengths, config, layers, skip_token_ids)
