@@ -677,8 +677,16 @@ def add_validate_command(sub) -> None:
     p.set_defaults(func=cmd_validate)
 
 
+# Subcommands whose options come from the training package's config dataclasses (it imports torch):
+# when another command runs, `build_parser` registers them by name and help only.
+TRAINING_COMMANDS = {
+    "train": "train a PLT or CLT on a model's MLPs from a text corpus",
+    "harvest": "run a model once over a corpus and cache its MLP activations for training",
+}
+
+
 def add_train_command(sub) -> None:
-    p = sub.add_parser("train", help="train a PLT or CLT on a model's MLPs from a text corpus")
+    p = sub.add_parser("train", help=TRAINING_COMMANDS["train"])
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -886,7 +894,7 @@ def add_harvest_command(sub) -> None:
 
     from .transcoders.training import HarvestConfig
 
-    p = sub.add_parser("harvest", help="run a model once over a corpus and cache its MLP activations for training")
+    p = sub.add_parser("harvest", help=TRAINING_COMMANDS["harvest"])
     p.add_argument("--model", required=True, help="HF hub id, local model directory, or a .gguf file / directory")
     p.add_argument("--corpus", required=True, help="text file, .jsonl file or directory of them")
     p.add_argument("--bos", default=None, help="token each window starts with, or 'none' (default: the tokenizer's)")
@@ -962,7 +970,10 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser with every subcommand's options; given the `command` about to run (or "" for
+    none, e.g. `--help`), the training commands other than it get their name and help only, so that
+    `--help`, `serve` and the rest start without importing torch for their option defaults."""
     parser = argparse.ArgumentParser(
         prog="circuit-trace",
         description="Attribution graphs for transformer language models (see README.md).",
@@ -970,7 +981,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add_command in COMMANDS:
-        add_command(sub)
+        name = add_command.__name__.removeprefix("add_").removesuffix("_command")
+        if command is not None and name in TRAINING_COMMANDS and name != command:
+            sub.add_parser(name, help=TRAINING_COMMANDS[name])
+        else:
+            add_command(sub)
     return parser
 
 
@@ -990,7 +1005,8 @@ def _exit_code_of(exc: Exception) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command=next((a for a in argv if not a.startswith("-")), ""))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -95,6 +95,29 @@ def test_missing_checkpoint_fails_to_load(saved, tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def test_help_and_other_commands_start_without_the_training_stack(capsys):
+    """`--help` (and any command but train / harvest) registers those two by name only: their
+    options come from the training configs, whose import pulls in torch (seconds per call)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from circuit_trace.cli import main\n"
+        "for argv in (['--help'], ['serve', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "train" in out and "harvest" in out and "TORCH False" in out
+    with pytest.raises(SystemExit):
+        main(["harvest", "--help"])  # the command that runs gets every option
+    assert "--shard-tokens" in capsys.readouterr().out
+
+
 def test_help_documents_every_trace_option(capsys):
     with pytest.raises(SystemExit):
         main(["trace", "--help"])
