@@ -163,11 +163,11 @@ class ActivationBuffer(ChunkedStream):
         if lengths is None:
             lengths = torch.full((windows.shape[0],), windows.shape[1], dtype=torch.long)
         self.lengths = lengths
-        usable = int((lengths - 1).clamp_min(0).sum())
+        usable = int(content_mask(windows, lengths, skip_token_ids).sum())
         if usable < batch_size:
             raise CorpusError(
-                f"corpus too short: {usable} tokens after dropping the first position of "
-                f"each window, fewer than one batch ({batch_size} tokens)"
+                f"corpus too short: {usable} tokens after dropping the first position of each window "
+                f"and the document boundaries, fewer than one batch ({batch_size} tokens)"
             )
         self.windows, self.read_fn, self.batch_size, self.seed = windows, read_fn, batch_size, seed
         self.skip_token_ids = list(skip_token_ids)

@@ -316,7 +316,7 @@ class CacheBuffer(ChunkedStream):
         from .buffer import CorpusError
 
         self.cache, self.train_windows = cache, windows
-        usable = int((cache.lengths[windows] - 1).clamp_min(0).sum())
+        usable = int(cache.content_rows(windows).numel())
         if usable < batch_size:
             raise CorpusError(f"corpus too short: {usable} cached tokens, fewer than one batch ({batch_size} tokens)")
         self.batch_size, self.seed, self.n_windows = batch_size, seed, windows.shape[0]

@@ -121,3 +121,10 @@ def test_boundary_tokens_are_skipped_like_position_zero():
     buf = ActivationBuffer(w, fake_read, batch_size=1, seed=2, windows_per_chunk=4, skip_token_ids=skip)
     seen = torch.cat([x for x, _ in drain(buf, 157)])[:, 0, 0].long()  # one epoch: 160 - 3 tokens
     assert sorted(seen.tolist()) == sorted(set(w[:, 1:].flatten().tolist()) - set(skip))
+
+
+def test_a_corpus_of_boundaries_is_too_short():
+    w = windows(n=2, P=9)  # 16 tokens after position 0, 14 of them boundaries here
+    with pytest.raises(CorpusError, match="corpus too short: 2 tokens"):
+        ActivationBuffer(w, fake_read, batch_size=4, skip_token_ids=w[:, 1:8].flatten().tolist())
+    ActivationBuffer(w, fake_read, batch_size=4, skip_token_ids=w[:, 1:7].flatten().tolist())  # 4 left: one batch
