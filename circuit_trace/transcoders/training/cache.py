@@ -244,19 +244,17 @@ class ActivationCache:
             self._maps[i] = (from_disk(load("x"), dt), from_disk(load("y"), dt), from_disk(load("norms"), "float32"))
         return self._maps[i]
 
-    def rows_of(self, windows: torch.Tensor) -> torch.Tensor:
-        """Row indices of the tokens of ``windows`` (indices into the cache's windows), in order."""
-        counts = (self.lengths[windows] - 1).clamp_min(0)
-        first = torch.repeat_interleave(self.starts[windows], counts)
-        offset = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-        return first + offset
+    def rows_of(self, windows: torch.Tensor, skip_token_ids: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        """Row indices of the tokens of ``windows`` (indices into the cache's windows), in order:
+        every position but the first and the padding, less the tokens ``skip_token_ids``."""
+        ids = self.windows[windows]  # [n, P]; position p >= 1 of window w is row starts[w] + p - 1
+        keep = content_mask(ids, self.lengths[windows], skip_token_ids)
+        return (self.starts[windows, None] + torch.arange(ids.shape[1]) - 1)[keep]
 
     def content_rows(self, windows: torch.Tensor) -> torch.Tensor:
-        """Row indices of the tokens of ``windows`` that training and evaluation read, in order:
-        `rows_of` less the boundary tokens recorded at harvest (`chunks.content_mask`)."""
-        ids = self.windows[windows]  # [n, P]; position p >= 1 of window w is row starts[w] + p - 1
-        keep = content_mask(ids, self.lengths[windows], self.info.skip_token_ids)
-        return (self.starts[windows, None] + torch.arange(ids.shape[1]) - 1)[keep]
+        """The rows of ``windows`` that training and evaluation read: `rows_of` less the boundary
+        tokens recorded at harvest."""
+        return self.rows_of(windows, self.info.skip_token_ids)
 
     def _by_shard(self, rows: torch.Tensor):
         which = torch.searchsorted(self.shard_rows, rows, right=True) - 1

@@ -27,8 +27,8 @@ def content_mask(ids: torch.Tensor, lengths: torch.Tensor | None, skip_token_ids
     """The positions of windows ``ids [n, P]`` that training and evaluation read, ``[n, P]`` bool:
     not position 0, not right padding (positions >= ``lengths [n]``), and not a boundary token
     (``skip_token_ids``: BOS and the packing separator, see `packing.boundary_token_ids`)."""
-    keep = torch.arange(ids.shape[1], device=ids.device) > 0
-    keep = keep.expand(ids.shape).clone()
+    keep = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+    keep[:, 0] = False
     if lengths is not None:
         keep &= torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device)[:, None]
     if len(skip_token_ids):
