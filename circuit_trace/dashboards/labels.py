@@ -11,9 +11,11 @@ Evidence for one feature:
 Each source gives a verdict over the named concepts (shares renormalised among them): "neutral"
 when less than `contradict_share` of its weight is on named concepts at all, "speaks" for concept c
 when c has at least `min_share` of the named weight and `dominance` times the runner-up's, else
-"spread". The label names c when one source speaks for c and the other is neutral ("contexts" /
-"logits") or speaks for c too ("agree"); when one source names c and the other names another
-concept or is spread over several, the label is "mixed" and names none. Otherwise: "say a
+"spread". The label names c when one source speaks for c and the other speaks for c too ("agree") or is
+neutral ("contexts" / "logits"), and when the contexts speak for c and the logits are spread with c
+their largest concept ("contexts": a feature that carries a concept mid-model writes little to the
+logits directly, so weak logits that lean its way support it); when one source names c and the
+other names another concept or is spread otherwise, the label is "mixed" and names none. Otherwise: "say a
 <category>" when the top logits are several concepts of one category, "<category> names" when it fires on names of several concepts, or
 the token it fires on most. `score` is the agreement: the mean share of the named concept over the
 non-neutral sources; for "mixed", the overlap Σ_c min(r_contexts(c), r_logits(c)) of the two
@@ -185,11 +187,14 @@ def _comparable_label(cmap, o: LabelOptions, p_ctx: dict, p_log: dict, logits, e
     if "speaks" in (v_a, v_l):
         c = c_a if v_a == "speaks" else c_l
         other_v, other_top = (v_l, t_l) if v_a == "speaks" else (v_a, t_a)
-        if other_v == "spread":  # the other source sees several concepts: no single one is supported
+        # Spread logits with c on top are weak support (a feature that carries a concept mid-model
+        # writes little to the logits directly); spread contexts are not: it fires for several.
+        weak_support = other_v == "spread" and other_top == c and v_a == "speaks"
+        if other_v == "spread" and not weak_support:
             return _mixed(cmap, r_a, r_l, ev, "one source names it, the other is spread over several concepts")
         if other_v == "speaks" and other_top != c:
             return _mixed(cmap, r_a, r_l, ev, "contexts and logits name different concepts")
-        kind = "agree" if other_v != "neutral" else ("contexts" if v_a == "speaks" else "logits")
+        kind = "agree" if other_v == "speaks" else ("contexts" if v_a == "speaks" else "logits")
     else:  # both spread or neutral: a concept leading two spread sources is too weak to name
         c = None
     if c is not None:
@@ -198,7 +203,7 @@ def _comparable_label(cmap, o: LabelOptions, p_ctx: dict, p_log: dict, logits, e
         top_tok = next((t for t, _ in logits if cmap.token_concept(t) == c), logits[0][0] if logits else "")
         ev["rule"] = {
             "agree": "contexts and logits name it",
-            "contexts": "contexts name it; logits neutral",
+            "contexts": f"contexts name it; logits {'spread, it on top' if v_l == 'spread' else 'neutral'}",
             "logits": "logits name it; contexts neutral",
         }[kind]
         return FeatureLabel(cmap.describe(kind, c, top_tok, None), round(score, 4), kind, c, ev)

@@ -87,3 +87,21 @@ def test_generic_map_labels_by_token_and_dead_features_get_none():
     lab = label_feature([ex(["a", " cat"], 1), ex(["the", " cat"], 1, 1.0)], [(" meow", 2.0)], TokenConcepts())
     assert lab.label == "\u201ccat\u201d \u2192 meow" and lab.score == pytest.approx(1.0)
     assert label_feature([], [(" x", 1.0)], CM).label == ""
+
+
+def test_spread_source_with_the_same_concept_on_top_supports_it():
+    # contexts name Texas; the logits are spread over states with Texas the largest (a feature that
+    # carries the state mid-model and writes little to the logits): labelled Texas, weaker score
+    logits = [(" Austin", 1.0), (" Denver", 0.8), (" TX", 0.4), (" Boise", 0.5), (" the", 2.0)]
+    lab = label_feature([ex(DALLAS, 9)], logits, CM, concept_mass={"Texas": 9.0, None: 1.0})
+    assert lab.kind == "contexts" and lab.concept == "Texas" and lab.label == "Texas"
+    assert lab.score == pytest.approx((1.0 + 1.4 / 2.7) / 2, abs=1e-4)
+    assert lab.evidence["rule"] == "contexts name it; logits spread, it on top"
+    # the same spread logits with Colorado on top contradict it
+    logits = [(" Austin", 1.0), (" Denver", 1.2), (" Boise", 0.5), (" the", 2.0)]
+    lab = label_feature([ex(DALLAS, 9)], logits, CM, concept_mass={"Texas": 9.0, None: 1.0})
+    assert lab.kind == "mixed" and lab.concept is None
+    # spread contexts are no support, even with the logits' state on top: it fires for several
+    spread = {"Texas": 3.0, "Ohio": 2.0, "Iowa": 2.0, "Utah": 1.5}
+    lab = label_feature([ex(DALLAS, 9)], [(" Austin", 3.0), (" TX", 1.0)], CM, concept_mass=spread)
+    assert lab.kind == "mixed" and lab.concept is None
