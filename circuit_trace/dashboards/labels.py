@@ -220,7 +220,8 @@ def _comparable_label(cmap, o: LabelOptions, p_ctx: dict, p_log: dict, logits, e
     if tok_cat is not None:  # fires on names of several concepts: say which kind, name none
         same = sum(v for t, v in tok_shares.items() if cmap.token_category(t) == tok_cat)
         ev["rule"] = f"fires on {tok_cat} names, no one concept dominates"
-        return FeatureLabel(cmap.describe("names", tok_cat, "", None), round(float(same), 4), "names", None, ev)
+        # the shares are the evidence's rounded ones: their sum can pass 1 by rounding
+        return FeatureLabel(cmap.describe("names", tok_cat, "", None), round(min(same, 1.0), 4), "names", None, ev)
     ev["rule"] = "no concept dominates: the token it fires on most"
     return FeatureLabel(cmap.describe("token", tok.strip(), "", None), round(float(s), 4), "token", None, ev)
 

@@ -59,17 +59,15 @@ def path_report(graph, city: str, answer: str) -> list[str]:
     state = CITY_TO_STATE.get(city, "")
     feats = graph.feature_nodes()
     via = [i for i, lab, p in zip(feats.index, feats["label"], feats["pos"]) if p == pos and names_state(lab, state)]
-    lines = []
-    for title, path in (
-        (f"strongest path {city} -> {answer}:", strongest_path(graph, int(src[0]), int(dst[0]))),
-        (
-            f"strongest path {city} -> [{state} feature at {city}] -> {answer}:",
-            strongest_path(graph, int(src[0]), int(dst[0]), via=via) if via else [],
-        ),
-    ):
-        lines.append(title if path else f"{title} none in the pruned graph")
-        lines += [f"  {'  ' * k}{node_name(graph, i)}" for k, i in enumerate(path)]
-    return lines
+    best = strongest_path(graph, int(src[0]), int(dst[0]))
+    lines = [f"strongest path {city} -> {answer}:" + ("" if best else " none in the pruned graph")]
+    lines += [f"  {'  ' * k}{node_name(graph, i)}" for k, i in enumerate(best)]
+    title = f"strongest path {city} -> [{state} feature at {city}] -> {answer}:"
+    if set(best) & set(via):
+        return [*lines, f"{title} the one above"]
+    through = strongest_path(graph, int(src[0]), int(dst[0]), via=via) if via else []
+    lines.append(title if through else f"{title} none in the pruned graph")
+    return lines + [f"  {'  ' * k}{node_name(graph, i)}" for k, i in enumerate(through)]
 
 
 def run_demo(output: str | Path = DEMO_OUTPUT, *, device=None, progress: bool = True) -> DemoResult:

@@ -72,7 +72,11 @@ def top_rows(out: str, column: int) -> list[tuple[str, float]]:
 
 def check_demo(out: str, cwd: Path) -> None:
     assert "' Austin'  p=0.77" in out and (cwd / "graphs/dallas-austin.json").is_file()
-    assert "strongest path Dallas -> [Texas feature at Dallas] -> Austin:\n  token ' Dallas'" in out
+    # the strongest Dallas -> Austin path passes through a feature at Dallas labelled Texas
+    assert re.search(
+        r"strongest path Dallas -> Austin:\n  token ' Dallas'.*\n    feature \S+ at ' Dallas' \"[^\"]*Texas", out
+    )
+    assert "strongest path Dallas -> [Texas feature at Dallas] -> Austin: the one above" in out
 
 
 def check_trace_dallas(out: str, cwd: Path) -> None:
@@ -96,12 +100,12 @@ def check_validate(out: str, cwd: Path) -> None:
 def check_inhibit(out: str, cwd: Path) -> None:
     before, after = top_rows(out, 0), top_rows(out, 1)
     assert before[0][0] == " Austin" and before[0][1] > 0.77
-    assert after[0][0] == " Springfield" and " Austin" not in [t for t, _ in after]
-    assert "3_553@10 ' is': scale -5" in out  # the feature the README names
+    assert after[0][0] in (" Texas", " TX") and dict(after)[" Austin"] < 0.05
+    assert "3_53@10 ' is': scale -5" in out  # the feature the README names
 
 
 def check_generate(out: str, cwd: Path) -> None:
-    assert re.search(r"^\s+edited\s+' Springfield", out, flags=re.M)
+    assert re.search(r"^\s+edited\s+' Texas", out, flags=re.M)
     assert re.search(r"^\s+unedited ' Austin", out, flags=re.M)
 
 
@@ -110,13 +114,13 @@ def check_sample(out: str, cwd: Path, again: str) -> None:
 
 
 def check_supernode_url(out: str, cwd: Path) -> None:
-    (before, p_before), (after, p_after) = top_rows(out, 0)[0], top_rows(out, 1)[0]
-    assert before == after == " Austin" and p_after < 0.2 * p_before and "'texas'" in out
+    (before, p_before), after = top_rows(out, 0)[0], dict(top_rows(out, 1))
+    assert before == " Austin" and after.get(" Austin", 0.0) < 0.2 * p_before and "'texas'" in out
 
 
 def check_swap(out: str, cwd: Path) -> None:
-    after = dict(top_rows(out, 1))
-    assert after[" Sacramento"] > 0.25 and after[" Austin"] < 0.2 * top_rows(out, 0)[0][1]
+    after = top_rows(out, 1)
+    assert after[0][0] == " Sacramento" and dict(after)[" Austin"] < 0.2 * top_rows(out, 0)[0][1]
     assert re.search(r"'texas'.* => 0 +\(0%\)", out)
 
 
