@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from organism_goals import CITIES
+from organism_goals import CITIES, answer_id
 
 import circuit_trace as ct
 from circuit_trace.models.activations import mlp_io
@@ -40,7 +40,7 @@ from circuit_trace.organisms.world import CITY_TO_STATE, STATE_BY_NAME
 def city_prompt(model, city: str, lang: str) -> tuple[torch.Tensor, int, int]:
     """ids [1, P], the city's last position, the answer's token id."""
     ids = model.tokenize(two_hop_prompt(city, lang))
-    answer = int(model.tokenize(" " + STATE_BY_NAME[CITY_TO_STATE[city]].capital)[1])
+    answer = answer_id(model, STATE_BY_NAME[CITY_TO_STATE[city]].capital)
     return ids[None], int(city_position(model.decode_tokens(ids), city) or 0), answer
 
 
