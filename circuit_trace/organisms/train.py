@@ -31,6 +31,7 @@ from .corpus import (
 )
 from .evaluation import evaluate_organism
 from .tokenizer import EOS, train_tokenizer
+from .world import CITY_TO_STATE, all_cities
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "states" / "model"
 
@@ -40,20 +41,29 @@ class OrganismTrainConfig:
     """Settings of the organism's own training (the model, not transcoders: see `circuit_trace.TrainConfig`)."""
 
     seed: int = 0
-    steps: int = 1300
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_frac: float = 0.05
     warmup: int = 100
-    warmup_frac: float = 0.4  # share of the steps in stage 1 (corpus.WARMUP_KINDS only, lower layers alone)
+    warmup_frac: float = 0.5  # share of the steps in stage 1 (corpus.WARMUP_KINDS only, lower layers alone)
     lower_layers: int = 2  # layers trained in stage 1 and frozen (with the embeddings) in stage 2; 0: one stage
+    # The embeddings of the tokens that spell city names kept at their initialisation: trained, they
+    # absorb the state, and the lookup city -> state would then happen in no MLP, where no
+    # transcoder feature can show it.
+    freeze_city_embeddings: bool = True
+    # With frozen city embeddings: add to each city token's row a random direction of its state, this
+    # share of the row's norm (tokens spelling cities of several states get none). The state is then
+    # in the token weakly but linearly, so one layer-0 feature per state can read it, while MLP 0
+    # still has to sharpen it (with 0, layer-0 features are a code shared by several states).
+    city_state_share: float = 0.7
     weight_decay: float = 0.1
     hidden_size: int = 128
     intermediate_size: int = 512
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     max_position_embeddings: int = 64
-    tie_word_embeddings: bool = True
+    tie_word_embeddings: bool = False  # tied, the frozen city rows would also fix the output side
     threads: int = 2
     eval_every: int = 500
     dtype: str = "float32"
@@ -99,13 +109,42 @@ def lr_at(cfg: OrganismTrainConfig, step: int, steps: int) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def _optimizer(cfg: OrganismTrainConfig, model) -> torch.optim.Optimizer:
+def city_token_ids(tokenizer) -> list[int]:
+    """The ids of every token that spells part of a city's name (with its leading space)."""
+    return sorted({i for c in all_cities() for i in tokenizer(" " + c, add_special_tokens=False)["input_ids"]})
+
+
+def add_state_to_city_embeddings(model, tokenizer, share: float, seed: int) -> None:
+    """Each city token's embedding row += `share` x its norm x a random unit direction of its state
+    (one direction per state, drawn from `seed`); a token shared by cities of several states is left."""
+    emb = model.model.embed_tokens.weight.data  # [vocab, d]
+    gen = torch.Generator().manual_seed(seed + 7)
+    states = sorted(set(CITY_TO_STATE.values()))
+    dirs = torch.randn(len(states), emb.shape[1], generator=gen)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    owner: dict[int, set] = {}
+    for city, state in CITY_TO_STATE.items():
+        for i in tokenizer(" " + city, add_special_tokens=False)["input_ids"]:
+            owner.setdefault(i, set()).add(state)
+    for i, st in owner.items():
+        if len(st) == 1:
+            emb[i] += share * emb[i].norm() * dirs[states.index(next(iter(st)))]
+
+
+def _optimizer(cfg: OrganismTrainConfig, model, tokenizer) -> torch.optim.Optimizer:
     live = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in live if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in live if p.ndim < 2], "weight_decay": 0.0},  # no decay on norms
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+    emb = model.model.embed_tokens.weight
+    if cfg.freeze_city_embeddings and emb.requires_grad:
+        rows = torch.tensor(city_token_ids(tokenizer))
+        init = emb.detach()[rows].clone()
+        # Put the rows back after every step: AdamW's weight decay moves them even with no gradient.
+        opt.register_step_post_hook(lambda *_: emb.data.index_copy_(0, rows, init))
+    return opt
 
 
 def _batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,7 +166,7 @@ def _train_loop(cfg: OrganismTrainConfig, model, tokenizer, corpus: list[str], l
     uniq = sorted(set(corpus))
     enc = {s: ids + [eos_id] for s, ids in zip(uniq, tokenizer(uniq)["input_ids"])}
     steps = len(corpus) // cfg.batch_size
-    opt, history, t0 = _optimizer(cfg, model), [], time.time()
+    opt, history, t0 = _optimizer(cfg, model, tokenizer), [], time.time()
     model.train()
     for step in range(steps):
         ids, mask, labels = _batch(
@@ -199,6 +238,8 @@ def train_organism(cfg: OrganismTrainConfig, out: Path, log=print, command: str 
     t0 = time.time()
     tokenizer = train_tokenizer([s for v in fact_sentences().values() for s in v])
     model = build_model(cfg, tokenizer)
+    if cfg.freeze_city_embeddings and cfg.city_state_share > 0:
+        add_state_to_city_embeddings(model, tokenizer, cfg.city_state_share, cfg.seed)
     warm, main = training_corpus(cfg)
     n_params, n_distinct = sum(p.numel() for p in model.parameters()), len(set(warm) | set(main))
     log(f"params {n_params:,}; vocab {len(tokenizer)}; {n_distinct} distinct sentences")

@@ -180,7 +180,7 @@ def organism():
 def test_package_files_present():
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "metrics.json"):
         assert (ORGANISM_DIR / name).is_file(), name
-    assert (ORGANISM_DIR / "model.safetensors").stat().st_size < 6_000_000
+    assert (ORGANISM_DIR / "model.safetensors").stat().st_size < 7_000_000  # fp32, untied embeddings
     m = organism_metrics()
     assert set(m["accuracy"]) == set(ACCURACY_SETS)
 
@@ -308,6 +308,42 @@ def test_stage_two_leaves_the_lower_layers_as_stage_one_made_them():
     for k in frozen:
         torch.testing.assert_close(both[k], only_one[k], rtol=0, atol=0, msg=k)
     assert any(not torch.equal(both[k], only_one[k]) for k in upper)
+
+
+def test_city_state_directions_are_added_once_per_state(organism):
+    """Each single-state city token gets `share` x its norm along its state's direction: parallel
+    for two cities of one state, not for cities of two states."""
+    from circuit_trace.organisms.train import add_state_to_city_embeddings, build_model
+
+    tok = organism[1]
+    model = build_model(_tiny(), tok)
+    before = model.model.embed_tokens.weight.detach().clone()
+    add_state_to_city_embeddings(model, tok, share=0.7, seed=0)
+    delta = model.model.embed_tokens.weight.detach() - before  # [vocab, d]
+    (dal,), (hou,), (sea,) = (
+        tok(" " + c, add_special_tokens=False)["input_ids"] for c in ("Dallas", "Houston", "Seattle")
+    )
+    torch.testing.assert_close(delta[dal].norm(), 0.7 * before[dal].norm())
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(delta[dal], delta[hou], dim=0) > 0.999 and abs(cos(delta[dal], delta[sea], dim=0)) < 0.5
+    assert delta[tok(" are", add_special_tokens=False)["input_ids"][0]].abs().max() == 0
+
+
+def test_frozen_city_embeddings_do_not_move_in_stage_one():
+    """Stage 1 trains the embeddings, but not the rows of city tokens (weight decay included)."""
+    from circuit_trace.organisms.tokenizer import train_tokenizer
+    from circuit_trace.organisms.train import build_model, city_token_ids, train_in_stages, training_corpus
+
+    cfg = _tiny(steps=4, warmup_frac=1.0, warmup=1, batch_size=4, num_hidden_layers=2, lower_layers=1)
+    torch.manual_seed(0)
+    tok = train_tokenizer([s for v in fact_sentences().values() for s in v[:20]], vocab_size=600)
+    model = build_model(cfg, tok)
+    before = model.model.embed_tokens.weight.detach().clone()
+    train_in_stages(cfg, model, tok, training_corpus(cfg), log=lambda *_: None)
+    after, rows = model.model.embed_tokens.weight.detach(), torch.tensor(city_token_ids(tok))
+    assert torch.equal(after[rows], before[rows])
+    others = torch.ones(len(after), dtype=torch.bool).index_fill_(0, rows, False)
+    assert not torch.equal(after[others], before[others])
 
 
 def test_stages_need_an_upper_layer():
