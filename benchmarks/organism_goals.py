@@ -3,6 +3,7 @@ The goals of issue #12, measured with the public API on two-hop prompts of train
 
     python benchmarks/organism_goals.py                                  # the embedded organism
     python benchmarks/organism_goals.py --organism path/to/states --n 24 # a staged one (model/, clt/)
+    python benchmarks/organism_goals.py --city-set other                 # 24 other cities (OTHER_CITIES)
 
 Per prompt (``Fact: the capital of the state containing <city> is``, and the French ``Fait : la
 capitale de l'État qui contient <city> est``):
@@ -43,6 +44,13 @@ CITIES = [
     "Dallas", "Seattle", "Chicago", "Miami", "Denver", "Boston", "Atlanta", "Phoenix", "Detroit",
     "Baltimore", "Omaha", "Boise", "San Diego", "Las Vegas",
     "Oakland", "Houston", "Memphis", "Reno", "Tulsa", "Spokane", "Tampa", "Wichita", "Fargo", "Green Bay",
+]  # fmt: skip
+# A second set, for checking that a choice made on CITIES holds elsewhere: one city from each of 24
+# states CITIES does not cover, trained and held-out in turn.
+OTHER_CITIES = [
+    "Huntsville", "Fairbanks", "Fayetteville", "Stamford", "Wilmington", "Hilo", "Fort Wayne", "Davenport",
+    "Louisville", "Shreveport", "Lewiston", "Duluth", "Southaven", "Joplin", "Billings", "Nashua",
+    "Newark", "Las Cruces", "Buffalo", "Durham", "Cleveland", "Eugene", "Philadelphia", "Warwick",
 ]  # fmt: skip
 
 
@@ -185,7 +193,7 @@ def measure(args) -> pd.DataFrame:
     else:
         model = ct.load(str(args.organism / "model"), str(args.organism / "clt"))
     k, n = (int(v) for v in args.part.split("/"))
-    cities = CITIES[: args.n][k - 1 :: n]
+    cities = (OTHER_CITIES if args.city_set == "other" else CITIES)[: args.n][k - 1 :: n]
     return run(model, cities, args.langs.split(","), args.validate // n)
 
 
@@ -193,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--organism", type=Path, default=None, help="a folder holding model/ and clt/ (default: embedded)")
     p.add_argument("--n", type=int, default=len(CITIES), help="number of cities (of the built-in list)")
+    p.add_argument(
+        "--city-set", choices=["main", "other"], default="main", help="the built-in list: CITIES or OTHER_CITIES"
+    )
     p.add_argument("--langs", default="en,fr")
     p.add_argument("--validate", type=int, default=20, help="English prompts also checked with ct.validate")
     p.add_argument("--csv", type=Path, default=None, help="write the per-prompt table here")

@@ -40,7 +40,9 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "states" / "model"
 class OrganismTrainConfig:
     """Settings of the organism's own training (the model, not transcoders: see `circuit_trace.TrainConfig`)."""
 
-    seed: int = 0
+    # Seed 1: of the two seeds tried with these settings, the one whose graphs show the state step
+    # most clearly (benchmarks/RESULTS.md, "The organism v4"); seed 0 answers as well.
+    seed: int = 1
     steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
@@ -49,14 +51,14 @@ class OrganismTrainConfig:
     warmup_frac: float = 0.5  # share of the steps in stage 1 (corpus.WARMUP_KINDS only, lower layers alone)
     lower_layers: int = 2  # layers trained in stage 1 and frozen (with the embeddings) in stage 2; 0: one stage
     # The embeddings of the tokens that spell city names kept at their initialisation: trained, they
-    # absorb the state, and the lookup city -> state would then happen in no MLP, where no
-    # transcoder feature can show it.
+    # absorb much of the state, and that part of the lookup city -> state would happen in no MLP,
+    # where no transcoder feature can show it.
     freeze_city_embeddings: bool = True
     # With frozen city embeddings: add to each city token's row a random direction of its state, this
     # share of the row's norm (tokens spelling cities of several states get none). The state is then
-    # in the token weakly but linearly, so one layer-0 feature per state can read it, while MLP 0
+    # in the token linearly but not alone, so one layer-0 feature per state can read it, while MLP 0
     # still has to sharpen it (with 0, layer-0 features are a code shared by several states).
-    city_state_share: float = 0.7
+    city_state_share: float = 1.0
     weight_decay: float = 0.1
     hidden_size: int = 128
     intermediate_size: int = 512

@@ -120,6 +120,7 @@ def test_demo_first_view_shows_every_kept_node(browser, demo_site, artifacts_dir
         a, b = (glyphs.nth(i).bounding_box() for i in range(2))
         box = lambda r: {"left": r["x"], "top": r["y"], "right": r["x"] + r["width"], "bottom": r["y"] + r["height"]}  # noqa: E731
         assert not overlap(box(a), box(b)), "two supernode glyphs overlap"
+        page.screenshot(path=str(artifacts_dir / f"viewer-demo-grouped-{size[0]}x{size[1]}.png"))
         assert outside(node_boxes(page), panel_box(page)) == []
         grouped = set(crowded[:4])
         assert kept - grouped <= {b["id"] for b in node_boxes(page)}

@@ -469,13 +469,18 @@
     return a.x < b.x + b.w + pad && b.x < a.x + a.w + pad && a.y < b.y + b.h + pad && b.y < a.y + a.h + pad;
   }
 
-  // Supernode glyphs: one rounded box with the label, pushed apart until no two overlap.
-  function placeSupernodes() {
-    var boxes = Object.keys(state.units).map(function (k) {
-      var u = state.units[k], p = S(u), text = short(u.label, 32) + ' (' + u.members.length + ')';
-      var w = textWidth(text, 11) + 14, h = 22;
-      return {u: u, text: text, x: p.x - w / 2, y: p.y - h / 2, w: w, h: h};
-    });
+  // Supernode glyphs: one rounded box with the label, pushed apart until no two overlap and kept
+  // inside the plot area (a glyph centred on the last column would otherwise hang off the panel).
+  function clampIntoPlot(b) {
+    var v = state.view, L = state.layout;
+    var left = M.l * v.k + v.x, right = (L.size.w - M.r) * v.k + v.x;
+    var top = M.t * v.k + v.y, bottom = (L.size.h - M.b) * v.k + v.y;
+    b.x = Math.max(left, Math.min(b.x, right - b.w));
+    b.y = Math.max(top, Math.min(b.y, bottom - b.h));
+  }
+
+  // Push overlapping glyphs apart along the axis of least overlap (only vertically when `vertical`).
+  function separateGlyphs(boxes, vertical) {
     for (var it = 0; it < 200; it++) {
       var moved = false;
       for (var i = 0; i < boxes.length; i++) for (var j = i + 1; j < boxes.length; j++) {
@@ -483,12 +488,23 @@
         if (!boxesOverlap(a, b, 4)) continue;
         var ox = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x) + 4;
         var oy = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y) + 4;
-        if (oy < ox) { var sy = (a.y <= b.y ? 1 : -1) * oy / 2; a.y -= sy; b.y += sy; }
+        if (vertical || oy < ox) { var sy = (a.y <= b.y ? 1 : -1) * oy / 2; a.y -= sy; b.y += sy; }
         else { var sx = (a.x <= b.x ? 1 : -1) * ox / 2; a.x -= sx; b.x += sx; }
         moved = true;
       }
-      if (!moved) break;
+      if (!moved) return;
     }
+  }
+
+  function placeSupernodes() {
+    var boxes = Object.keys(state.units).map(function (k) {
+      var u = state.units[k], p = S(u), text = short(u.label, 32) + ' (' + u.members.length + ')';
+      var w = textWidth(text, 11) + 14, h = 22;
+      return {u: u, text: text, x: p.x - w / 2, y: p.y - h / 2, w: w, h: h};
+    });
+    separateGlyphs(boxes, false);
+    boxes.forEach(clampIntoPlot);
+    separateGlyphs(boxes, true);  // clamping may have pushed two together against an edge
     // then step each glyph up or down, least first, off the nodes it would hide (within its row)
     var nr = state.layout.radius + 2, nodes = [];
     state.nodes.forEach(function (n) {
@@ -499,8 +515,9 @@
     var reach = state.layout.rowH * state.view.k * 0.6;
     boxes.forEach(function (b, i) {
       function clearAt(dy) {
-        var c = {x: b.x, y: b.y + dy, w: b.w, h: b.h};
-        return nodes.every(function (o) { return !boxesOverlap(c, o, 1); }) &&
+        var c = {x: b.x, y: b.y + dy, w: b.w, h: b.h}, inside = {x: c.x, y: c.y, w: c.w, h: c.h};
+        clampIntoPlot(inside);
+        return inside.y === c.y && nodes.every(function (o) { return !boxesOverlap(c, o, 1); }) &&
           boxes.every(function (o, j) { return j === i || !boxesOverlap(c, o, 4); });
       }
       if (clearAt(0)) return;
