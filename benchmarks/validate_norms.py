@@ -19,12 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from organism_goals import CITIES  # the prompts organism_goals validates on
 
 import circuit_trace as ct
 from circuit_trace.organisms.corpus import two_hop_prompt
-
-CITIES = ["Dallas", "Seattle", "Chicago", "Miami", "Denver", "Boston", "Atlanta", "Phoenix", "Detroit", "Baltimore",
-          "Omaha", "Boise", "Oakland", "Houston", "Memphis", "Reno", "Tulsa", "Spokane", "Tampa", "Wichita"]  # fmt: skip
 
 
 def _frozen_rms_forward(cache: dict, module, x: torch.Tensor) -> torch.Tensor:

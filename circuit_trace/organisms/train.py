@@ -31,7 +31,7 @@ from .corpus import (
 )
 from .evaluation import evaluate_organism
 from .tokenizer import EOS, train_tokenizer
-from .world import CITY_TO_STATE, all_cities
+from .world import CITY_TO_STATE
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "states" / "model"
 
@@ -111,9 +111,18 @@ def lr_at(cfg: OrganismTrainConfig, step: int, steps: int) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def states_of_city_tokens(tokenizer) -> dict[int, set[str]]:
+    """Each token that spells part of a city's name (with its leading space): the states of those cities."""
+    owner: dict[int, set[str]] = {}
+    for city, state in CITY_TO_STATE.items():
+        for i in tokenizer(" " + city, add_special_tokens=False)["input_ids"]:
+            owner.setdefault(i, set()).add(state)
+    return owner
+
+
 def city_token_ids(tokenizer) -> list[int]:
     """The ids of every token that spells part of a city's name (with its leading space)."""
-    return sorted({i for c in all_cities() for i in tokenizer(" " + c, add_special_tokens=False)["input_ids"]})
+    return sorted(states_of_city_tokens(tokenizer))
 
 
 def add_state_to_city_embeddings(model, tokenizer, share: float, seed: int) -> None:
@@ -124,11 +133,7 @@ def add_state_to_city_embeddings(model, tokenizer, share: float, seed: int) -> N
     states = sorted(set(CITY_TO_STATE.values()))
     dirs = torch.randn(len(states), emb.shape[1], generator=gen)
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
-    owner: dict[int, set] = {}
-    for city, state in CITY_TO_STATE.items():
-        for i in tokenizer(" " + city, add_special_tokens=False)["input_ids"]:
-            owner.setdefault(i, set()).add(state)
-    for i, st in owner.items():
+    for i, st in states_of_city_tokens(tokenizer).items():
         if len(st) == 1:
             emb[i] += share * emb[i].norm() * dirs[states.index(next(iter(st)))]
 
