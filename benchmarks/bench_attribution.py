@@ -319,7 +319,7 @@ def run_preset(name: str, p: Preset, args) -> dict:
         "desired_logit_prob": args.desired_logit_prob,
         "max_feature_nodes": args.max_feature_nodes or p.max_feature_nodes,
         "batch_size": args.batch_size,
-        "progress": False,
+        "progress": args.progress,
     }
     # only when asked, so this script also runs against engines that predate AttributionOptions
     opts = (
@@ -489,6 +489,9 @@ def main(argv=None) -> int:
     ap.add_argument("--node-threshold", type=float, default=defaults.NODE_THRESHOLD)
     ap.add_argument("--edge-threshold", type=float, default=defaults.EDGE_THRESHOLD)
     ap.add_argument("--no-flops", action="store_true", help="skip the (untimed) FLOP-counting call")
+    ap.add_argument(
+        "--progress", action="store_true", help="show ct.attribute's progress bar (stderr): where a long run stands"
+    )
     ap.add_argument("--json", help="write the results as JSON here")
     ap.add_argument("--export", help="write model/transcoders/prompt/our graph here for ct_reference.py")
     args = ap.parse_args(argv)

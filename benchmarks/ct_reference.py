@@ -112,6 +112,33 @@ def load_nnsight(model_dir: Path, transcoders, device: str):
     )
 
 
+def save_graph(path: Path, graph, ids: torch.Tensor, n_layers: int) -> None:
+    """circuit-tracer's graph as the arrays compare.py reads (every tensor brought to the host)."""
+    P = len(ids)
+    sel = graph.selected_features.cpu()
+    af = graph.active_features.cpu()[sel].numpy()  # [n, 3] (layer, pos, feature)
+    nf, n_logits = len(sel), len(graph.logit_targets)
+    kind = ["feature"] * nf + ["error"] * (n_layers * P) + ["embedding"] * P + ["logit"] * n_logits
+    layer = np.concatenate([af[:, 0], np.repeat(np.arange(n_layers), P), -np.ones(P, int), np.full(n_logits, n_layers)])
+    pos = np.concatenate([af[:, 1], np.tile(np.arange(P), n_layers), np.arange(P), np.full(n_logits, P - 1)])
+    feature = np.concatenate([af[:, 2], -np.ones(n_layers * P + P + n_logits, int)])
+    token_id = np.concatenate(
+        [-np.ones(nf + n_layers * P, int), ids.numpy(), np.asarray([t.vocab_idx for t in graph.logit_targets])]
+    )
+    np.savez_compressed(
+        path,
+        adjacency=graph.adjacency_matrix.float().cpu().numpy(),
+        kind=np.asarray(kind),
+        layer=layer,
+        pos=pos,
+        feature=feature,
+        token_id=token_id,
+        logit_prob=graph.logit_probabilities.float().cpu().numpy(),
+        input_ids=graph.input_tokens.cpu().numpy(),
+        activation=graph.activation_values.cpu()[sel].float().numpy(),
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("case", help="directory written by bench_attribution.py --export")
@@ -150,52 +177,26 @@ def main(argv=None) -> int:
             times.append(time.perf_counter() - t0)
     import resource
 
-    P = len(ids)
-    n_layers = model.cfg.n_layers
-    sel = graph.selected_features
-    af = graph.active_features[sel]  # [n, 3] (layer, pos, feature)
-    nf = len(sel)
-    kind = ["feature"] * nf + ["error"] * (n_layers * P) + ["embedding"] * P + ["logit"] * len(graph.logit_targets)
-    layer = np.concatenate(
-        [
-            af[:, 0].numpy(),
-            np.repeat(np.arange(n_layers), P),
-            -np.ones(P, int),
-            np.full(len(graph.logit_targets), n_layers),
-        ]
-    )
-    pos = np.concatenate(
-        [af[:, 1].numpy(), np.tile(np.arange(P), n_layers), np.arange(P), np.full(len(graph.logit_targets), P - 1)]
-    )
-    feature = np.concatenate([af[:, 2].numpy(), -np.ones(n_layers * P + P + len(graph.logit_targets), int)])
-    token_id = np.concatenate(
-        [-np.ones(nf + n_layers * P, int), ids.numpy(), np.asarray([t.vocab_idx for t in graph.logit_targets])]
-    )
-    np.savez_compressed(
-        case / "ref.npz",
-        adjacency=graph.adjacency_matrix.float().numpy(),
-        kind=np.asarray(kind),
-        layer=layer,
-        pos=pos,
-        feature=feature,
-        token_id=token_id,
-        logit_prob=graph.logit_probabilities.float().numpy(),
-        input_ids=graph.input_tokens.cpu().numpy(),
-        activation=graph.activation_values[sel].float().numpy(),
-    )
+    # timings first: a failure while converting the graph below must not lose them
     res = {
         "circuit_tracer": getattr(circuit_tracer, "__version__", "0.5.0"),
         "attribute_s": times,
         "attribute_median_s": statistics.median(times),
         "settings": kw,
-        "n_active_features": len(graph.active_features),
-        "n_nodes": int(graph.adjacency_matrix.shape[0]),
-        "n_edges": int((graph.adjacency_matrix != 0).sum()),
         "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    print(json.dumps(res, indent=1), flush=True)
+    save_graph(case / "ref.npz", graph, ids, model.cfg.n_layers)
+    adj = graph.adjacency_matrix
+    res |= {
+        "n_active_features": len(graph.active_features),
+        "n_nodes": int(adj.shape[0]),
+        "n_edges": int((adj != 0).sum()),
+        "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None,
     }
     (case / "ref.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

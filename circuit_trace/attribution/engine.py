@@ -115,7 +115,7 @@ class BackwardPasses:
         full, n_layers = self._full(), self.lr.rm.n_layers
         dirs = torch.stack([t.direction for t in tgts]).to(full.z.device, full.z.dtype)  # [K, d]
         rows = self.src.rows(*batched_grads(full.z, dirs[:, None, None, :], full, n_layers, keep=True))
-        bias = torch.tensor([t.bias for t in tgts])
+        bias = torch.tensor([t.bias for t in tgts], device=full.z.device)  # [K]
         values = ((full.z[0, 0].float() * dirs.float()).sum(-1) + bias).detach()
         self._count(len(tgts))
         return LogitRows(rows=rows, values=values, weights=torch.tensor([t.weight for t in tgts], dtype=torch.float32))

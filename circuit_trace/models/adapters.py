@@ -138,13 +138,13 @@ class ModelAdapter:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(directions [K, d], bias [K]) of the centred logits (logit - mean logit over the vocabulary)
         of `token_ids` (None: every token), in `dtype`: W_U rows and bias minus their vocabulary means.
-        The bias is zeros (on the CPU) when the unembedding has none."""
+        The bias is zeros (on the directions' device) when the unembedding has none."""
         w_u = self.unembed_weight().to(dtype)  # [V, d]
         rows = w_u if token_ids is None else w_u[token_ids]
         dirs = rows - w_u.mean(0, keepdim=True)
         b = self.unembed_bias()
         if b is None:
-            return dirs, torch.zeros(dirs.shape[0], dtype=dtype)
+            return dirs, torch.zeros(dirs.shape[0], dtype=dtype, device=dirs.device)
         b = b.to(dtype)
         return dirs, (b if token_ids is None else b[token_ids]) - b.mean()
 

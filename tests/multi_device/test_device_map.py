@@ -47,6 +47,13 @@ def attribute(rm):
     return graph
 
 
+def assert_same_graph(a, b) -> None:
+    assert a.nodes["node_id"].tolist() == b.nodes["node_id"].tolist()
+    dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)
+    A = dense(a.adjacency)
+    np.testing.assert_allclose(dense(b.adjacency), A, rtol=1e-4, atol=1e-5 * np.abs(A).max())
+
+
 def edits(graph):
     feats = graph.feature_nodes()
     return [
@@ -73,7 +80,12 @@ def test_dispatched_on_cpu_gives_identical_graphs_and_edits(family):
 
 def test_auto_strategy_and_bad_maps():
     placed = build("llama", device_map="auto")
-    assert hooked_blocks(placed) and attribute(placed).equals(attribute(build("llama")))
+    assert hooked_blocks(placed)
+    a, b = attribute(build("llama")), attribute(placed)
+    if {p.device.type for p in placed.model.parameters()} == {"cpu"}:
+        assert a.equals(b)
+    else:  # "auto" put it on a GPU: the same graph to float tolerance (seen on the first GPU check)
+        assert_same_graph(a, b)
     with pytest.raises(ValueError, match="device_map must be one of"):
         build("llama", device_map="everywhere")
 
@@ -88,10 +100,7 @@ def test_split_over_two_gpus_matches_one_device(family):
     devices = {p.device for p in split.model.parameters()}
     assert devices == {torch.device("cuda:0"), torch.device("cuda:1")}
     a, b = attribute(cpu), attribute(split)
-    assert a.nodes["node_id"].tolist() == b.nodes["node_id"].tolist()
-    dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)
-    A = dense(a.adjacency)
-    np.testing.assert_allclose(dense(b.adjacency), A, rtol=1e-4, atol=1e-5 * np.abs(A).max())
+    assert_same_graph(a, b)
     for mode in ("free", "constrained"):
         ra, rb = ct.intervene(cpu, PROMPT, edits(a), mode=mode), ct.intervene(split, PROMPT, edits(a), mode=mode)
         assert [t.token_id for t in ra.top_after] == [t.token_id for t in rb.top_after]
