@@ -130,8 +130,7 @@ class _Greedy:
             del infl
             for batch in schedule(bwd.lr.features, queue, bwd.batch_size):
                 k0, k1 = len(visited), len(visited) + len(batch)
-                out = bwd.feature_rows(batch, self.dest(k0, k1))
-                self.keep(k0, k1, out, out.abs().sum(1))
+                self.keep(k0, k1, bwd.feature_rows(batch, self.dest(k0, k1)))
                 visited.extend(batch)
             is_visited[torch.as_tensor(visited, dtype=torch.long)] = True
         return visited
@@ -142,7 +141,9 @@ class _Greedy:
     def dest(self, k0: int, k1: int) -> torch.Tensor | None:
         return None
 
-    def keep(self, k0: int, k1: int, out: torch.Tensor, row_sum: torch.Tensor) -> None:
+    def keep(self, k0: int, k1: int, out: torch.Tensor) -> None:
+        """Keep what the ranking needs of rows k0:k1. `out` [b, n_src] (on the device) is the
+        passes' scratch buffer or `dest`, free to overwrite: |.| is taken in place."""
         raise NotImplementedError
 
     def share(self, kept_abs: torch.Tensor, lost_abs: torch.Tensor, row_sum: torch.Tensor, vis: np.ndarray) -> float:
@@ -178,11 +179,14 @@ class GreedyRowStore(_Greedy):
     def dest(self, k0: int, k1: int) -> torch.Tensor:
         return self.rows[k0:k1]
 
-    def keep(self, k0: int, k1: int, out: torch.Tensor, row_sum: torch.Tensor) -> None:
+    def keep(self, k0: int, k1: int, out: torch.Tensor) -> None:
         dest = self.rows[k0:k1]  # `out` itself on CPU; a copy of it on GPU
         self.neg[k0:k1] = np.packbits(dest.numpy() < 0, axis=1)
-        dest.abs_()
-        self.sums[k0:k1] = row_sum.cpu()
+        if out.device.type == "cpu":  # `out` is `dest`: |.| taken once, in place
+            self.sums[k0:k1] = dest.abs_().sum(1)
+        else:
+            self.sums[k0:k1] = out.abs_().sum(1).cpu()
+            dest.abs_()
 
     def feature_rows(self, bwd: BackwardPasses, logits: LogitRows, adj: AdjacencyBuilder) -> FeatureRows:
         visited = np.asarray(self.visit(bwd, logits), dtype=np.int64)
@@ -216,8 +220,12 @@ class TwoPass(_Greedy):
             self.logit_abs, self.logit_sum, self.weights, self.top_idx[:k], self.top_val[:k], visited, self.n_feat
         )
 
-    def keep(self, k0: int, k1: int, out: torch.Tensor, row_sum: torch.Tensor) -> None:
-        v, i = out[:, : self.n_feat].abs().topk(self.top_idx.shape[1], dim=1)
+    def keep(self, k0: int, k1: int, out: torch.Tensor) -> None:
+        # in place: a fresh [b, n_src] per batch cost the CPU page faults as large as the product
+        # (a 512-token prompt: 110 s of system time in a 440-s call)
+        out_abs = out.abs_()
+        row_sum = out_abs.sum(1)
+        v, i = out_abs[:, : self.n_feat].topk(self.top_idx.shape[1], dim=1)
         self.top_val[k0:k1] = (v / row_sum.clamp_min(1e-30)[:, None]).cpu()
         self.top_idx[k0:k1] = i.cpu()
 
@@ -236,8 +244,9 @@ class TwoPass(_Greedy):
         for batch in schedule(bwd.lr.features, vis.tolist(), bwd.batch_size):
             out = bwd.feature_rows(batch)
             block[r : r + len(batch)] = out[:, cols_dev].cpu().numpy()
-            sums[r : r + len(batch)] = out.abs().sum(1).cpu()
-            lost[r : r + len(batch)] = (out[:, : self.n_feat].abs() @ left).cpu()
+            out_abs = out.abs_()  # the scratch buffer, as in `keep`
+            sums[r : r + len(batch)] = out_abs.sum(1).cpu()
+            lost[r : r + len(batch)] = (out_abs[:, : self.n_feat] @ left).cpu()
             r += len(batch)
         share = self.share(torch.from_numpy(np.abs(block[:, : len(vis)])), lost, sums, vis)
         return FeatureRows(visited=vis, block=block, left_out_share=share)
