@@ -298,6 +298,21 @@ def active_fraction(rm, ids: list[int]) -> tuple[int, float]:
     return len(lr.features), len(lr.features) / slots
 
 
+def profile_call(call, dev: torch.device, path: Path, rows: int = 30) -> None:
+    """One more, untimed `call()` under torch.profiler; its top ops by self time (CUDA time on a GPU)
+    written to `path` as a text table: where the time goes, from one device call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        call()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, prof.key_averages().table(sort_by=key, row_limit=rows) + "\n")
+
+
 def run_preset(name: str, p: Preset, args) -> dict:
     import circuit_trace as ct
 
@@ -345,6 +360,8 @@ def run_preset(name: str, p: Preset, args) -> dict:
             rss.append(mem.peak)
             if dev.type == "cuda":
                 cuda_peak.append(torch.cuda.max_memory_allocated(dev))
+    if args.profile:
+        profile_call(lambda: ct.attribute(rm, ids, **kw, **opts), dev, Path(args.profile))
     flops = MatmulFlops()
     if not args.no_flops:
         with flops, flops.counting_by_hand():  # one more, untimed call: the dispatch mode slows every op down
@@ -489,6 +506,7 @@ def main(argv=None) -> int:
     ap.add_argument("--node-threshold", type=float, default=defaults.NODE_THRESHOLD)
     ap.add_argument("--edge-threshold", type=float, default=defaults.EDGE_THRESHOLD)
     ap.add_argument("--no-flops", action="store_true", help="skip the (untimed) FLOP-counting call")
+    ap.add_argument("--profile", help="profile one more attribute call; its top ops table to this file")
     ap.add_argument(
         "--progress", action="store_true", help="show ct.attribute's progress bar (stderr): where a long run stands"
     )

@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh [--out DIR] [--dry-run]
 #
-# Steps (each under its own time limit; their output in DIR/logs.txt; DIR gets 6 files at most, so
+# Steps (each under its own time limit; their output in DIR/logs.txt; DIR gets 7 files at most, so
 # `--out $OUT` of a device session brings them all back; the exported weights go to $EXPORT_DIR,
 # default /tmp/gpu_check_export, never into DIR):
 #   cuda_tests  the CUDA tests: tests/attribution/test_cuda.py, tests/multi_device (2+ GPUs),
@@ -14,6 +14,7 @@
 #               then compare.py: edge agreement and speed ratio. Needs a circuit-tracer Python:
 #               $CT_PYTHON, or .venv-ct/bin/python when it runs on this machine, or wheels carried in
 #               .whl-ct/ (see benchmarks/README.md); skipped, saying so, otherwise
+#   profile     a 512-token prompt (L12 shapes) under torch.profiler: DIR/profile.txt, its top ops
 #   long        a 4,096-token prompt (L12 shapes, 7,500-feature cap): attribute + prune
 #   summary     DIR/gpu_check.json: GPU, date, every figure and the goals, to paste into RESULTS.md
 #
@@ -53,6 +54,7 @@ if [ "$DRY" = 1 ]; then
     TESTS=(-m pytest -q -p no:cacheprovider --collect-only "${CUDA_TESTS[@]}")
     GEMMA=(--preset l8-d128-f1024-t32-plt --family gemma2 --n-pos 8 --target-l0 16 --max-feature-nodes 100 --runs 1 --warmup 0 --threads 1)
     LONG=(--preset l8-d128-f1024-t32-plt --n-pos 16 --max-feature-nodes 100 --runs 1 --warmup 0 --threads 1)
+    PROFILE=(--preset l8-d128-f1024-t32-plt --n-pos 16 --max-feature-nodes 100 --runs 1 --warmup 0 --no-flops --threads 1)
     LIMIT=${STEP_LIMIT:-120}
 else
     DEV=cuda
@@ -61,6 +63,7 @@ else
     # one cold run, no FLOP-counting run: on 2026-11-30 (H200) warm-up + run + count, three attributions, gave
     # no figure within 240 s; the bar (in logs.txt) shows how far it gets if time runs out again
     LONG=(--preset long-4096 --runs 1 --warmup 0 --no-flops --progress)
+    PROFILE=(--preset long-512 --runs 1 --warmup 1 --no-flops)  # where a long prompt's time goes, op by op
     LIMIT=${STEP_LIMIT:-240}  # seconds per step; a device call allows 600 s in all
 fi
 
@@ -125,6 +128,7 @@ else
     skip reference "the gemma step did not finish its export"
 fi
 
+step profile "$PY" benchmarks/bench_attribution.py "${PROFILE[@]}" --device "$DEV" --profile "$OUT/profile.txt"
 step long "$PY" benchmarks/bench_attribution.py "${LONG[@]}" --device "$DEV" --json "$OUT/long.json"
 
 DRY_FLAG=()
