@@ -4,7 +4,7 @@ viewer served by `circuit-trace serve`."""
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "plot",
@@ -31,6 +31,12 @@ _WHERE = {
     "validate_feature_details": "feature_details",
     "feature_details_from_examples": "feature_details",
 }
+
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from .feature_details import feature_details_from_examples, validate_feature_details, write_feature_details
+    from .plotly_view import plot, show, to_html, widget
+    from .server import ViewerServer, serve, start_server
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import circuit_trace.viz` stays cheap (no plotly)
