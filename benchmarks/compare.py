@@ -35,7 +35,22 @@ def keys(z) -> list[tuple]:
     return out
 
 
+def timings(case: Path) -> dict:
+    """Median attribute seconds of each tool (from case.json / ref.json, where written) and the ratio."""
+    res = {}
+    for name, f in (("ours", "case.json"), ("ref", "ref.json")):
+        p = case / f
+        if p.exists():
+            j = json.loads(p.read_text())
+            res[f"seconds_{name}"] = (j["ours"] if name == "ours" else j)["attribute_median_s"]
+    if "seconds_ours" in res and "seconds_ref" in res:
+        res["speedup_ref_over_ours"] = res["seconds_ref"] / res["seconds_ours"]
+    return res
+
+
 def compare(case: Path) -> dict:
+    if not (case / "ref.npz").exists():  # circuit-tracer timed its runs but its graph was not saved
+        return {"case": str(case), "edges": "not compared: no ref.npz", **timings(case)}
     ours, ref = np.load(case / "ours.npz"), np.load(case / "ref.npz")
     ko, kr = keys(ours), keys(ref)
     io = {k: i for i, k in enumerate(ko)}
@@ -101,13 +116,7 @@ def compare(case: Path) -> dict:
         "nonzero_edges_ours": int(np.count_nonzero(a_o)),
         "nonzero_edges_ref": int(np.count_nonzero(a_r)),
     }
-    for name, f in (("ours", "case.json"), ("ref", "ref.json")):
-        p = case / f
-        if p.exists():
-            j = json.loads(p.read_text())
-            res[f"seconds_{name}"] = (j["ours"] if name == "ours" else j)["attribute_median_s"]
-    if "seconds_ours" in res and "seconds_ref" in res:
-        res["speedup_ref_over_ours"] = res["seconds_ref"] / res["seconds_ours"]
+    res |= timings(case)
     res["goal_edges_1e-4"] = res["max_rel_diff"] <= 1e-4
     return res
 

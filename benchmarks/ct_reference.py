@@ -189,6 +189,7 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    (case / "ref.json").write_text(json.dumps(res, indent=1))  # completed below once the graph is saved
     print(json.dumps(res, indent=1), flush=True)
     save_graph(case / "ref.npz", graph, ids, model.cfg.n_layers)
     adj = graph.adjacency_matrix
