@@ -182,11 +182,7 @@ class GreedyRowStore(_Greedy):
     def keep(self, k0: int, k1: int, out: torch.Tensor) -> None:
         dest = self.rows[k0:k1]  # `out` itself on CPU; a copy of it on GPU
         self.neg[k0:k1] = np.packbits(dest.numpy() < 0, axis=1)
-        if out.device.type == "cpu":  # `out` is `dest`: |.| taken once, in place
-            self.sums[k0:k1] = dest.abs_().sum(1)
-        else:
-            self.sums[k0:k1] = out.abs_().sum(1).cpu()
-            dest.abs_()
+        self.sums[k0:k1] = dest.abs_().sum(1)
 
     def feature_rows(self, bwd: BackwardPasses, logits: LogitRows, adj: AdjacencyBuilder) -> FeatureRows:
         visited = np.asarray(self.visit(bwd, logits), dtype=np.int64)

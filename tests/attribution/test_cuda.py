@@ -16,24 +16,21 @@ def dense(a) -> np.ndarray:
     return a.toarray() if hasattr(a, "toarray") else np.asarray(a)
 
 
-@pytest.mark.parametrize("family,cap", [("gpt2", None), ("gemma2", 20), ("llama", None)])
-def test_cuda_graph_equals_cpu(family, cap):
-    graphs = []
-    for device in ("cpu", "cuda"):
-        model = make_hf_model(family, seed=3)
-        tc = make_transcoder(kind="clt", skip=True, seed=1003, input_hook="hook_resid_mid", output_hook="hook_mlp_out")
-        rm = ct.load(model, tc, tokenizer=tokenizer(), device=device)
-        graphs.append(ct.attribute(rm, random_prompt(4, 7), max_feature_nodes=cap, batch_size=8, progress=False))
-    cpu, gpu = graphs
-    assert gpu.nodes.node_id.tolist() == cpu.nodes.node_id.tolist()
-    A = dense(cpu.adjacency)
-    np.testing.assert_allclose(dense(gpu.adjacency), A, rtol=1e-4, atol=1e-5 * np.abs(A).max())
-
-
 def build(family: str, device: str):
     model = make_hf_model(family, seed=3)
     tc = make_transcoder(kind="clt", skip=True, seed=1003, input_hook="hook_resid_mid", output_hook="hook_mlp_out")
     return ct.load(model, tc, tokenizer=tokenizer(), device=device)
+
+
+@pytest.mark.parametrize("family,cap", [("gpt2", None), ("gemma2", 20), ("llama", None)])
+def test_cuda_graph_equals_cpu(family, cap):
+    cpu, gpu = (
+        ct.attribute(build(family, d), random_prompt(4, 7), max_feature_nodes=cap, batch_size=8, progress=False)
+        for d in ("cpu", "cuda")
+    )
+    assert gpu.nodes.node_id.tolist() == cpu.nodes.node_id.tolist()
+    A = dense(cpu.adjacency)
+    np.testing.assert_allclose(dense(gpu.adjacency), A, rtol=1e-4, atol=1e-5 * np.abs(A).max())
 
 
 def test_cuda_two_pass_selection_equals_cpu():
