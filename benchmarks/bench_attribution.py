@@ -7,10 +7,12 @@ Builds a random HF model from a config (GPT-2 via GPT2Config, or a Gemma-2-shape
 random `Transcoder` of the preset's shape, runs `ct.attribute` + `ct.prune` `--runs` times after one
 warm-up, and reports median wall time, peak host RSS, peak CUDA memory (on GPU), node/edge counts,
 active features and backward passes, and the FLOPs of the matrix products of one more (untimed) call,
-in all and inside the backward passes, with the achieved GFLOP/s (all matmul FLOPs / median time). `--export DIR` also writes the model (`save_pretrained`), the
-tokenizer, the transcoders (circuit-tracer layout via `Transcoder.save`), the prompt token ids and
-our graph (`ours.npz`) so `ct_reference.py` (circuit-tracer 0.5.0, own venv) can run the same case
-and `compare.py` can match the graphs.
+in all and inside the backward passes, with the achieved GFLOP/s (all matmul FLOPs / median time)
+and the median time over the FLOP bound (`x FLOP bound`: those FLOPs at this device's large-GEMM
+rate, measured in the same run and printed beside it). `--export DIR` also writes the model
+(`save_pretrained`), the tokenizer, the transcoders (circuit-tracer layout via `Transcoder.save`),
+the prompt token ids and our graph (`ours.npz`) so `ct_reference.py` (circuit-tracer 0.5.0, own
+venv) can run the same case and `compare.py` can match the graphs.
 """
 
 from __future__ import annotations
@@ -265,6 +267,22 @@ class MatmulFlops(TorchDispatchMode):
             yield
 
 
+def gemm_rate(dev: torch.device, n: int = 2048, runs: int = 5) -> float:
+    """This device's large-GEMM rate, GFLOP/s: the best of `runs` float32 [n, n] x [n, n] products
+    with the current thread count. The FLOP bound of a call is its matmul FLOPs at this rate."""
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    best = float("inf")
+    for _ in range(runs + 1):  # the first one warms up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def machine_info() -> dict:
     load = os.getloadavg()
     return {
@@ -366,6 +384,7 @@ def run_preset(name: str, p: Preset, args) -> dict:
     if not args.no_flops:
         with flops, flops.counting_by_hand():  # one more, untimed call: the dispatch mode slows every op down
             ct.attribute(rm, ids, **kw, **opts)
+    peak = gemm_rate(dev) if not args.no_flops else None
     stats = graph.settings.get("stats", {})
     kinds = graph.nodes["kind"].value_counts().to_dict()
     pg = getattr(pruned, "graph", pruned)
@@ -384,6 +403,9 @@ def run_preset(name: str, p: Preset, args) -> dict:
         "gflop": flops.total / 1e9,
         "backward_gflop": flops.backward / 1e9,
         "gflop_per_s": flops.total / 1e9 / statistics.median(times),
+        "gemm_gflop_per_s": peak,
+        # median time over the FLOP bound (matmul FLOPs at the large-GEMM rate): 1.0 = no overhead
+        "x_flop_bound": statistics.median(times) / (flops.total / 1e9 / peak) if peak and flops.total else None,
         "prune_median_s": statistics.median(prune_times),
         "peak_rss_mib": max(rss) / 2**20,
         "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -443,6 +465,7 @@ def table(rows: list[dict]) -> str:
         "attr s (med)",
         "GFLOP (bwd)",
         "GFLOP/s",
+        "x FLOP bound",
         "prune s",
         "peak RSS MiB",
         "CUDA MiB",
@@ -464,6 +487,7 @@ def table(rows: list[dict]) -> str:
                     f"{r['attribute_median_s']:.3f}",
                     f"{r['gflop']:.1f} ({r['backward_gflop']:.1f})",
                     f"{r['gflop_per_s']:.1f}",
+                    f"{r['x_flop_bound']:.2f} ({r['gemm_gflop_per_s']:.0f})" if r.get("x_flop_bound") else "-",
                     f"{r['prune_median_s']:.3f}",
                     f"{r['peak_rss_mib']:.0f}",
                     cuda,

@@ -56,7 +56,9 @@ def harvest_speed(model, tok, corpus: str, cache: Path, tokens: int, threads: in
     }
 
 
-def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str, out: Path, act: str) -> dict:
+def train_speed(
+    cache: Path, features: int, steps: int, threads: int, dtype: str, out: Path, act: str, reuse: bool = True
+) -> dict:
     from circuit_trace.transcoders.training import TrainConfig, train
 
     cfg = TrainConfig(
@@ -72,6 +74,7 @@ def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str
         checkpoint_every=10**9,
         log_every=max(1, steps // 3),
         eval_tokens=1024,
+        reuse_memory=reuse,
     )
     load0 = _load()
     report = train(None, None, None, cfg, progress=False)
@@ -82,6 +85,7 @@ def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str
         "layers": report.n_layers,
         "threads": threads,
         "precision": dtype,
+        "reuse_memory": reuse,
         "steps": report.steps,
         "tokens": report.tokens,
         "seconds": round(report.seconds, 1),
@@ -92,26 +96,36 @@ def train_speed(cache: Path, features: int, steps: int, threads: int, dtype: str
     }
 
 
-def step_speed(cache_dir: Path, features: int, steps: int, threads: int, dtype: str, act: str) -> dict:
+def step_speed(
+    cache_dir: Path, features: int, steps: int, threads: int, dtype: str, act: str, reuse: bool = True
+) -> dict:
     """Training steps alone (batches read from the cache + step), after one warm-up step: wall
     tokens/s, and tokens per CPU-second, which a busy machine depresses far less than wall time
     (with ``threads`` cores of our own, wall tok/s would be about ``tok_per_cpu_s × threads``)."""
     from circuit_trace.transcoders.training import ActivationCache, CacheBuffer, TrainConfig, new_transcoder
     from circuit_trace.transcoders.training.loop import Trainer
+    from circuit_trace.transcoders.training.memory import reusing_freed_memory
 
     torch.set_num_threads(threads)
     cache = ActivationCache(cache_dir)
     cfg = TrainConfig(
-        kind="plt", activation=act, n_features=features, batch_size=1024, steps=10**6, autocast=dtype == "bfloat16"
+        kind="plt",
+        activation=act,
+        n_features=features,
+        batch_size=1024,
+        steps=10**6,
+        autocast=dtype == "bfloat16",
+        reuse_memory=reuse,
     )
     source = CacheBuffer(cache, torch.arange(cache.info.n_windows), batch_size=1024, windows_per_chunk=128)
     trainer = Trainer(new_transcoder(len(cache.info.layers), cache.info.d_model, cfg), source, cfg)
     trainer.initialize()
-    trainer.train_step(*next(source))
-    load0, c0, w0 = _load(), time.process_time(), time.perf_counter()
-    for _ in range(steps):
+    with reusing_freed_memory(cfg.reuse_memory):  # as `train` runs its steps
         trainer.train_step(*next(source))
-    cpu, wall, tokens = time.process_time() - c0, time.perf_counter() - w0, steps * 1024
+        load0, c0, w0 = _load(), time.process_time(), time.perf_counter()
+        for i in range(steps):  # the batch FVU on logged steps only, as `Trainer.run` asks for it
+            trainer.train_step(*next(source), batch_fvu=(i + 1) % cfg.log_every == 0)
+        cpu, wall, tokens = time.process_time() - c0, time.perf_counter() - w0, steps * 1024
     return {
         "what": "train-steps-from-cache",
         "activation": act,
@@ -119,6 +133,7 @@ def step_speed(cache_dir: Path, features: int, steps: int, threads: int, dtype: 
         "layers": len(cache.info.layers),
         "threads": threads,
         "precision": dtype,
+        "reuse_memory": reuse,
         "tokens": tokens,
         "wall_s": round(wall, 1),
         "tok_s_wall": round(tokens / wall, 1),
@@ -141,6 +156,9 @@ def main() -> None:
     p.add_argument("--cache", default=None, help="reuse (or write) this cache directory")
     p.add_argument("--json", default=None, help="append the figures to this JSON file")
     p.add_argument("--steps-only", action="store_true", help="time training steps alone (needs --cache)")
+    p.add_argument(
+        "--no-reuse-memory", action="store_true", help="TrainConfig.reuse_memory=False (every step pays page faults)"
+    )
     args = p.parse_args()
     from circuit_trace.models import load_model
 
@@ -154,11 +172,22 @@ def main() -> None:
         for i, s in enumerate(args.settings):
             threads, dtype = s.split(":")
             if args.steps_only:
-                rows.append(step_speed(cache, args.features, args.steps, int(threads), dtype, args.activation))
+                rows.append(
+                    step_speed(
+                        cache, args.features, args.steps, int(threads), dtype, args.activation, not args.no_reuse_memory
+                    )
+                )
             else:
                 rows.append(
                     train_speed(
-                        cache, args.features, args.steps, int(threads), dtype, Path(tmp) / f"run{i}", args.activation
+                        cache,
+                        args.features,
+                        args.steps,
+                        int(threads),
+                        dtype,
+                        Path(tmp) / f"run{i}",
+                        args.activation,
+                        not args.no_reuse_memory,
                     )
                 )
             print(json.dumps(rows[-1]), flush=True)

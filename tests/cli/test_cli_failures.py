@@ -213,6 +213,7 @@ def test_every_train_config_field_is_an_option():
         "device": "cpu",
         "dtype": "bfloat16",
         "autocast": False,
+        "reuse_memory": False,
         "name": "mine",
     }
     fields = {f.name for f in dataclasses.fields(TrainConfig)}

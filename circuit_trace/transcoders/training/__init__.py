@@ -1,5 +1,6 @@
 """Training transcoders on a model's MLPs: activation buffer and cache (harvest once, train many),
-losses, normalisation folding, metrics, the trainer (data-parallel, layer subsets) and merging."""
+losses, normalisation folding, metrics, the trainer (data-parallel, layer subsets, freed memory kept
+for reuse on the CPU) and merging."""
 
 from .buffer import (
     ActivationBuffer,

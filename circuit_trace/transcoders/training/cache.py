@@ -343,8 +343,9 @@ class CacheBuffer(ChunkedStream):
         return rows.shape[0], counts
 
     def _batch(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """In the cache's dtype: the trainer's normalisation converts in the pass that scales."""
         x, y = self.cache.gather(self._chunk_rows(self.epoch, self.chunk)[0][lo:hi], self.layer_pos)
-        return x.to(self.device, torch.float32), y.to(self.device, torch.float32)
+        return x.to(self.device), y.to(self.device)
 
     def first_tokens(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to ``n_tokens`` tokens of the first chunk of epoch 0 (float32), without moving the stream."""

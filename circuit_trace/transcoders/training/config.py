@@ -97,6 +97,9 @@ class TrainConfig:
         None, "bf16 autocast with fp32 master weights (default: on CUDA only; on CPU it pays off with AMX)"
     )
     threads: int | None = _opt(None, "CPU threads (torch.set_num_threads) for the run (default: torch's)")
+    reuse_memory: bool = _opt(
+        True, "keep freed memory in the process for the run (glibc: no page faults on each step's tensors)"
+    )
     name: str = ""
 
     def validate(self) -> None:

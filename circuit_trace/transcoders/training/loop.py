@@ -115,7 +115,9 @@ class Trainer:
             dead = (self.since_fired >= cfg.dead_tokens()).to(tc.device)
             return topk_loss(tc, x, y, dead=dead, aux_k=cfg.aux_k, aux_coef=cfg.aux_coef)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, *, batch_fvu: bool = True) -> dict:
+        """One optimiser step on x, y [B, L, d]; its statistics. `batch_fvu`: include the batch's FVU
+        (a variance pass over y: ~5 % of a CPU step; the loop asks for it on logged steps only)."""
         tc = self.tc
         x, y = self.norm.apply(x.to(tc.device), y.to(tc.device), dtype=torch.float32)
         for group in self.opt.param_groups:
@@ -131,10 +133,10 @@ class Trainer:
             self.since_fired = self.since_fired.to(fired.device) + x.shape[0] * self.dist.world_size
             self.since_fired[fired.bool()] = 0
             self.spikes.update(out.sq_err.mean(0))
-            fvu_all = out.sq_err.sum() / total_variance(y)
+            fvu = {"fvu": out.sq_err.sum() / total_variance(y)} if batch_fvu else {}
         self.step += 1
         self.tokens += x.shape[0] * self.dist.world_size
-        parts = {"loss": out.loss.detach(), **out.parts, "l0": out.l0, "fvu": fvu_all}
+        parts = {"loss": out.loss.detach(), **out.parts, "l0": out.l0, **fvu}
         return {"step": self.step, "tokens": self.tokens, **parts, "lambda_s": lam}
 
     # -- checkpoints: weights + Adam state + positions (all resuming needs) ------------------------
@@ -233,9 +235,10 @@ class Trainer:
         )
         t0, tok0, last, start_elapsed = time.perf_counter(), self.tokens, self.step, self.elapsed
         while self.step < end:
-            stats = self.train_step(*next(self.source))
+            logged = (self.step + 1) % self.cfg.log_every == 0 or self.step + 1 == self.total
+            stats = self.train_step(*next(self.source), batch_fvu=logged)
             self.elapsed = start_elapsed + time.perf_counter() - t0
-            if self.step % self.cfg.log_every == 0 or self.step == self.total:
+            if logged:
                 self._log(stats, bar, (self.tokens - tok0) / max(time.perf_counter() - t0, 1e-9))
             bar.update(self.step - last)
             last = self.step

@@ -68,10 +68,27 @@ def _gradient_entries(tc, h: torch.Tensor, layer: int) -> torch.Tensor:
     return h > 0
 
 
+class _SquaredError(torch.autograd.Function):
+    """(ŷ, y) [B, L, d] -> ‖ŷ_l − y_l‖² [B, L] (float32), y a constant. One pass over the batch each
+    way (autograd's sub, pow and sum make and read two batch-sized temporaries forward, two back)."""
+
+    @staticmethod
+    def forward(ctx, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        diff = y_hat.float() - y.float()
+        ctx.save_for_backward(diff)
+        ctx.y_hat_dtype = y_hat.dtype
+        return torch.linalg.vecdot(diff, diff)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (diff,) = ctx.saved_tensors
+        return (diff * (2 * g)[..., None]).to(ctx.y_hat_dtype), None
+
+
 def mse_loss(y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ_l ‖ŷ_l − y_l‖² averaged over tokens, the squared errors ‖ŷ_l − y_l‖² [B, L] detached): the
     loop's spike monitor and FVU read the second instead of computing the errors again."""
-    sq_err = (y_hat.float() - y.float()).pow(2).sum(-1)  # [B, L]
+    sq_err = cast(torch.Tensor, _SquaredError.apply(y_hat, y))  # [B, L]
     return sq_err.sum(1).mean(), sq_err.detach()
 
 

@@ -34,6 +34,7 @@ from .evaluation import Batches, cache_batches, evaluate
 from .health import health_flags
 from .layerspec import parse_layers
 from .loop import Trainer
+from .memory import reusing_freed_memory
 from .merge import save_partial
 from .metrics import dead_fraction
 from .normalize import Normalizer, fold_normalization
@@ -214,15 +215,17 @@ def _adapter(model):
 
 
 @contextlib.contextmanager
-def _run_context(model, threads: int | None):
-    """Model in eval mode and ``threads`` CPU threads for the run; both restored afterwards."""
+def _run_context(model, threads: int | None, reuse_memory: bool):
+    """Model in eval mode, ``threads`` CPU threads and freed memory kept for reuse (`memory`) for
+    the run; all restored afterwards."""
     was_training, old_threads = model is not None and model.training, torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     if model is not None:
         model.eval()
     try:
-        yield
+        with reusing_freed_memory(reuse_memory):
+            yield
     finally:
         torch.set_num_threads(old_threads)
         if model is not None:
@@ -265,7 +268,7 @@ def train(
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     try:
-        with _run_context(model, cfg.threads):
+        with _run_context(model, cfg.threads, cfg.reuse_memory):
             out_dir = _writable_dir(cfg.out_dir)
             if cfg.cache:
                 data = _cache_data(adapter, cfg, device, dist)

@@ -3,6 +3,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from circuit_trace.transcoders import Transcoder
 from circuit_trace.transcoders.training import (
@@ -15,6 +17,7 @@ from circuit_trace.transcoders.training import (
     relu_loss,
     topk_loss,
 )
+from circuit_trace.transcoders.training.losses import mse_loss
 
 
 def planted(n=12000, L=2, d=32, m=48, p=0.06, seed=0, cross=False):
@@ -155,3 +158,26 @@ def test_relu_sparsity_penalty_lowers_l0():
         fvu = float((yh - y[:, 0]).pow(2).sum() / (y[:, 0] - y[:, 0].mean(0)).pow(2).sum())
         assert fvu < 0.5, (lam, fvu)
     assert l0[0.1] < 0.7 * l0[0.0], l0
+
+
+@given(
+    b=st.integers(1, 6),
+    n_layers=st.integers(1, 4),
+    d=st.integers(1, 9),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=30, deadline=None)
+def test_mse_loss_value_and_gradient_match_autograd_formula(b, n_layers, d, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    y_hat = torch.randn(b, n_layers, d, generator=g).to(dtype).requires_grad_()
+    y = torch.randn(b, n_layers, d, generator=g)
+    loss, sq_err = mse_loss(y_hat, y)
+    loss.backward()
+    ref_hat = y_hat.detach().clone().requires_grad_()
+    ref_sq = (ref_hat.float() - y).pow(2).sum(-1)
+    ref_sq.sum(1).mean().backward()
+    torch.testing.assert_close(sq_err, ref_sq.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss, ref_sq.sum(1).mean(), rtol=1e-6, atol=1e-6)
+    assert y_hat.grad is not None and y_hat.grad.dtype == dtype
+    torch.testing.assert_close(y_hat.grad, ref_hat.grad)
