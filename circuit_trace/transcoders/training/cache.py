@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,10 +292,24 @@ class ActivationCache:
         return torch.tensor([self.info.layers.index(l) for l in layers])
 
 
+@dataclass
+class ChunkData:
+    """One chunk of a `CacheBuffer` in memory: this rank's tokens of the chunk's full batches."""
+
+    n_kept: int  # tokens of the whole chunk after outlier filtering
+    counts: OutlierCounts
+    x: torch.Tensor  # [m, L, d] in disk order (read front to back, so the kernel reads ahead)
+    y: torch.Tensor
+    where: torch.Tensor  # [m]: row of x / y holding this rank's j-th token in batch order
+
+
 class CacheBuffer(ChunkedStream):
     """The training stream of `buffer.ActivationBuffer`, read from an `ActivationCache`: for the same
-    windows, seed and chunking it yields the same batches, without running the model. Only the rows
-    of this rank's slice of each batch are read from disk."""
+    windows, seed and chunking it yields the same batches, without running the model.
+
+    A chunk is read into memory whole (this rank's rows only, in disk order), and with ``prefetch``
+    the next chunk is read on a background thread while the current one trains: a cache larger
+    than the page cache is then read once, front to back, instead of row by row as batches ask."""
 
     def __init__(
         self,
@@ -310,6 +325,7 @@ class CacheBuffer(ChunkedStream):
         device: str | torch.device = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        prefetch: bool = True,
     ):
         from .buffer import CorpusError
 
@@ -322,30 +338,54 @@ class CacheBuffer(ChunkedStream):
         self.outlier_ratio, self.output_outlier_ratio = outlier_ratio, output_outlier_ratio
         self.layer_pos = cache.layer_positions(layers if layers is not None else cache.info.layers)
         self.device = torch.device(device)
-        self._rows: tuple | None = None
+        self._current: tuple[tuple[int, int], ChunkData] | None = None
+        self._next: tuple[tuple[int, int], Future[ChunkData]] | None = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-prefetch") if prefetch else None
         self._init_stream(rank=rank, world_size=world_size)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self._rows = None
+        self._current = self._next = None
 
     def _chunk_rows(self, epoch: int, chunk: int) -> tuple[torch.Tensor, OutlierCounts]:
-        if self._rows is not None and self._rows[0] == (epoch, chunk):
-            return self._rows[1]
+        """The chunk's rows after outlier filtering, shuffled, and the outlier counts."""
         rows = self.cache.content_rows(self.train_windows[self.chunk_windows(epoch, chunk)])
         keep, counts = outlier_mask(*self.cache.norms(rows), self.outlier_ratio, self.output_outlier_ratio)
         rows = rows[keep]
-        self._rows = ((epoch, chunk), (rows[self.chunk_permutation(epoch, chunk, rows.shape[0])], counts))
-        return self._rows[1]
+        return rows[self.chunk_permutation(epoch, chunk, rows.shape[0])], counts
+
+    def _read_chunk(self, epoch: int, chunk: int) -> ChunkData:
+        rows, counts = self._chunk_rows(epoch, chunk)
+        part = self.batch_size // self.world_size
+        n_batches = rows.shape[0] // self.batch_size
+        mine = rows[: n_batches * self.batch_size].view(n_batches, self.world_size, part)[:, self.rank].reshape(-1)
+        order = torch.argsort(mine)
+        x, y = self.cache.gather(mine[order], self.layer_pos)
+        where = torch.empty_like(order)
+        where[order] = torch.arange(order.shape[0])
+        return ChunkData(rows.shape[0], counts, x, y, where)
+
+    def _chunk(self, epoch: int, chunk: int) -> ChunkData:
+        key = (epoch, chunk)
+        if self._current is None or self._current[0] != key:
+            pending = self._next
+            data = pending[1].result() if pending is not None and pending[0] == key else self._read_chunk(*key)
+            self._current, self._next = (key, data), None
+            if self._reader is not None:
+                after = (epoch, chunk + 1) if chunk + 1 < self.chunks_per_epoch else (epoch + 1, 0)
+                self._next = (after, self._reader.submit(self._read_chunk, *after))
+        return self._current[1]
 
     def _load_chunk(self, epoch: int, chunk: int) -> tuple[int, OutlierCounts]:
-        rows, counts = self._chunk_rows(epoch, chunk)
-        return rows.shape[0], counts
+        data = self._chunk(epoch, chunk)
+        return data.n_kept, data.counts
 
     def _batch(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
         """In the cache's dtype: the trainer's normalisation converts in the pass that scales."""
-        x, y = self.cache.gather(self._chunk_rows(self.epoch, self.chunk)[0][lo:hi], self.layer_pos)
-        return x.to(self.device), y.to(self.device)
+        data = self._chunk(self.epoch, self.chunk)
+        j = lo // self.batch_size * (hi - lo)  # this rank's tokens before this batch
+        at = data.where[j : j + hi - lo]
+        return data.x[at].to(self.device), data.y[at].to(self.device)
 
     def first_tokens(self, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Up to ``n_tokens`` tokens of the first chunk of epoch 0 (float32), without moving the stream."""

@@ -5,29 +5,28 @@ forward and weight gradient, decoder forward and both gradients), though only k 
 activations are non-zero. Here only the encoder forward is dense; everything after the top-k choice
 touches the B·k chosen entries:
 
-    decoder forward, dL/da, dL/dW_dec    `F.embedding_bag` over the chosen rows of W_dec
-    dL/dW_enc                            one sparse product G^T x, G [B, F] holding dL/dh at the
-                                         chosen entries (all other entries of dL/dh are zero)
+    decoder forward         `F.embedding_bag` over the chosen rows of W_dec
+    dL/da                   g·W_decᵀ at the chosen entries only (`torch.sparse.sampled_addmm`)
+    dL/dW_dec, dL/dW_enc    sparse products Aᵀg and Gᵀx, A and G [B, F] holding the activations and
+                            dL/dh at the chosen entries (zero elsewhere), grouped by feature once
 
+In half precisions, where torch lacks those sparse products, the backward scatters A and G into
+dense matrices instead.
 The numbers equal the dense formulation's up to float summation order (tests compare both). The
-AuxK term reads only the encoder rows of dead features, so its cost follows how many are dead."""
+AuxK term reads only the encoder and decoder rows of dead features, so its cost follows how many are
+dead."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 import torch.nn.functional as F
 
 from .layer_params import LayerParams
-from .sparse_decode import decode_rows, sum_by_target
+from .sparse_decode import CSR_DTYPES, csr, feature_order, sampled_products, sum_by_target
 
 __all__ = ["SparseTopK", "topk_sparse_forward", "aux_reconstruction"]
-
-# dtypes whose sparse CSR x dense product torch has on every device; others scatter into a dense G
-_CSR_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass
@@ -40,50 +39,59 @@ class SparseTopK:
 
     def fired(self, n_features: int) -> torch.Tensor:
         """[L, F] bool: features active (> 0) on at least one token of the batch."""
-        out = torch.zeros(len(self.idx), n_features, dtype=torch.bool, device=self.idx[0].device)
-        for l, (i, a) in enumerate(zip(self.idx, self.acts)):
-            out[l, i[a > 0]] = True
-        return out
+        idx = torch.stack(self.idx).flatten(1)  # [L, B·k]
+        on = (torch.stack(self.acts) > 0).flatten(1).int()
+        # counts, not a scatter of booleans: one feature may be chosen at 0 on a token and > 0 on another
+        counts = torch.zeros(len(self.idx), n_features, dtype=torch.int32, device=idx.device)
+        return counts.scatter_add_(1, idx, on) > 0
 
     def l0(self) -> torch.Tensor:
         """Active features per token, summed over layers (mean over tokens)."""
-        return cast(torch.Tensor, sum((a > 0).sum(-1).float().mean() for a in self.acts))
+        return (torch.stack(self.acts) > 0).sum(-1).float().mean(-1).sum()
 
 
-class _TopKEncode(torch.autograd.Function):
-    """(x [B, d], W [F, d], b [F], k) -> (vals [B, k], idx [B, k]): the k largest pre-activations
-    of each row of x W^T + b and their feature indices, with gradients to W and b at those entries
-    only. x gets no gradient (training data)."""
+class _TopKLayer(torch.autograd.Function):
+    """One layer: (x [B, d], W_enc [F, d], b_enc [F], W_dec [F, n], k) -> (ŷ [B, n] without bias,
+    the k largest pre-activations of each row of x W_encᵀ + b_enc [B, k], their features [B, k]).
+    ŷ sums ReLU(pre-activation)·W_dec over the chosen entries. Gradients reach W_enc, b_enc and
+    W_dec at those entries only; x is training data. The backward groups the B·k entries by feature
+    once, for the gradients of both weights."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int):
-        h = torch.addmm(b.to(x.dtype), x, w.T.to(x.dtype))  # [B, F]
+    def forward(ctx, x: torch.Tensor, w_enc: torch.Tensor, b_enc: torch.Tensor, w_dec: torch.Tensor, k: int):
+        h = torch.addmm(b_enc.to(x.dtype), x, w_enc.T.to(x.dtype))  # [B, F]
         vals, idx = h.topk(min(k, h.shape[-1]), dim=-1)
-        ctx.save_for_backward(x, idx)
-        ctx.w_dtype = w.dtype
-        ctx.n_features = w.shape[0]
-        ctx.mark_non_differentiable(idx)
-        return vals, idx
+        acts = F.relu(vals).to(w_dec.dtype)
+        y = F.embedding_bag(idx, w_dec, per_sample_weights=acts, mode="sum")  # each row a bag of k
+        ctx.save_for_backward(x, idx, acts, w_dec)
+        ctx.w_enc_dtype = w_enc.dtype
+        ctx.mark_non_differentiable(vals, idx)
+        return y, vals, idx
 
     @staticmethod
-    def backward(ctx, g_vals: torch.Tensor, _g_idx: torch.Tensor | None):
-        x, idx = ctx.saved_tensors
-        g_vals = g_vals.to(x.dtype)
-        flat_idx, flat_g = idx.reshape(-1), g_vals.reshape(-1)
-        n_f = ctx.n_features
-        if x.dtype in _CSR_DTYPES:
-            order = torch.argsort(flat_idx, stable=True)  # feature-major order of the B·k entries
-            rows = torch.div(order, idx.shape[1], rounding_mode="floor")  # their token
-            crow = torch.zeros(n_f + 1, dtype=torch.long, device=x.device)
-            torch.cumsum(torch.bincount(flat_idx, minlength=n_f), 0, out=crow[1:])
-            with warnings.catch_warnings():  # torch calls CSR tensors beta (once per process); we use one product
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                g_t = torch.sparse_csr_tensor(crow, rows, flat_g[order], size=(n_f, x.shape[0]), check_invariants=False)
-            g_w = g_t @ x  # [F, d]
+    def backward(ctx, g_y: torch.Tensor, _g_vals: torch.Tensor | None, _g_idx: torch.Tensor | None):
+        x, idx, acts, w_dec = ctx.saved_tensors
+        g_y = g_y.contiguous().to(w_dec.dtype)  # [B, n]
+        n_tok, k = idx.shape
+        n_f = w_dec.shape[0]
+        flat_idx = idx.reshape(-1)
+        sparse = x.dtype in CSR_DTYPES and w_dec.dtype in CSR_DTYPES
+        if sparse:
+            crow_tok = torch.arange(0, n_tok * k + 1, k, device=x.device)
+            g_acts = sampled_products(crow_tok, flat_idx, g_y, w_dec).view(n_tok, k)
         else:
-            g_w = torch.zeros(x.shape[0], n_f, dtype=x.dtype, device=x.device).scatter_(1, idx, g_vals).T @ x
-        g_b = torch.zeros(n_f, dtype=x.dtype, device=x.device).index_add_(0, flat_idx, flat_g)
-        return None, g_w.to(ctx.w_dtype), g_b.to(ctx.w_dtype), None
+            g_acts = (g_y @ w_dec.T).gather(1, idx)
+        g_h = torch.where(acts > 0, g_acts, 0.0).to(x.dtype)  # ReLU's derivative at the chosen entries
+        if sparse:
+            order, crow = feature_order(flat_idx, n_f)
+            rows = torch.div(order, k, rounding_mode="floor")  # each grouped entry's token
+            g_w_enc = csr(crow, rows, g_h.reshape(-1)[order], (n_f, n_tok)) @ x  # [F, d]
+            g_w_dec = csr(crow, rows, acts.reshape(-1)[order], (n_f, n_tok)) @ g_y  # [F, n]
+        else:
+            g_w_enc = torch.zeros(n_tok, n_f, dtype=x.dtype, device=x.device).scatter_(1, idx, g_h).T @ x
+            g_w_dec = torch.zeros(n_tok, n_f, dtype=g_y.dtype, device=x.device).scatter_(1, idx, acts).T @ g_y
+        g_b = torch.zeros(n_f, dtype=x.dtype, device=x.device).index_add_(0, flat_idx, g_h.reshape(-1))
+        return None, g_w_enc.to(ctx.w_enc_dtype), g_b.to(ctx.w_enc_dtype), g_w_dec, None
 
 
 def topk_sparse_forward(tc, x: torch.Tensor, params: LayerParams) -> tuple[SparseTopK, torch.Tensor]:
@@ -93,11 +101,13 @@ def topk_sparse_forward(tc, x: torch.Tensor, params: LayerParams) -> tuple[Spars
     sel = SparseTopK([], [])
     contribs = {}
     for l in range(tc.n_layers):
-        vals, idx = _TopKEncode.apply(x[:, l].to(tc.dtype), params.w_enc[l], params.b_enc[l], tc.k)
-        acts = F.relu(vals)
+        w_dec = tc.W_dec[l]  # [F, n_out, d]
+        y, vals, idx = _TopKLayer.apply(
+            x[:, l].to(tc.dtype), params.w_enc[l], params.b_enc[l], w_dec.reshape(w_dec.shape[0], -1), tc.k
+        )
         sel.idx.append(idx)
-        sel.acts.append(acts)
-        contribs[l] = decode_rows(tc, l, idx, acts)
+        sel.acts.append(F.relu(vals))
+        contribs[l] = y.view(x.shape[0], w_dec.shape[1], w_dec.shape[2])
     y_hat = sum_by_target(tc, contribs, x.shape[0], bias=True)
     skip = params.skip(x)
     return sel, y_hat if skip is None else y_hat + skip
@@ -105,7 +115,9 @@ def topk_sparse_forward(tc, x: torch.Tensor, params: LayerParams) -> tuple[Spars
 
 def aux_reconstruction(tc, x: torch.Tensor, params: LayerParams, dead: torch.Tensor, aux_k: int) -> torch.Tensor | None:
     """AuxK's ê [B, L, d] (no bias): per layer, the top-min(aux_k, #dead) pre-activations among
-    the dead features (``dead [L, F]`` bool), ReLU'd and decoded; None when no feature is dead."""
+    the dead features (``dead [L, F]`` bool), ReLU'd and decoded; None when no feature is dead.
+    Decoded densely over the dead features: aux_k (d/2 by default) is a large share of them, and a
+    sparse decode of that many entries per token was 3-4x slower than the product."""
     contribs = {}
     for l in range(tc.n_layers):
         dead_idx = dead[l].nonzero().squeeze(1)  # [n_dead]
@@ -113,5 +125,7 @@ def aux_reconstruction(tc, x: torch.Tensor, params: LayerParams, dead: torch.Ten
             continue
         h = F.linear(x[:, l].to(tc.dtype), params.w_enc[l][dead_idx], params.b_enc[l][dead_idx])  # [B, n_dead]
         vals, j = h.topk(min(aux_k, dead_idx.numel()), dim=-1)
-        contribs[l] = decode_rows(tc, l, dead_idx[j], F.relu(vals))
+        a = torch.zeros_like(h).scatter(1, j, F.relu(vals))  # [B, n_dead]
+        w = tc.W_dec[l][dead_idx]  # [n_dead, n_out, d]
+        contribs[l] = (a @ w.reshape(w.shape[0], -1).to(a.dtype)).view(x.shape[0], w.shape[1], w.shape[2])
     return sum_by_target(tc, contribs, x.shape[0], bias=False) if contribs else None

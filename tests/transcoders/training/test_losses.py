@@ -165,14 +165,17 @@ def test_relu_sparsity_penalty_lowers_l0():
     n_layers=st.integers(1, 4),
     d=st.integers(1, 9),
     dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    autocast=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 @settings(max_examples=30, deadline=None)
-def test_mse_loss_value_and_gradient_match_autograd_formula(b, n_layers, d, dtype, seed):
+def test_mse_loss_value_and_gradient_match_autograd_formula(b, n_layers, d, dtype, autocast, seed):
+    """In float32 whatever the inputs' dtype, and under bf16 autocast too (the trainer's --autocast)."""
     g = torch.Generator().manual_seed(seed)
     y_hat = torch.randn(b, n_layers, d, generator=g).to(dtype).requires_grad_()
     y = torch.randn(b, n_layers, d, generator=g)
-    loss, sq_err = mse_loss(y_hat, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss, sq_err = mse_loss(y_hat, y)
     loss.backward()
     ref_hat = y_hat.detach().clone().requires_grad_()
     ref_sq = (ref_hat.float() - y).pow(2).sum(-1)

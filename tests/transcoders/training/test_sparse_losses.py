@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuit_trace.transcoders import Transcoder
-from circuit_trace.transcoders.training import jumprelu_loss, losses, relu_loss, topk_loss
+from circuit_trace.transcoders.training import jumprelu_loss, losses, relu_loss, sparse_decode, sparse_topk, topk_loss
 
 
 def dense_topk_loss(tc: Transcoder, x, y, dead, aux_k: int, aux_coef: float) -> torch.Tensor:
@@ -62,8 +62,9 @@ def assert_same_grads(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor
 
 
 @settings(max_examples=25, deadline=None)
-@given(**SHAPES, k=st.integers(1, 8), dead_p=st.sampled_from([0.0, 0.3, 1.0]))
-def test_sparse_topk_loss_equals_dense(n_layers, d, n_features, k, cross, skip, dead_p, seed):
+@given(**SHAPES, k=st.integers(1, 8), dead_p=st.sampled_from([0.0, 0.3, 1.0]), sparse=st.booleans())
+def test_sparse_topk_loss_equals_dense(n_layers, d, n_features, k, cross, skip, dead_p, sparse, seed):
+    """`sparse` False: the backward's dense scatter that half precisions take (no sparse products)."""
     tc = Transcoder.random(
         n_layers, d, n_features, cross_layer=cross, activation="topk", k=k, skip=skip, seed=seed
     ).double()
@@ -72,11 +73,17 @@ def test_sparse_topk_loss_equals_dense(n_layers, d, n_features, k, cross, skip, 
     y = torch.randn(17, n_layers, d, generator=g, dtype=torch.float64)
     dead = torch.rand(n_layers, n_features, generator=g) < dead_p
     aux_k = max(1, d // 2)
-    out = topk_loss(tc, x, y, dead=dead, aux_k=aux_k, aux_coef=0.25)
+    csr_dtypes = sparse_decode.CSR_DTYPES if sparse else ()
+    with (
+        mock.patch.object(sparse_topk, "CSR_DTYPES", csr_dtypes),
+        mock.patch.object(sparse_decode, "CSR_DTYPES", csr_dtypes),
+    ):
+        out = topk_loss(tc, x, y, dead=dead, aux_k=aux_k, aux_coef=0.25)
+        got = grads(tc, out.loss)  # the backward reads CSR_DTYPES too
     want = dense_topk_loss(tc, x, y, dead, aux_k, 0.25)
     # the losses square in float32 (`mse_loss`), so float32 tolerances even on float64 weights
     assert torch.allclose(out.loss.double(), want.double(), rtol=1e-5)
-    assert_same_grads(grads(tc, out.loss), grads(tc, want))
+    assert_same_grads(got, grads(tc, want))
     # the activity the loop logs: fired features and L0, as the dense activations give them
     dense = [torch.zeros(17, n_features, dtype=torch.float64) for _ in range(n_layers)]
     for l in range(n_layers):
