@@ -27,6 +27,7 @@ __all__ = [
     "CSR_DTYPES",
     "csr",
     "feature_order",
+    "grouped_product",
     "sampled_products",
 ]
 
@@ -49,6 +50,14 @@ def feature_order(cols: torch.Tensor, n_features: int) -> tuple[torch.Tensor, to
     crow = torch.zeros(n_features + 1, dtype=torch.long, device=cols.device)
     torch.cumsum(torch.bincount(cols, minlength=n_features), 0, out=crow[1:])
     return order, crow
+
+
+def grouped_product(
+    order: torch.Tensor, crow: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, dense: torch.Tensor
+) -> torch.Tensor:
+    """Aᵀ·dense [F, n] for A [B, F] holding ``values [nnz]`` at (``rows [nnz]``, the entries' features),
+    the entries listed token by token and grouped by (order, crow) from `feature_order`."""
+    return csr(crow, rows[order], values[order].to(dense.dtype), (crow.shape[0] - 1, dense.shape[0])) @ dense
 
 
 def sampled_products(crow: torch.Tensor, cols: torch.Tensor, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -80,8 +89,7 @@ class _DecodeEntries(torch.autograd.Function):
             rows = torch.repeat_interleave(
                 torch.arange(n_rows, device=cols.device), torch.diff(crow)
             )  # entries' tokens
-            order, crow_f = feature_order(cols, w.shape[0])
-            g_w = csr(crow_f, rows[order], vals[order].to(w.dtype), (w.shape[0], n_rows)) @ g
+            g_w = grouped_product(*feature_order(cols, w.shape[0]), rows, vals, g)
         return None, None, g_vals, g_w
 
 

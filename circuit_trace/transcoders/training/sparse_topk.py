@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .layer_params import LayerParams
-from .sparse_decode import CSR_DTYPES, csr, feature_order, sampled_products, sum_by_target
+from .sparse_decode import CSR_DTYPES, feature_order, grouped_product, sampled_products, sum_by_target
 
 __all__ = ["SparseTopK", "topk_sparse_forward", "aux_reconstruction"]
 
@@ -83,10 +83,10 @@ class _TopKLayer(torch.autograd.Function):
             g_acts = (g_y @ w_dec.T).gather(1, idx)
         g_h = torch.where(acts > 0, g_acts, 0.0).to(x.dtype)  # ReLU's derivative at the chosen entries
         if sparse:
-            order, crow = feature_order(flat_idx, n_f)
-            rows = torch.div(order, k, rounding_mode="floor")  # each grouped entry's token
-            g_w_enc = csr(crow, rows, g_h.reshape(-1)[order], (n_f, n_tok)) @ x  # [F, d]
-            g_w_dec = csr(crow, rows, acts.reshape(-1)[order], (n_f, n_tok)) @ g_y  # [F, n]
+            order, crow = feature_order(flat_idx, n_f)  # grouped once for both products
+            rows = torch.arange(n_tok, device=x.device).repeat_interleave(k)  # each entry's token
+            g_w_enc = grouped_product(order, crow, rows, g_h.reshape(-1), x)  # [F, d]
+            g_w_dec = grouped_product(order, crow, rows, acts.reshape(-1), g_y)  # [F, n]
         else:
             g_w_enc = torch.zeros(n_tok, n_f, dtype=x.dtype, device=x.device).scatter_(1, idx, g_h).T @ x
             g_w_dec = torch.zeros(n_tok, n_f, dtype=g_y.dtype, device=x.device).scatter_(1, idx, acts).T @ g_y
