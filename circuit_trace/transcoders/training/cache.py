@@ -1,7 +1,7 @@
 """Activation cache: MLP inputs and outputs harvested once, then read back at memory speed by any
 number of training runs.
 
-Layout of a cache directory (no pickle; every array is a ``.npy`` file read memory-mapped):
+Layout of a cache directory (no pickle; every array is a ``.npy`` file, read by rows):
     cache.json              metadata (`CacheInfo`): model, hooks, layers, dtype, tokens, corpus
                             fingerprint, shard list, ``complete``
     windows.npy, lengths.npy  the token windows ``[N, P]`` (int32) and their lengths ``[N]``
@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,19 +167,12 @@ def to_disk(t: torch.Tensor, dtype: str) -> np.ndarray:
     return (t.view(torch.int16) if dtype == "bfloat16" else t).numpy()
 
 
-def from_disk(a: np.ndarray, dtype: str) -> torch.Tensor:
-    with warnings.catch_warnings():  # read-only memory map: torch warns, we never write to it
-        warnings.simplefilter("ignore", UserWarning)
-        t = torch.from_numpy(a)
-    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
-
-
 def shard_done(directory: Path, name: str) -> bool:
     return all((directory / f"{name}.{part}.npy").is_file() for part in ("x", "y", "norms"))
 
 
 class ActivationCache:
-    """A complete cache directory opened for reading (shards memory-mapped on first use)."""
+    """A complete cache directory opened for reading (rows read on demand with explicit reads)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -189,9 +181,9 @@ class ActivationCache:
             raise CacheError(f"activation cache {self.path} is incomplete: run the same harvest again to finish it")
         self.windows, self.lengths = self._read_windows()
         self.starts = row_starts(self.lengths)
+        self._offsets: dict[tuple[int, str], int] = {}  # (shard, "x" | "y" | "norms") -> bytes before row 0
         self._check_shards()
         self.shard_rows = torch.tensor([s["rows"][0] for s in self.info.shards] + [self.info.n_tokens])
-        self._maps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def _corrupt(self, what: str) -> CacheError:
         return CacheError(f"activation cache {self.path} is corrupt: {what}; harvest it again into a new directory")
@@ -212,10 +204,11 @@ class ActivationCache:
 
     def _check_shards(self) -> None:
         """Every shard's three files present, readable and of the shape and dtype the metadata says,
-        the shards covering the windows and rows in order (reads only the .npy headers)."""
+        the shards covering the windows and rows in order (reads only the .npy headers); records
+        where each file's rows start."""
         info, at = self.info, 0
         L, d = len(info.layers), info.d_model
-        for shard in info.shards:
+        for i, shard in enumerate(info.shards):
             try:
                 name, (w0, w1), (r0, r1) = str(shard["name"]), shard["windows"], shard["rows"]
                 expected = [int(self.starts[w0]), int(self.starts[w1])]
@@ -223,27 +216,29 @@ class ActivationCache:
                 raise self._corrupt(f"a shard entry in cache.json is malformed ({shard!r})") from exc
             if r0 != at or [r0, r1] != expected:
                 raise self._corrupt(f"{name} holds rows {[r0, r1]}, its windows say {expected} (from row {at})")
-            self._check_part(f"{name}.x.npy", (r1 - r0, L, d), DISK_DTYPES[info.dtype])
-            self._check_part(f"{name}.y.npy", (r1 - r0, L, d), DISK_DTYPES[info.dtype])
-            self._check_part(f"{name}.norms.npy", (r1 - r0, 2, L), np.float32)
+            for part, shape, dtype in (
+                ("x", (r1 - r0, L, d), DISK_DTYPES[info.dtype]),
+                ("y", (r1 - r0, L, d), DISK_DTYPES[info.dtype]),
+                ("norms", (r1 - r0, 2, L), np.float32),
+            ):
+                self._offsets[i, part] = self._check_part(f"{name}.{part}.npy", shape, dtype)
             at = r1
         if at != info.n_tokens:
             raise self._corrupt(f"its shards hold {at} rows, the metadata says {info.n_tokens} tokens")
 
-    def _check_part(self, file: str, shape: tuple[int, ...], dtype) -> None:
+    def _check_part(self, file: str, shape: tuple[int, ...], dtype) -> int:
+        """The byte offset of row 0 in ``file``, once its shape, dtype and row order are checked."""
         try:
             a = np.load(self.path / file, mmap_mode="r")
         except (OSError, ValueError) as exc:  # missing or truncated
             raise self._corrupt(f"cannot read {file} ({exc})") from exc
-        if a.shape != shape or a.dtype != np.dtype(dtype):
-            raise self._corrupt(f"{file} is {a.dtype} {list(a.shape)}, expected {list(shape)}")
+        if a.shape != shape or a.dtype != np.dtype(dtype) or not a.flags.c_contiguous:
+            order = "" if a.flags.c_contiguous else " in Fortran order"
+            raise self._corrupt(f"{file} is {a.dtype} {list(a.shape)}{order}, expected {list(shape)}")
+        return int(a.offset)
 
-    def shard(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if i not in self._maps:
-            name, dt = self.info.shards[i]["name"], self.info.dtype
-            load = lambda part: np.load(self.path / f"{name}.{part}.npy", mmap_mode="r")
-            self._maps[i] = (from_disk(load("x"), dt), from_disk(load("y"), dt), from_disk(load("norms"), "float32"))
-        return self._maps[i]
+    def _file(self, shard: int, part: str) -> Path:
+        return self.path / f"{self.info.shards[shard]['name']}.{part}.npy"
 
     def rows_of(self, windows: torch.Tensor, skip_token_ids: list[int] | tuple[int, ...] = ()) -> torch.Tensor:
         """Row indices of the tokens of ``windows`` (indices into the cache's windows), in order:
@@ -257,29 +252,62 @@ class ActivationCache:
         tokens recorded at harvest."""
         return self.rows_of(windows, self.info.skip_token_ids)
 
-    def _by_shard(self, rows: torch.Tensor):
+    def _runs(self, rows: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """Sorted ``rows`` as runs of consecutive rows inside one shard: (shard, its first row in
+        the shard, first and end position in ``rows``)."""
         which = torch.searchsorted(self.shard_rows, rows, right=True) - 1
-        for s in which.unique().tolist():
-            mask = which == s
-            yield mask, rows[mask] - self.shard_rows[s], self.shard(s)
+        breaks = ((rows.diff() != 1) | (which.diff() != 0)).nonzero().flatten() + 1
+        bounds = [0, *breaks.tolist(), rows.shape[0]]
+        shard_of, local = which.tolist(), (rows - self.shard_rows[which]).tolist()
+        return [(shard_of[lo], local[lo], lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+    def _read(self, part: str, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out [n, ...]`` (contiguous) with the rows of ``part`` ("x", "y", "norms"), read with
+        explicit reads, each run of consecutive rows in one read. Why not the memory maps: a page
+        fault reads ``read_ahead_kb`` around it (8 MB on common VMs) and a read of a file larger
+        than the page cache then pulls several times the bytes a chunk needs, at one kernel fault
+        per 4 KB page on the cores training uses. Sorted ``rows`` read in file order."""
+        order = torch.argsort(rows)
+        ordered = rows[order]
+        sorted_out = out if torch.equal(order, torch.arange(rows.shape[0])) else torch.empty_like(out)
+        dest = sorted_out.view(rows.shape[0], -1).view(torch.uint8).numpy()  # [n, row bytes]
+        row_bytes, files = dest.shape[1], {}
+        try:
+            for shard, first, lo, hi in self._runs(ordered):
+                if shard not in files:
+                    files[shard] = open(self._file(shard, part), "rb", buffering=0)  # noqa: SIM115 (closed below)
+                    if hasattr(os, "posix_fadvise"):  # read what is asked, no read-ahead past a run's end
+                        os.posix_fadvise(files[shard].fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+                at = self._offsets[shard, part] + first * row_bytes
+                self._read_exactly(files[shard], at, memoryview(dest[lo:hi]).cast("B"), part)
+        finally:
+            for f in files.values():
+                f.close()
+        if sorted_out is not out:
+            out[order] = sorted_out
+        return out
+
+    def _read_exactly(self, f, at: int, view: memoryview, part: str) -> None:
+        f.seek(at)
+        while view.nbytes:
+            n = f.readinto(view)
+            if not n:
+                raise self._corrupt(f"{Path(f.name).name} ends before the rows its metadata lists ({part})")
+            view = view[n:]
 
     def norms(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input and output norms ``[n, n_layers_cached]`` of ``rows``."""
-        out = torch.empty(rows.shape[0], 2, len(self.info.layers))
-        for mask, local, (_, _, n) in self._by_shard(rows):
-            out[mask] = n[local]
+        out = self._read("norms", rows, torch.empty(rows.shape[0], 2, len(self.info.layers)))
         return out[:, 0], out[:, 1]
 
     def gather(self, rows: torch.Tensor, layer_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) ``[n, L, d]`` in the cache dtype for ``rows`` (layers: positions among the cached ones)."""
-        n_l = len(self.info.layers) if layer_pos is None else layer_pos.shape[0]
         dt = getattr(torch, self.info.dtype)
-        x, y = (torch.empty(rows.shape[0], n_l, self.info.d_model, dtype=dt) for _ in range(2))
-        for mask, local, (xs, ys, _) in self._by_shard(rows):
-            if layer_pos is None:
-                x[mask], y[mask] = xs[local], ys[local]
-            else:
-                x[mask], y[mask] = xs[local[:, None], layer_pos[None]], ys[local[:, None], layer_pos[None]]
+        x, y = (torch.empty(rows.shape[0], len(self.info.layers), self.info.d_model, dtype=dt) for _ in range(2))
+        self._read("x", rows, x)
+        self._read("y", rows, y)
+        if layer_pos is not None:
+            x, y = x[:, layer_pos], y[:, layer_pos]
         return x, y
 
     def layer_positions(self, layers: list[int]) -> torch.Tensor | None:

@@ -20,14 +20,8 @@ from .chunks import generator
 from .config import RESUME_FIELDS, TrainConfig
 from .distributed import DistInfo, all_reduce_, average_gradients, barrier, broadcast_
 from .health import SpikeMonitor
-from .losses import jumprelu_loss, relu_loss, topk_loss
+from .losses import jumprelu_loss, relu_loss, topk_loss, total_variance
 from .normalize import Normalizer
-
-
-def total_variance(y: torch.Tensor) -> torch.Tensor:
-    """Σ ‖y − ȳ‖² over a batch y [B, L, d] (ȳ its mean over B), from torch's one-pass variance
-    (no centred copy of the batch and its square)."""
-    return y.var(0, correction=0).sum() * y.shape[0]
 
 
 class Trainer:

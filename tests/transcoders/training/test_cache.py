@@ -78,6 +78,41 @@ def test_cache_layout_and_contents(tiny, tmp_path):
     assert np.load(tmp_path / "c" / "shard_00000.x.npy", mmap_mode="r").dtype == np.int16
 
 
+def test_rows_read_across_shards_in_any_order(tiny, tmp_path):
+    """`gather` and `norms` read rows with explicit reads, one per run of consecutive rows in a
+    shard: any order, duplicates, runs crossing shard ends and layer subsets give exactly what the
+    .npy files hold (read here through numpy's own loader)."""
+    model, tok, corpus = tiny
+    hc = HarvestConfig(out_dir=str(tmp_path / "c"), context_size=16, shard_tokens=200, dtype="float16")
+    info = harvest(model, tok, corpus, hc, progress=False)
+    assert len(info.shards) >= 3
+    cache = ActivationCache(tmp_path / "c")
+    load = lambda part: torch.from_numpy(
+        np.concatenate([np.load(tmp_path / "c" / f"{s['name']}.{part}.npy") for s in info.shards])
+    )
+    x_all, y_all, norms_all = load("x"), load("y"), load("norms")
+    g = torch.Generator().manual_seed(0)
+    n = info.n_tokens
+    cross = int(cache.shard_rows[1])  # a run over the first shard's end
+    for rows in (
+        torch.arange(n),
+        torch.randperm(n, generator=g)[:50],
+        torch.randint(0, n, (40,), generator=g),  # duplicates
+        torch.arange(cross - 5, cross + 5).flip(0),
+        torch.tensor([n - 1, 0]),
+    ):
+        x, y = cache.gather(rows)
+        assert torch.equal(x, x_all[rows]) and torch.equal(y, y_all[rows])
+        xn, yn = cache.norms(rows)
+        assert torch.equal(xn, norms_all[rows, 0]) and torch.equal(yn, norms_all[rows, 1])
+        x1, _ = cache.gather(rows, torch.tensor([1]))
+        assert torch.equal(x1, x_all[rows][:, [1]])
+    last = tmp_path / "c" / f"{info.shards[-1]['name']}.y.npy"
+    last.write_bytes(last.read_bytes()[:-10])  # cut after the cache was opened
+    with pytest.raises(CacheError, match="ends before"):
+        cache.gather(torch.tensor([n - 1]))
+
+
 def test_harvest_resumes_after_interruption(tiny, tmp_path):
     model, tok, corpus = tiny
     hc = lambda name: HarvestConfig(out_dir=str(tmp_path / name), context_size=16, shard_tokens=200, dtype="float16")
