@@ -300,15 +300,31 @@ class ActivationCache:
         out = self._read("norms", rows, torch.empty(rows.shape[0], 2, len(self.info.layers)))
         return out[:, 0], out[:, 1]
 
-    def gather(self, rows: torch.Tensor, layer_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) ``[n, L, d]`` in the cache dtype for ``rows`` (layers: positions among the cached ones)."""
+    def empty_rows(self, n: int, layer_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uninitialised (x, y) ``[n, L, d]`` in the cache dtype, for `gather` to fill."""
+        n_l = len(self.info.layers) if layer_pos is None else layer_pos.shape[0]
         dt = getattr(torch, self.info.dtype)
-        x, y = (torch.empty(rows.shape[0], len(self.info.layers), self.info.d_model, dtype=dt) for _ in range(2))
+        return torch.empty(n, n_l, self.info.d_model, dtype=dt), torch.empty(n, n_l, self.info.d_model, dtype=dt)
+
+    def gather(
+        self,
+        rows: torch.Tensor,
+        layer_pos: torch.Tensor | None = None,
+        out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) ``[n, L, d]`` in the cache dtype for ``rows`` (layers: positions among the cached
+        ones). ``out``: tensors from `empty_rows` with at least n rows; their first n are filled and
+        returned, so a stream that reuses them allocates (and the kernel zero-fills) nothing."""
+        n = rows.shape[0]
+        direct = out is not None and layer_pos is None
+        x, y = (out[0][:n], out[1][:n]) if direct else self.empty_rows(n)
         self._read("x", rows, x)
         self._read("y", rows, y)
-        if layer_pos is not None:
-            x, y = x[:, layer_pos], y[:, layer_pos]
-        return x, y
+        if layer_pos is None:
+            return x, y
+        if out is None:
+            return x[:, layer_pos], y[:, layer_pos]
+        return torch.index_select(x, 1, layer_pos, out=out[0][:n]), torch.index_select(y, 1, layer_pos, out=out[1][:n])
 
     def layer_positions(self, layers: list[int]) -> torch.Tensor | None:
         """Positions of model ``layers`` among the cached layers (None: exactly the cached ones)."""
@@ -326,9 +342,10 @@ class ChunkData:
 
     n_kept: int  # tokens of the whole chunk after outlier filtering
     counts: OutlierCounts
-    x: torch.Tensor  # [m, L, d] in disk order (read front to back, so the kernel reads ahead)
+    x: torch.Tensor  # [m, L, d] in disk order (each run of consecutive rows is one read)
     y: torch.Tensor
     where: torch.Tensor  # [m]: row of x / y holding this rank's j-th token in batch order
+    buffers: tuple[torch.Tensor, torch.Tensor]  # what x and y are views of, reused for a later chunk
 
 
 class CacheBuffer(ChunkedStream):
@@ -382,26 +399,35 @@ class CacheBuffer(ChunkedStream):
         rows = rows[keep]
         return rows[self.chunk_permutation(epoch, chunk, rows.shape[0])], counts
 
-    def _read_chunk(self, epoch: int, chunk: int) -> ChunkData:
+    def _read_chunk(self, epoch: int, chunk: int, spare: tuple[torch.Tensor, torch.Tensor] | None) -> ChunkData:
+        """Read into ``spare`` (a finished chunk's buffers) when large enough: a fresh allocation
+        this size is served by new pages the kernel must zero-fill (a prefetch thread's always are,
+        from glibc's per-thread arena), a third of a core-second per chunk."""
         rows, counts = self._chunk_rows(epoch, chunk)
         part = self.batch_size // self.world_size
         n_batches = rows.shape[0] // self.batch_size
         mine = rows[: n_batches * self.batch_size].view(n_batches, self.world_size, part)[:, self.rank].reshape(-1)
         order = torch.argsort(mine)
-        x, y = self.cache.gather(mine[order], self.layer_pos)
+        if spare is None or spare[0].shape[0] < mine.shape[0]:
+            spare = self.cache.empty_rows(mine.shape[0], self.layer_pos)
+        x, y = self.cache.gather(mine[order], self.layer_pos, out=spare)
         where = torch.empty_like(order)
         where[order] = torch.arange(order.shape[0])
-        return ChunkData(rows.shape[0], counts, x, y, where)
+        return ChunkData(rows.shape[0], counts, x, y, where, spare)
 
     def _chunk(self, epoch: int, chunk: int) -> ChunkData:
         key = (epoch, chunk)
         if self._current is None or self._current[0] != key:
+            spare = None if self._current is None else self._current[1].buffers  # its batches were copied out
             pending = self._next
-            data = pending[1].result() if pending is not None and pending[0] == key else self._read_chunk(*key)
+            if pending is not None and pending[0] == key:
+                data = pending[1].result()
+            else:
+                data, spare = self._read_chunk(*key, spare), None
             self._current, self._next = (key, data), None
             if self._reader is not None:
                 after = (epoch, chunk + 1) if chunk + 1 < self.chunks_per_epoch else (epoch + 1, 0)
-                self._next = (after, self._reader.submit(self._read_chunk, *after))
+                self._next = (after, self._reader.submit(self._read_chunk, *after, spare))
         return self._current[1]
 
     def _load_chunk(self, epoch: int, chunk: int) -> tuple[int, OutlierCounts]:
