@@ -267,6 +267,8 @@ class ActivationCache:
         fault reads ``read_ahead_kb`` around it (8 MB on common VMs) and a read of a file larger
         than the page cache then pulls several times the bytes a chunk needs, at one kernel fault
         per 4 KB page on the cores training uses. Sorted ``rows`` read in file order."""
+        if rows.numel() == 0:
+            return out
         order = torch.argsort(rows)
         ordered = rows[order]
         sorted_out = out if torch.equal(order, torch.arange(rows.shape[0])) else torch.empty_like(out)

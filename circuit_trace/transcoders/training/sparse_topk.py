@@ -113,22 +113,31 @@ def topk_sparse_forward(tc, x: torch.Tensor, params: LayerParams) -> tuple[Spars
     return sel, y_hat if skip is None else y_hat + skip
 
 
-def aux_reconstruction(tc, x: torch.Tensor, params: LayerParams, dead: torch.Tensor, aux_k: int) -> torch.Tensor | None:
+def aux_reconstruction(
+    tc, x: torch.Tensor, params: LayerParams, dead: torch.Tensor, aux_k: int, pad_to: int = 64
+) -> torch.Tensor | None:
     """AuxK's ê [B, L, d] (no bias): per layer, the top-min(aux_k, #dead) pre-activations among
     the dead features (``dead [L, F]`` bool), ReLU'd and decoded; None when no feature is dead.
     Decoded densely over the dead features: aux_k (d/2 by default) is a large share of them, and a
-    sparse decode of that many entries per token was 3-4x slower than the product."""
+    sparse decode of that many entries per token was 3-4x slower than the product.
+    The dead set is padded to a multiple of ``pad_to`` columns (pre-activation -inf: never chosen,
+    zero activation and gradient) so the products' shapes repeat from step to step: oneDNN compiles
+    a kernel for every new bf16 GEMM shape (~1 ms and fresh code pages each), and the number of
+    dead features changes every step (700 compilations a step on a 30-layer model)."""
     contribs = {}
     for l in range(tc.n_layers):
         dead_idx = dead[l].nonzero().squeeze(1)  # [n_dead]
-        if dead_idx.numel() == 0:
+        n_dead = dead_idx.numel()
+        if n_dead == 0:
             continue
-        h = F.linear(x[:, l].to(tc.dtype), params.w_enc[l][dead_idx], params.b_enc[l][dead_idx])  # [B, n_dead]
-        if aux_k >= dead_idx.numel():  # every dead feature is chosen: top-k is the identity
-            a = F.relu(h)  # [B, n_dead]
+        idx = F.pad(dead_idx, (0, -n_dead % pad_to))  # [n_pad]; the padding repeats feature 0
+        h = F.linear(x[:, l].to(tc.dtype), params.w_enc[l][idx], params.b_enc[l][idx])  # [B, n_pad]
+        h = h.masked_fill(torch.arange(idx.numel(), device=h.device) >= n_dead, -torch.inf)
+        if aux_k >= n_dead:  # every dead feature is chosen: top-k is the identity
+            a = F.relu(h)  # [B, n_pad]
         else:
             vals, j = h.topk(aux_k, dim=-1, sorted=False)  # order is not needed: 3x faster
             a = torch.zeros_like(h).scatter(1, j, F.relu(vals))
-        w = tc.W_dec[l][dead_idx]  # [n_dead, n_out, d]
+        w = tc.W_dec[l][idx]  # [n_pad, n_out, d]
         contribs[l] = (a @ w.reshape(w.shape[0], -1).to(a.dtype)).view(x.shape[0], w.shape[1], w.shape[2])
     return sum_by_target(tc, contribs, x.shape[0], bias=False) if contribs else None

@@ -100,6 +100,7 @@ def test_rows_read_across_shards_in_any_order(tiny, tmp_path):
         torch.randint(0, n, (40,), generator=g),  # duplicates
         torch.arange(cross - 5, cross + 5).flip(0),
         torch.tensor([n - 1, 0]),
+        torch.tensor([], dtype=torch.long),
     ):
         x, y = cache.gather(rows)
         assert torch.equal(x, x_all[rows]) and torch.equal(y, y_all[rows])
