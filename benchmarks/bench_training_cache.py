@@ -97,11 +97,21 @@ def train_speed(
 
 
 def step_speed(
-    cache_dir: Path, features: int, steps: int, threads: int, dtype: str, act: str, reuse: bool = True
+    cache_dir: Path,
+    features: int,
+    steps: int,
+    threads: int,
+    dtype: str,
+    act: str,
+    reuse: bool = True,
+    skip: bool = False,
+    dead_window: int | None = None,
 ) -> dict:
     """Training steps alone (batches read from the cache + step), after one warm-up step: wall
     tokens/s, and tokens per CPU-second, which a busy machine depresses far less than wall time
-    (with ``threads`` cores of our own, wall tok/s would be about ``tok_per_cpu_s × threads``)."""
+    (with ``threads`` cores of our own, wall tok/s would be about ``tok_per_cpu_s × threads``).
+    ``dead_window=1``: TopK's AuxK on every step, over the features that did not fire in the
+    previous batch (about a quarter of them early on), as a long run has once features die."""
     from circuit_trace.transcoders.training import ActivationCache, CacheBuffer, TrainConfig, new_transcoder
     from circuit_trace.transcoders.training.loop import Trainer
     from circuit_trace.transcoders.training.memory import reusing_freed_memory
@@ -116,6 +126,8 @@ def step_speed(
         steps=10**6,
         autocast=dtype == "bfloat16",
         reuse_memory=reuse,
+        skip=skip,
+        dead_window=dead_window,
     )
     source = CacheBuffer(cache, torch.arange(cache.info.n_windows), batch_size=1024, windows_per_chunk=128)
     trainer = Trainer(new_transcoder(len(cache.info.layers), cache.info.d_model, cfg), source, cfg)
@@ -134,6 +146,8 @@ def step_speed(
         "threads": threads,
         "precision": dtype,
         "reuse_memory": reuse,
+        "skip": skip,
+        "dead_window": dead_window,
         "tokens": tokens,
         "wall_s": round(wall, 1),
         "tok_s_wall": round(tokens / wall, 1),
@@ -154,8 +168,15 @@ def main() -> None:
     p.add_argument("--activation", default="jumprelu", choices=["jumprelu", "relu", "topk"])
     p.add_argument("--settings", nargs="+", default=["1:float32", "2:float32", "2:bfloat16"], help="threads:precision")
     p.add_argument("--cache", default=None, help="reuse (or write) this cache directory")
-    p.add_argument("--json", default=None, help="append the figures to this JSON file")
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
     p.add_argument("--steps-only", action="store_true", help="time training steps alone (needs --cache)")
+    p.add_argument("--skip", action="store_true", help="with --steps-only: skip transcoders (TrainConfig.skip)")
+    p.add_argument(
+        "--dead-window",
+        type=int,
+        default=None,
+        help="with --steps-only: TrainConfig.dead_window in tokens (1: AuxK on every step)",
+    )
     p.add_argument(
         "--no-reuse-memory", action="store_true", help="TrainConfig.reuse_memory=False (every step pays page faults)"
     )
@@ -174,7 +195,15 @@ def main() -> None:
             if args.steps_only:
                 rows.append(
                     step_speed(
-                        cache, args.features, args.steps, int(threads), dtype, args.activation, not args.no_reuse_memory
+                        cache,
+                        args.features,
+                        args.steps,
+                        int(threads),
+                        dtype,
+                        args.activation,
+                        not args.no_reuse_memory,
+                        args.skip,
+                        args.dead_window,
                     )
                 )
             else:
