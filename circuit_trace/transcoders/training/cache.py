@@ -281,7 +281,7 @@ class ActivationCache:
                     if hasattr(os, "posix_fadvise"):  # read what is asked, no read-ahead past a run's end
                         os.posix_fadvise(files[shard].fileno(), 0, 0, os.POSIX_FADV_RANDOM)
                 at = self._offsets[shard, part] + first * row_bytes
-                self._read_exactly(files[shard], at, memoryview(dest[lo:hi]).cast("B"), part)
+                self._read_exactly(files[shard], at, dest[lo:hi].data.cast("B"), part)
         finally:
             for f in files.values():
                 f.close()
@@ -318,8 +318,7 @@ class ActivationCache:
         ones). ``out``: tensors from `empty_rows` with at least n rows; their first n are filled and
         returned, so a stream that reuses them allocates (and the kernel zero-fills) nothing."""
         n = rows.shape[0]
-        direct = out is not None and layer_pos is None
-        x, y = (out[0][:n], out[1][:n]) if direct else self.empty_rows(n)
+        x, y = (out[0][:n], out[1][:n]) if out is not None and layer_pos is None else self.empty_rows(n)
         self._read("x", rows, x)
         self._read("y", rows, y)
         if layer_pos is None:
