@@ -73,7 +73,9 @@ class TrainConfig:
     output_hook: str = "hook_mlp_out"
     outlier_ratio: float | None = 10.0  # drop tokens whose MLP input norm > ratio × median
     output_outlier_ratio: float | None = _opt(
-        100.0, "drop tokens whose MLP output norm exceeds this multiple of the layer's median (massive activations)"
+        None,
+        "drop tokens whose MLP output norm exceeds this multiple of the layer's median (massive activations; "
+        "off by default: the replacement must reproduce them, and held-out FVU counts them)",
     )
     buffer_tokens: int | None = None  # tokens read and shuffled together (default 16 batches)
     forward_batch_size: int | None = None  # windows per model forward (default: ~2048 tokens)
