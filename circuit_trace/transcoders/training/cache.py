@@ -261,21 +261,30 @@ class ActivationCache:
         shard_of, local = which.tolist(), (rows - self.shard_rows[which]).tolist()
         return [(shard_of[lo], local[lo], lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
-    def _read(self, part: str, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Fill ``out [n, ...]`` (contiguous) with the rows of ``part`` ("x", "y", "norms"), read with
-        explicit reads, each run of consecutive rows in one read. Why not the memory maps: a page
-        fault reads ``read_ahead_kb`` around it (8 MB on common VMs) and a read of a file larger
-        than the page cache then pulls several times the bytes a chunk needs, at one kernel fault
-        per 4 KB page on the cores training uses. Sorted ``rows`` read in file order."""
+    def _plan(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, list[tuple[int, int, int, int]]]:
+        """How to read ``rows``: their sorting order (None when already sorted) and `_runs` of the
+        sorted rows, computed once for every part read."""
         if rows.numel() == 0:
-            return out
+            return None, []
         order = torch.argsort(rows)
-        ordered = rows[order]
-        sorted_out = out if torch.equal(order, torch.arange(rows.shape[0])) else torch.empty_like(out)
-        dest = sorted_out.view(rows.shape[0], -1).view(torch.uint8).numpy()  # [n, row bytes]
+        if torch.equal(order, torch.arange(rows.shape[0])):
+            return None, self._runs(rows)
+        return order, self._runs(rows[order])
+
+    def _read(self, part: str, plan: tuple[torch.Tensor | None, list], out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out [n, ...]`` (contiguous) with the rows of ``part`` ("x", "y", "norms") planned by
+        `_plan`, each run of consecutive rows in one explicit read, in file order. Why not the memory
+        maps: a page fault reads ``read_ahead_kb`` around it (8 MB on common VMs) and a read of a file
+        larger than the page cache then pulls several times the bytes a chunk needs, at one kernel
+        fault per 4 KB page on the cores training uses."""
+        order, runs = plan
+        if not runs:
+            return out
+        sorted_out = out if order is None else torch.empty_like(out)
+        dest = sorted_out.view(out.shape[0], -1).view(torch.uint8).numpy()  # [n, row bytes]
         row_bytes, files = dest.shape[1], {}
         try:
-            for shard, first, lo, hi in self._runs(ordered):
+            for shard, first, lo, hi in runs:
                 if shard not in files:
                     files[shard] = open(self._file(shard, part), "rb", buffering=0)  # noqa: SIM115 (closed below)
                     if hasattr(os, "posix_fadvise"):  # read what is asked, no read-ahead past a run's end
@@ -285,7 +294,7 @@ class ActivationCache:
         finally:
             for f in files.values():
                 f.close()
-        if sorted_out is not out:
+        if order is not None:
             out[order] = sorted_out
         return out
 
@@ -299,7 +308,7 @@ class ActivationCache:
 
     def norms(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input and output norms ``[n, n_layers_cached]`` of ``rows``."""
-        out = self._read("norms", rows, torch.empty(rows.shape[0], 2, len(self.info.layers)))
+        out = self._read("norms", self._plan(rows), torch.empty(rows.shape[0], 2, len(self.info.layers)))
         return out[:, 0], out[:, 1]
 
     def empty_rows(self, n: int, layer_pos: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,8 +328,9 @@ class ActivationCache:
         returned, so a stream that reuses them allocates (and the kernel zero-fills) nothing."""
         n = rows.shape[0]
         x, y = (out[0][:n], out[1][:n]) if out is not None and layer_pos is None else self.empty_rows(n)
-        self._read("x", rows, x)
-        self._read("y", rows, y)
+        plan = self._plan(rows)
+        self._read("x", plan, x)
+        self._read("y", plan, y)
         if layer_pos is None:
             return x, y
         if out is None:
