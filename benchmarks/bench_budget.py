@@ -3,12 +3,15 @@ TopK PLTs trained from one activation cache at several token budgets, same setti
 
     circuit-trace harvest --model GGUF_DIR --corpus DIR --out CACHE --layers 0,9,11,15,28,29 ...
     python benchmarks/bench_budget.py --cache CACHE --out OUT --budgets 131072 262144 524288 1048576 \
-        [--features 2048 --k 32 --lr LR --threads 2]
+        [--features 2048 --k 32 --lr LR --threads 2 --skip --autocast] [--compare RUN ...]
 
 Each budget is one `ct.train(cache=...)` run (PLT, TopK, the layers the cache holds), evaluated on
 the cache's held-out windows (its last ones, never trained on). OUT/budget.json holds every report
 and the load average around each run; the printed table is budget x layer FVU, with L0, the dead
-share and the training speed. Budgets above the cache's training tokens take several passes."""
+share and the training speed. Budgets above the cache's training tokens take several passes.
+``--compare`` evaluates other runs' transcoders (full or partial sets, e.g. trained for several epochs
+on a smaller cache of the same corpus) on the same held-out windows, at the layers both hold: the
+same token-steps on fewer unique tokens, side by side."""
 
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ def run_budget(cache: Path, out: Path, tokens: int, args: argparse.Namespace) ->
         lr=args.lr,
         eval_tokens=args.eval_tokens,
         threads=args.threads,
+        skip=args.skip,
+        autocast=args.autocast,
         checkpoint_every=10**9,  # only the final checkpoint: this measures quality, not resuming
         keep_checkpoints=1,
         out_dir=str(out),
@@ -78,6 +83,45 @@ def inlier_fvu(cache_dir: Path, run: Path, eval_tokens: int, output_ratio: float
     return {"fvu": stats.fvu(), "excluded": counts.outputs, "tokens": int(keep.sum())}
 
 
+def _model_layers(run: Path):
+    """(transcoder, the model layers it holds) of a run directory or transcoder set, full or partial."""
+    from circuit_trace.transcoders import Transcoder
+    from circuit_trace.transcoders.training import MergeError, load_partial
+
+    try:
+        tc, layers, _ = load_partial(run)
+    except MergeError:  # a full set: every model layer
+        tc = Transcoder.load(str(run / "transcoder" if (run / "transcoder").is_dir() else run))
+        layers = list(range(tc.n_layers))
+    return tc, layers
+
+
+@torch.no_grad()
+def heldout_fvu(cache_dir: Path, run: Path, eval_tokens: int) -> dict:
+    """Held-out FVU of a PLT run's transcoder at every cache layer it holds, on the cache's held-out
+    windows (as `run_budget`'s evaluation): {model layer: FVU}."""
+    from circuit_trace.transcoders.training import ActivationCache
+    from circuit_trace.transcoders.training.metrics import ReconstructionStats
+    from circuit_trace.transcoders.training.trainer import split_windows
+
+    cache = ActivationCache(cache_dir)
+    tc, tc_layers = _model_layers(run)
+    common = [m for m in cache.info.layers if m in tc_layers]
+    _, held, _ = split_windows(cache.lengths, eval_tokens)
+    rows = cache.content_rows(torch.arange(cache.info.n_windows)[held])
+    x, y = cache.gather(rows, cache.layer_positions(common))  # [N, len(common), d]
+    y_hat = []
+    for i, m in enumerate(common):  # one layer of a PLT at a time: its own encoder, decoder and skip
+        j = tc_layers.index(m)
+        xi = x[:, i].to(tc.dtype)
+        acts: list[torch.Tensor | None] = [None] * tc.n_layers
+        acts[j] = tc.encode(xi, j)
+        y_hat.append(tc.decode(acts)[j] + tc.skip(xi, j))
+    stats = ReconstructionStats(len(common))
+    stats.update(y.float(), torch.stack(y_hat, 1))
+    return dict(zip(common, stats.fvu(), strict=True))
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: one line per budget, held-out FVU of every trained layer, then L0 / dead / speed."""
     layers = rows[0]["layers"] or list(range(rows[0]["n_layers"]))
@@ -103,7 +147,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--cache", type=Path, required=True, help="activation cache (`circuit-trace harvest`)")
     ap.add_argument("--out", type=Path, required=True, help="one run directory per budget, and budget.json")
-    ap.add_argument("--budgets", type=int, nargs="+", required=True, help="training tokens per run")
+    ap.add_argument("--budgets", type=int, nargs="*", default=[], help="training tokens per run")
     ap.add_argument("--features", type=int, default=2048)
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=1024)
@@ -111,6 +155,9 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=16384)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", action="store_true", help="train with a skip connection")
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast")
+    ap.add_argument("--compare", type=Path, nargs="*", default=[], help="other runs evaluated on the same windows")
     ap.add_argument("--keep", action="store_true", help="keep each run's checkpoints")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--inliers", action="store_true", help="also the held-out FVU without the output outliers")
@@ -120,7 +167,7 @@ def main() -> None:
     from circuit_trace.atomic import atomic_write_text
 
     summary = args.out / "budget.json"
-    settings = vars(args) | {"cache": str(args.cache), "out": str(args.out)}
+    settings = vars(args) | {"cache": str(args.cache), "out": str(args.out), "compare": [str(c) for c in args.compare]}
     rows = json.loads(summary.read_text())["runs"] if summary.exists() else []
     done = {r["tokens"] for r in rows}
     for tokens in args.budgets:
@@ -133,7 +180,13 @@ def main() -> None:
         for r in rows:
             r["inliers"] = inlier_fvu(args.cache, args.out / f"tokens-{r['tokens']}", args.eval_tokens)
         atomic_write_text(summary, json.dumps({"settings": settings, "runs": rows}, indent=1))
-    print(table(rows))
+    if rows:
+        print(table(rows))
+    if args.compare:
+        compared = {str(run): heldout_fvu(args.cache, run, args.eval_tokens) for run in args.compare}
+        atomic_write_text(summary, json.dumps({"settings": settings, "runs": rows, "compared": compared}, indent=1))
+        for run, fvu in compared.items():
+            print(f"{run}: " + ", ".join(f"FVU L{m} {v:.3f}" for m, v in fvu.items()))
 
 
 if __name__ == "__main__":

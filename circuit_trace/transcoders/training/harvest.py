@@ -40,7 +40,16 @@ class HarvestConfig:
     dtype: str = field(
         default="bfloat16", metadata={"help": "on-disk dtype", "choices": ("bfloat16", "float16", "float32")}
     )
-    max_tokens: int | None = field(default=None, metadata={"help": "stop after the windows holding this many tokens"})
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "keep only windows holding this many tokens (see --spread)"}
+    )
+    spread: bool = field(
+        default=True,
+        metadata={
+            "help": "with --max-tokens, windows evenly spaced over the whole corpus, its last window included "
+            "(training holds out the last ones); --no-spread: the corpus's first windows"
+        },
+    )
     shard_tokens: int = field(default=65536, metadata={"help": "tokens per shard file (the unit of resuming)"})
     forward_batch_size: int | None = field(
         default=None, metadata={"help": "windows per model forward (default about 2048 tokens)"}
@@ -56,13 +65,35 @@ class HarvestConfig:
                 raise ValueError(f"{f} must be >= 1, got {v}")
 
 
+def first_windows(lengths: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """Indices of the first windows (at least one) holding at most ``max_tokens`` tokens in all."""
+    return torch.arange(max(1, int((row_starts(lengths)[1:] <= max_tokens).sum())))
+
+
+def spread_windows(lengths: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """Indices (ascending) of windows evenly spaced over all of ``lengths`` [N], first and last included,
+    holding at most ``max_tokens`` tokens in all (at least one window, the last).
+
+    Why: a corpus read in order (a sorted directory) puts its first files first, and a cache of its
+    first windows trains on a few topics only. On SmolLM2 and the vim manual, 524k tokens spread over
+    2.1M gave held-out FVU 0.19 at layer 3 against 0.44 for the first 540k."""
+    n_all = lengths.shape[0]
+    tokens = (lengths.long() - 1).clamp_min(0)  # [N] rows each window holds
+    n = min(n_all, max(1, int(n_all * max_tokens / max(1, int(tokens.sum())))))
+    while True:
+        idx = torch.linspace(0, n_all - 1, n).round().long().unique() if n > 1 else torch.tensor([n_all - 1])
+        if n == 1 or int(tokens[idx].sum()) <= max_tokens:
+            return idx
+        n -= max(1, (int(tokens[idx].sum()) - max_tokens) // max(1, int(tokens.max())))
+
+
 def _windows(tokenizer, corpus, n_ctx: int, cfg: HarvestConfig) -> tuple[torch.Tensor, torch.Tensor]:
     from .buffer import CorpusError, make_windows, read_corpus
 
     windows, lengths = make_windows(tokenizer, read_corpus(corpus), n_ctx, cfg.pack)
     if cfg.max_tokens is not None:
-        n = max(1, int((row_starts(lengths)[1:] <= cfg.max_tokens).sum()))
-        windows, lengths = windows[:n], lengths[:n]
+        keep = spread_windows(lengths, cfg.max_tokens) if cfg.spread else first_windows(lengths, cfg.max_tokens)
+        windows, lengths = windows[keep], lengths[keep]
     if int((lengths - 1).clamp_min(0).sum()) == 0:
         raise CorpusError("corpus tokenised to no token after the first position of each window")
     return windows, lengths
