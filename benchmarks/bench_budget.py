@@ -63,6 +63,14 @@ def run_budget(cache: Path, out: Path, tokens: int, args: argparse.Namespace) ->
     return row
 
 
+def heldout_rows(cache, eval_tokens: int) -> torch.Tensor:
+    """The cache rows `train` evaluates on: those of its held-out windows (the last ones)."""
+    from circuit_trace.transcoders.training.trainer import split_windows
+
+    _, held, _ = split_windows(cache.lengths, eval_tokens)
+    return cache.content_rows(torch.arange(cache.info.n_windows)[held])
+
+
 @torch.no_grad()
 def inlier_fvu(cache_dir: Path, run: Path, eval_tokens: int, output_ratio: float = 100.0) -> dict:
     """Held-out FVU per layer of a finished run without the tokens the training filter drops (MLP
@@ -70,12 +78,10 @@ def inlier_fvu(cache_dir: Path, run: Path, eval_tokens: int, output_ratio: float
     from circuit_trace.transcoders.training import ActivationCache, load_partial
     from circuit_trace.transcoders.training.chunks import outlier_mask
     from circuit_trace.transcoders.training.metrics import ReconstructionStats, reconstruct_tokens
-    from circuit_trace.transcoders.training.trainer import split_windows
 
     cache = ActivationCache(cache_dir)
     tc, layers, _ = load_partial(run / "transcoder")
-    _, held, _ = split_windows(cache.lengths, eval_tokens)
-    rows = cache.content_rows(torch.arange(cache.info.n_windows)[held])
+    rows = heldout_rows(cache, eval_tokens)
     keep, counts = outlier_mask(*cache.norms(rows), None, output_ratio)
     stats = ReconstructionStats(len(layers))
     x, y = cache.gather(rows[keep], cache.layer_positions(layers))
@@ -102,21 +108,16 @@ def heldout_fvu(cache_dir: Path, run: Path, eval_tokens: int) -> dict:
     windows (as `run_budget`'s evaluation): {model layer: FVU}."""
     from circuit_trace.transcoders.training import ActivationCache
     from circuit_trace.transcoders.training.metrics import ReconstructionStats
-    from circuit_trace.transcoders.training.trainer import split_windows
 
     cache = ActivationCache(cache_dir)
     tc, tc_layers = _model_layers(run)
     common = [m for m in cache.info.layers if m in tc_layers]
-    _, held, _ = split_windows(cache.lengths, eval_tokens)
-    rows = cache.content_rows(torch.arange(cache.info.n_windows)[held])
-    x, y = cache.gather(rows, cache.layer_positions(common))  # [N, len(common), d]
+    x, y = cache.gather(heldout_rows(cache, eval_tokens), cache.layer_positions(common))  # [N, len(common), d]
     y_hat = []
     for i, m in enumerate(common):  # one layer of a PLT at a time: its own encoder, decoder and skip
         j = tc_layers.index(m)
         xi = x[:, i].to(tc.dtype)
-        acts: list[torch.Tensor | None] = [None] * tc.n_layers
-        acts[j] = tc.encode(xi, j)
-        y_hat.append(tc.decode(acts)[j] + tc.skip(xi, j))
+        y_hat.append(tc.encode(xi, j) @ tc.decoder(j)[:, 0] + tc.b_dec[j] + tc.skip(xi, j))
     stats = ReconstructionStats(len(common))
     stats.update(y.float(), torch.stack(y_hat, 1))
     return dict(zip(common, stats.fvu(), strict=True))
