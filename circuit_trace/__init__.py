@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "train": "transcoders.training",
     "TrainConfig": "transcoders.training",
     "TrainingReport": "transcoders.training",
+    "resume_conflicts": "transcoders.training",
     # interventions
     "intervene": "interventions",
     "generate": "interventions",
@@ -137,7 +138,14 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from .sweeps import SweepOptions, SweepResult, sweep
     from .transcoders import CheckpointError, Transcoder, TranscoderError, TranscoderMismatchError, load_transcoders
     from .transcoders.catalogue import TranscoderSetInfo, get_transcoder_set, list_transcoder_sets
-    from .transcoders.training import CorpusError, OutputDirError, TrainConfig, TrainingReport, train
+    from .transcoders.training import (
+        CorpusError,
+        OutputDirError,
+        TrainConfig,
+        TrainingReport,
+        resume_conflicts,
+        train,
+    )
     from .viz import plot
 
 
@@ -155,4 +163,5 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS, *_SUBPACKAGES})
 
 
-__all__ = [*_EXPORTS, "__version__"]
+# Built from _EXPORTS, not written out a third time; pyright reads the names from the TYPE_CHECKING block.
+__all__ = [*_EXPORTS, "__version__"]  # pyright: ignore[reportUnsupportedDunderAll]

@@ -13,7 +13,9 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .cli_commands.argtypes import port, positive_int, unit_interval
 from .graphs.defaults import DESIRED_LOGIT_PROB, EDGE_THRESHOLD, MAX_N_LOGITS, NODE_THRESHOLD
@@ -325,7 +327,7 @@ TRAIN_HELP = {
     "pack": "pack documents into windows (default: only when one does not fit)",
     "input_hook": "hook the transcoders read (the MLP input, after its norm)",
     "output_hook": "hook the transcoders reconstruct (the MLP output)",
-    "outlier_ratio": "drop tokens whose MLP input norm exceeds this multiple of the median",
+    "outlier_ratio": "drop tokens whose MLP input norm exceeds this multiple of the median ('off': keep them)",
     "buffer_tokens": "tokens read and shuffled together (default 16 batches)",
     "forward_batch_size": "windows per model forward (default about 2048 tokens)",
     "eval_tokens": "held-out tokens for the final metrics (at most 10%% of the windows)",
@@ -372,6 +374,17 @@ def _train_help(f: dataclasses.Field, comments: dict[str, str], default) -> str:
     return text
 
 
+def _or_none(kind: type) -> Callable[[str], Any]:
+    """argparse type of an optional number: `kind`, or None for 'off' / 'none' (so a field whose
+    default is on, e.g. --outlier-ratio, can be switched off)."""
+
+    def parse(text: str):
+        return None if text.lower() in ("off", "none") else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid float value: 'x'"
+    return parse
+
+
 def _option_type(hint) -> dict:
     """argparse keywords for a field of type `hint`: bool -> --x/--no-x, Literal -> choices,
     list/tuple[T] -> one or more T, int/float/str (or Optional of one) -> that type, else str."""
@@ -381,7 +394,8 @@ def _option_type(hint) -> dict:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
-        return _option_type(args[0])
+        kw = _option_type(args[0])
+        return {**kw, "type": _or_none(kw["type"])} if kw.get("type") in (int, float) else kw
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
     if origin is typing.Literal:

@@ -528,8 +528,15 @@ class Graph:
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file: tensors (adjacency dense or CSR parts, bias_terms, target_values)
         plus this graph's JSON (node records, metadata) in the safetensors header. No pickle;
-        written to a temp file and renamed, so an interrupted save never leaves a broken file."""
+        written to a temp file and renamed, so an interrupted save never leaves a broken file.
+        A ``.json`` name raises ValueError: Neuronpedia JSON is `to_json`'s."""
         from safetensors.numpy import save as st_save
+
+        if Path(path).suffix.lower() == ".json":
+            raise ValueError(
+                f"{path}: Graph.save writes the safetensors format, not JSON; use graph.to_json(path) "
+                "for Neuronpedia JSON, or a .safetensors name"
+            )
 
         tensors: dict[str, np.ndarray] = {
             "bias_terms": np.ascontiguousarray(self.bias_terms),

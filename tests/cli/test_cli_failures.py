@@ -226,6 +226,15 @@ def test_every_train_config_field_is_an_option():
     assert dataclasses.asdict(config_from_args(parse_train(*argv))) == changed
 
 
+def test_an_optional_number_can_be_switched_off(capsys):
+    """--outlier-ratio is on by default (10); 'off' / 'none' give None, as TrainConfig takes it."""
+    assert config_from_args(parse_train("--outlier-ratio", "off")).outlier_ratio is None
+    assert config_from_args(parse_train("--lr", "None", "--outlier-ratio", "3")).outlier_ratio == 3.0
+    with pytest.raises(SystemExit) as e:
+        parse_train("--outlier-ratio", "often")
+    assert e.value.code == 2 and "invalid float value: 'often'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)

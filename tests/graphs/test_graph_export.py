@@ -65,6 +65,13 @@ def test_save_overwrites_atomically(tmp_path):
     assert Graph.load(path).equals(g2)
 
 
+def test_save_refuses_a_json_name(tmp_path):
+    """A binary file named .json would fail in every JSON viewer: point at to_json instead."""
+    with pytest.raises(ValueError, match="to_json"):
+        random_graph(2, 4, 10, seed=0).save(tmp_path / "g.JSON")
+    assert not list(tmp_path.iterdir())
+
+
 def test_load_rejects_other_files(tmp_path):
     from safetensors.numpy import save_file
 

@@ -31,6 +31,7 @@ from .trainer import (
     Trainer,
     TrainingReport,
     new_transcoder,
+    resume_conflicts,
     train,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "nmse",
     "read_corpus",
     "replacement_metrics",
+    "resume_conflicts",
     "tokenize_windows",
     "topk_loss",
     "train",

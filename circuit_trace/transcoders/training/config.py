@@ -37,6 +37,17 @@ RESUME_FIELDS = (
 )
 
 
+def resume_differences(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The `RESUME_FIELDS` in which ``cfg`` differs from a checkpoint's saved config (a dict of
+    `TrainConfig` fields), each as ``"field (checkpoint X, now Y)"``; empty when it can resume.
+    A field the checkpoint predates counts as equal."""
+    return [
+        f"{f} (checkpoint {saved[f]!r}, now {getattr(cfg, f)!r})"
+        for f in RESUME_FIELDS
+        if f in saved and saved[f] != getattr(cfg, f)
+    ]
+
+
 def _opt(default, help_: str):
     """A field with its command-line help (`circuit-trace train` reads ``metadata["help"]``)."""
     return field(default=default, metadata={"help": help_})

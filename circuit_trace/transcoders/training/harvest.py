@@ -79,6 +79,8 @@ def spread_windows(lengths: torch.Tensor, max_tokens: int) -> torch.Tensor:
     2.1M gave held-out FVU 0.19 at layer 3 against 0.44 for the first 540k."""
     n_all = lengths.shape[0]
     tokens = (lengths.long() - 1).clamp_min(0)  # [N] rows each window holds
+    if max_tokens >= int(tokens.sum()):
+        return torch.arange(n_all)
     n = min(n_all, max(1, int(n_all * max_tokens / max(1, int(tokens.sum())))))
     while True:
         idx = torch.linspace(0, n_all - 1, n).round().long().unique() if n > 1 else torch.tensor([n_all - 1])

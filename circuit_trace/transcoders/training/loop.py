@@ -17,11 +17,24 @@ from ...atomic import atomic_directory, atomic_write_text
 from ..errors import TranscoderMismatchError
 from ..transcoder import Transcoder
 from .chunks import generator
-from .config import RESUME_FIELDS, TrainConfig
+from .config import TrainConfig, resume_differences
 from .distributed import DistInfo, all_reduce_, average_gradients, barrier, broadcast_
 from .health import SpikeMonitor
 from .losses import jumprelu_loss, relu_loss, topk_loss, total_variance
 from .normalize import Normalizer
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The checkpoint ``ckpt_root/latest`` points at, or None when there is none."""
+    latest = ckpt_root / "latest"
+    return ckpt_root / latest.read_text().strip() if latest.exists() else None
+
+
+def checkpoint_config(path: Path) -> dict:
+    """The `TrainConfig` fields (a dict) a checkpoint was trained with; memory-mapped, so the
+    optimiser state is not read."""
+    state = torch.load(path / "state.pt", weights_only=True, map_location="cpu", mmap=True)
+    return json.loads(state["config"])
 
 
 class Trainer:
@@ -169,13 +182,9 @@ class Trainer:
         return final
 
     def _check_checkpoint(self, path: Path, state: dict, weights: dict) -> None:
-        saved = json.loads(state["config"])
-        diff = [f for f in RESUME_FIELDS if saved.get(f, getattr(self.cfg, f)) != getattr(self.cfg, f)]
+        diff = resume_differences(json.loads(state["config"]), self.cfg)
         if diff:
-            raise ValueError(
-                f"cannot resume from {path}: config differs in "
-                + ", ".join(f"{f} (checkpoint {saved.get(f)!r}, now {getattr(self.cfg, f)!r})" for f in diff)
-            )
+            raise ValueError(f"cannot resume from {path}: config differs in " + ", ".join(diff))
         own = self.tc.state_dict()
         for k, v in weights.items():
             if k not in own or own[k].shape != v.shape:

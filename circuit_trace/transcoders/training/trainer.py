@@ -28,12 +28,12 @@ from ..transcoder import Transcoder
 from .buffer import ActivationBuffer, make_windows, read_corpus
 from .cache import ActivationCache, CacheBuffer, CacheError, check_model
 from .chunks import ChunkedStream
-from .config import KINDS, TRAINABLE_ACTIVATIONS, TrainConfig, TrainingReport
+from .config import KINDS, TRAINABLE_ACTIVATIONS, TrainConfig, TrainingReport, resume_differences
 from .distributed import DistInfo, finish, init_distributed
 from .evaluation import Batches, cache_batches, evaluate
 from .health import health_flags
 from .layerspec import parse_layers
-from .loop import Trainer
+from .loop import Trainer, checkpoint_config, latest_checkpoint
 from .memory import reusing_freed_memory
 from .merge import save_partial
 from .metrics import dead_fraction
@@ -283,15 +283,24 @@ def train(
         finish(dist)
 
 
+def resume_conflicts(config: TrainConfig) -> list[str]:
+    """Why ``train(..., config, resume=True)`` would refuse the checkpoint already in
+    ``config.out_dir``: each field it was trained with differently, as ``"field (checkpoint X, now
+    Y)"``. Empty when there is no checkpoint or its recipe matches (use it to start afresh when an
+    earlier run used other settings); a checkpoint of another model's shape is refused by `train`."""
+    latest = latest_checkpoint(Path(config.out_dir) / "checkpoints")
+    return [] if latest is None else resume_differences(checkpoint_config(latest), config)
+
+
 def _start(trainer: Trainer, adapter, data: TrainData, ckpt_root: Path, resume: bool, init) -> None:
     """Resume from the latest checkpoint, or initialise (from ``init`` when given)."""
-    latest = ckpt_root / "latest"
-    if resume and not latest.exists():
+    latest = latest_checkpoint(ckpt_root)
+    if resume and latest is None:
         warnings.warn(f"resume=True but {ckpt_root} has no checkpoint; starting from scratch", stacklevel=3)
-    if resume and latest.exists():
-        trainer.load_checkpoint(ckpt_root / latest.read_text().strip())
+    if resume and latest is not None:
+        trainer.load_checkpoint(latest)
         return
-    if latest.exists():
+    if latest is not None:
         raise FileExistsError(
             f"{ckpt_root} already holds a checkpoint: pass resume=True (--resume on the "
             "command line) to continue it, or choose another out_dir (--out)"

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,8 +15,10 @@ from circuit_trace.transcoders.training import (
     TrainingReport,
     fold_normalization,
     new_transcoder,
+    resume_conflicts,
     train,
 )
+from circuit_trace.transcoders.training.config import resume_differences
 from circuit_trace.transcoders.training.trainer import evaluate
 
 
@@ -131,6 +135,24 @@ def test_bad_inputs(tiny, tmp_path):
             progress=False,
             init=Transcoder.random(2, 16, 24, input_hook="mlp.hook_in"),
         )
+
+
+def test_resume_conflicts_say_whether_train_would_resume(tiny, tmp_path):
+    model, tok, corpus = tiny
+    assert resume_conflicts(cfg(tmp_path, "rc")) == []  # nothing on disk yet
+    train(model, tok, corpus, cfg(tmp_path, "rc", steps=2), progress=False)
+    changed = cfg(tmp_path, "rc", steps=2, n_features=12, lr=1e-3)
+    assert resume_conflicts(changed) == ["n_features (checkpoint 24, now 12)", "lr (checkpoint 0.003, now 0.001)"]
+    with pytest.raises(ValueError, match=r"n_features \(checkpoint 24, now 12\), lr"):
+        train(model, tok, corpus, changed, progress=False, resume=True)
+    longer = cfg(tmp_path, "rc", steps=3)  # more steps is a continuation, not a conflict
+    assert resume_conflicts(longer) == []
+    assert train(model, tok, corpus, longer, progress=False, resume=True).steps == 3
+    # a checkpoint written before a field existed resumes as if it held today's value
+    saved = dataclasses.asdict(longer)
+    del saved["output_outlier_ratio"]
+    assert resume_differences(saved, dataclasses.replace(longer, output_outlier_ratio=5.0)) == []
+    assert resume_differences({**saved, "k": 7}, longer) == ["k (checkpoint 7, now 32)"]
 
 
 def test_init_from_transcoder_and_defaults(tiny, tmp_path):
