@@ -263,6 +263,7 @@ def train(
     torch.manual_seed(cfg.seed)
     adapter = _adapter(model)
     device = torch.device(cfg.device) if cfg.device else (next(model.parameters()).device if model else "cpu")
+    _check_autocast(cfg, torch.device(device).type)
     dist = init_distributed(torch.device(device).type)
     if dist.active and torch.device(device).type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -281,6 +282,23 @@ def train(
             return _train(adapter, trainer, data, cfg, out_dir, resume, init, progress, stop_after)
     finally:
         finish(dist)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (oneDNN's check: AVX-512 or AMX). On an
+    AVX2-only CPU torch falls back to a slow path: 0.5 GFLOP/s in bf16 against 83 in float32
+    measured on an AVX2 EPYC (2 threads, [1024, 576] x [576, 2048])."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if check is None else bool(check())
+
+
+def _check_autocast(cfg: TrainConfig, device_type: str) -> None:
+    """Refuse an explicit CPU autocast where bf16 would be many times slower than float32."""
+    if cfg.autocast and device_type == "cpu" and not cpu_has_fast_bf16():
+        raise ValueError(
+            "autocast (--autocast) needs a CPU with native bf16 (AVX-512 or AMX); on this one bf16 "
+            "products run about 100x slower than float32: train without it"
+        )
 
 
 def resume_conflicts(config: TrainConfig) -> list[str]:

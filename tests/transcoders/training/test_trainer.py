@@ -155,6 +155,19 @@ def test_resume_conflicts_say_whether_train_would_resume(tiny, tmp_path):
     assert resume_differences({**saved, "k": 7}, longer) == ["k (checkpoint 7, now 32)"]
 
 
+def test_cpu_autocast_is_refused_without_native_bf16(tiny, tmp_path, monkeypatch):
+    """On an AVX2-only CPU bf16 products are ~100x slower than float32: --autocast would only slow."""
+    from circuit_trace.transcoders.training import trainer
+
+    model, tok, corpus = tiny
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: False)
+    with pytest.raises(ValueError, match="native bf16"):
+        train(model, tok, corpus, cfg(tmp_path, "bf16", autocast=True, device="cpu"), progress=False)
+    assert not (tmp_path / "bf16").exists()  # refused before anything was written
+    # the default (autocast only on CUDA) and float32 are unaffected
+    assert train(model, tok, corpus, cfg(tmp_path, "fp32", steps=2, device="cpu"), progress=False).completed
+
+
 def test_init_from_transcoder_and_defaults(tiny, tmp_path):
     model, tok, corpus = tiny
     from circuit_trace.transcoders import Transcoder
