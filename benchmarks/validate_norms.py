@@ -1,7 +1,15 @@
-"""How much of `ct.validate`'s gap comes from the norms? The graph is linear with every norm
-denominator frozen at its clean value; the real model rescales the residual when a feature is
-removed. Here `ct.validate` runs twice per prompt: in the real model as shipped, and in the real
-model with each RMSNorm's denominator frozen at its clean value (attention stays free).
+"""Where does `ct.validate`'s gap come from: the norms, attention or the MLPs? The graph is linear
+with every norm denominator and attention pattern frozen at its clean value and every MLP error a
+constant; the real model rescales the residual when a feature is removed, its queries and keys move
+the patterns, and its MLPs answer unlike their transcoder. Here `ct.validate` runs four times per
+prompt, each freezing one more part of the real model at the clean prompt's values:
+
+1. as shipped;
+2. every RMSNorm denominator frozen (attention free);
+3. and the attention patterns (`models.freeze.freeze_mode`, the local replacement's own freezing):
+   only the MLPs (features and their errors) still answer an ablation;
+4. and the MLPs' errors (each MLP output = the transcoder's live reconstruction + the clean error):
+   only features crossing their thresholds are left of the model's nonlinearity.
 
     python benchmarks/validate_norms.py                  # the embedded organism, 6 two-hop prompts
     python benchmarks/validate_norms.py --n 20 --out results/validate_norms.json
@@ -22,7 +30,10 @@ import torch
 from organism_goals import CITIES  # the prompts organism_goals validates on
 
 import circuit_trace as ct
+from circuit_trace.models import mlp_hooks
+from circuit_trace.models.freeze import FrozenState, freeze_mode
 from circuit_trace.organisms.corpus import two_hop_prompt
+from circuit_trace.replacement.full import reconstruct_layer, replace_mlps
 
 
 def _frozen_rms_forward(cache: dict, module, x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +62,44 @@ def frozen_norms(model: ct.ReplacementModel) -> Iterator[None]:
             m.forward = f
 
 
+@contextmanager
+def frozen_attention_and_norms(model: ct.ReplacementModel, graph) -> Iterator[None]:
+    """Within the block, the model runs with the clean prompt's attention patterns and norm
+    denominators (recorded first, batch 1, the graph's own tokens)."""
+    state, ids = FrozenState(), torch.tensor([graph.input_ids], device=model.device)
+    with torch.no_grad(), freeze_mode(model.adapter, "record", state):
+        model.adapter.model(input_ids=ids)
+    with freeze_mode(model.adapter, "frozen", state):
+        yield
+
+
+@contextmanager
+def frozen_errors(model: ct.ReplacementModel, graph) -> Iterator[None]:
+    """Within the block, each MLP output is the transcoder's reconstruction of its live input plus
+    the clean prompt's error (MLP output - reconstruction), a constant."""
+    tc, ad = model.transcoders, model.adapter
+    xs: dict[int, torch.Tensor] = {}
+    ys: dict[int, torch.Tensor] = {}
+    ids = torch.tensor([graph.input_ids], device=model.device)
+    with (
+        torch.no_grad(),
+        mlp_hooks(
+            ad,
+            tc.feature_input_hook,
+            tc.feature_output_hook,
+            on_input=lambda layer, x: xs.__setitem__(layer, x),
+            on_output=lambda layer, y: ys.__setitem__(layer, y),
+        ),
+    ):
+        ad.model(input_ids=ids)
+    acts = {layer: tc.encode(x.to(tc.dtype), layer) for layer, x in xs.items()}
+    errors = {layer: y - reconstruct_layer(tc, acts, xs[layer], layer).to(y.dtype) for layer, y in ys.items()}
+    # registered after replace_mlps' hooks, so each adds its error to the reconstruction
+    add_error = lambda layer, y: y + errors[layer]  # noqa: E731
+    with replace_mlps(ad, tc), mlp_hooks(ad, tc.feature_input_hook, tc.feature_output_hook, on_output=add_error):
+        yield
+
+
 def spearman(model: ct.ReplacementModel, graph) -> dict[str, float]:
     s = ct.validate(model, graph).summary.set_index("pairs")["spearman_total"]
     return {"ff": round(float(s["feature->feature"]), 3), "fl": round(float(s["feature->logit"]), 3)}
@@ -60,21 +109,33 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=6, help="number of two-hop prompts (English)")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
+    p.add_argument("--organism", type=Path, default=None, help="a folder holding model/ and clt/ (default: embedded)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    model, rows = ct.load(), []
+    rows: list[dict] = []
+    model = ct.load() if args.organism is None else ct.load(str(args.organism / "model"), str(args.organism / "clt"))
     for city in CITIES[: args.n]:
         graph = ct.attribute(model, two_hop_prompt(city, "en"), progress=False)
         free = spearman(model, graph)
         with frozen_norms(model):  # the clean forward of validate fills the cache first
             frozen = spearman(model, graph)
-        rows.append({"city": city, "free": free, "norms_frozen": frozen})
+        with frozen_attention_and_norms(model, graph):
+            both = spearman(model, graph)
+        with frozen_attention_and_norms(model, graph), frozen_errors(model, graph):
+            errs = spearman(model, graph)
+        rows.append(
+            {"city": city, "free": free, "norms_frozen": frozen, "norms_attention_frozen": both, "errors_too": errs}
+        )
         print(
-            f"{city:10s} free ff {free['ff']:.2f} fl {free['fl']:.2f}   norms frozen ff {frozen['ff']:.2f} fl {frozen['fl']:.2f}"
+            f"{city:10s} free ff {free['ff']:.2f} fl {free['fl']:.2f}   norms frozen ff {frozen['ff']:.2f} "
+            f"fl {frozen['fl']:.2f}   + attention ff {both['ff']:.2f} fl {both['fl']:.2f}   "
+            f"+ errors ff {errs['ff']:.2f} fl {errs['fl']:.2f}"
         )
     med = lambda k, m: sorted(r[k][m] for r in rows)[len(rows) // 2]  # noqa: E731
     print(f"median: free ff {med('free', 'ff'):.2f} fl {med('free', 'fl'):.2f}; "
-          f"norms frozen ff {med('norms_frozen', 'ff'):.2f} fl {med('norms_frozen', 'fl'):.2f}")  # fmt: skip
+          f"norms frozen ff {med('norms_frozen', 'ff'):.2f} fl {med('norms_frozen', 'fl'):.2f}; "
+          f"+ attention ff {med('norms_attention_frozen', 'ff'):.2f} fl {med('norms_attention_frozen', 'fl'):.2f}; "
+          f"+ errors ff {med('errors_too', 'ff'):.2f} fl {med('errors_too', 'fl'):.2f}")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -33,11 +33,11 @@ def _slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "graph"
 
 
-def _output_path(arg: str | None, prompt: str) -> Path:
+def _output_path(arg: str | None, default: Path) -> Path:
+    """`arg` checked (its directory must exist, a .json name), or None for `default`: our own
+    location, whose directory the atomic writes create, so a run that fails leaves nothing behind."""
     if arg is None:
-        path = Path("graphs") / f"{_slug(prompt)}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)  # our own default location
-        return path
+        return default
     path = Path(arg)
     if not path.parent.is_dir():
         raise CLIError(f"output directory {str(path.parent)!r} does not exist (create it first)")
@@ -105,7 +105,7 @@ def cmd_trace(args) -> int:
     from .api import attribute
     from .graphs import prune
 
-    out = _output_path(args.output, args.prompt)
+    out = _output_path(args.output, Path("graphs") / f"{_slug(args.prompt)}.json")
     save = _checked_path(args.save_graph, ".safetensors", "--save") if args.save_graph else None
     rm = _load_model(args)
     t0 = time.perf_counter()
@@ -559,9 +559,7 @@ def cmd_serve(args) -> int:
 def cmd_demo(args) -> int:
     from .organisms.demo import DEMO_OUTPUT, run_demo
 
-    if args.output == DEMO_OUTPUT:
-        Path(DEMO_OUTPUT).parent.mkdir(parents=True, exist_ok=True)  # our own default location
-    out = _output_path(args.output, "")
+    out = _output_path(None if args.output == DEMO_OUTPUT else args.output, Path(DEMO_OUTPUT))
     result = run_demo(out, device=_device(args.device), progress=not args.quiet)
     _print_trace(result.graph, result.pruned, result.seconds, out)
     print(f"wrote {result.html_path} (interactive view; `circuit-trace serve {out.parent}` for the full viewer)")

@@ -72,7 +72,7 @@ def path_report(graph, city: str, answer: str) -> list[str]:
 
 def run_demo(output: str | Path = DEMO_OUTPUT, *, device=None, progress: bool = True) -> DemoResult:
     """Trace `DEMO_PROMPT` on the organism with its CLT and write `output` (graph JSON), the HTML
-    view beside it and `<output dir>/features/` (feature details). The output's directory must exist."""
+    view beside it and `<output dir>/features/` (feature details); the directory is made when missing."""
     import time
 
     from ..api import attribute, load

@@ -82,6 +82,20 @@ def test_cuda_on_a_cpu_only_torch(saved, tmp_path, capsys, monkeypatch, command)
     assert not (tmp_path / "g.json").exists()
 
 
+@pytest.mark.parametrize("command", ["trace", "demo"])
+def test_a_failed_run_leaves_no_default_output_folder(saved, tmp_path, capsys, monkeypatch, command):
+    """Without -o the graph goes to graphs/ under the working directory: made by the write, so a
+    run that fails before it leaves no empty folder behind."""
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    model = (
+        ["w1 w2", "--model", str(saved / "model"), "--transcoders", str(saved / "clt")] if command == "trace" else []
+    )
+    assert main([command, *model, "--device", "cuda"]) == EXIT_INPUT
+    one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cuda_without_a_gpu(saved, capsys, monkeypatch):
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
