@@ -14,7 +14,7 @@ prompt, each freezing one more part of the real model at the clean prompt's valu
     python benchmarks/validate_norms.py                  # the embedded organism, 6 two-hop prompts
     python benchmarks/validate_norms.py --n 20 --out results/validate_norms.json
 
-A diagnostic, not a tool: it swaps the norm modules' `forward` for the duration of one call.
+A diagnostic, not a tool: it patches the model's norms, attention and MLP outputs for one call at a time.
 """
 
 from __future__ import annotations
