@@ -34,16 +34,9 @@ def _slug(prompt: str) -> str:
 
 
 def _output_path(arg: str | None, default: Path) -> Path:
-    """`arg` checked (its directory must exist, a .json name), or None for `default`: our own
-    location, whose directory the atomic writes create, so a run that fails leaves nothing behind."""
-    if arg is None:
-        return default
-    path = Path(arg)
-    if not path.parent.is_dir():
-        raise CLIError(f"output directory {str(path.parent)!r} does not exist (create it first)")
-    if path.suffix != ".json":
-        raise CLIError(f"output path {arg!r} must end in .json")
-    return path
+    """`-o` checked like any output path, or None for `default`: our own location, whose directory
+    the atomic writes create, so a run that fails leaves nothing behind."""
+    return default if arg is None else _checked_path(arg, ".json", "-o")
 
 
 def _device(name: str | None) -> str | None:
