@@ -65,7 +65,7 @@ def run_budget(cache: Path, out: Path, tokens: int, args: argparse.Namespace) ->
 
 def heldout_rows(cache, eval_tokens: int) -> torch.Tensor:
     """The cache rows `train` evaluates on: those of its held-out windows (the last ones)."""
-    from circuit_trace.transcoders.training.trainer import split_windows
+    from circuit_trace.transcoders.training import split_windows
 
     _, held, _ = split_windows(cache.lengths, eval_tokens)
     return cache.content_rows(torch.arange(cache.info.n_windows)[held])
@@ -91,14 +91,9 @@ def inlier_fvu(cache_dir: Path, run: Path, eval_tokens: int, output_ratio: float
 
 def _model_layers(run: Path):
     """(transcoder, the model layers it holds) of a run directory or transcoder set, full or partial."""
-    from circuit_trace.transcoders import Transcoder
-    from circuit_trace.transcoders.training import MergeError, load_partial
+    from circuit_trace.transcoders.training import load_partial
 
-    try:
-        tc, layers, _ = load_partial(run)
-    except MergeError:  # a full set: every model layer
-        tc = Transcoder.load(str(run / "transcoder" if (run / "transcoder").is_dir() else run))
-        layers = list(range(tc.n_layers))
+    tc, layers, _ = load_partial(run)
     return tc, layers
 
 

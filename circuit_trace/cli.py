@@ -940,8 +940,15 @@ def add_merge_transcoders_command(sub) -> None:
     p = sub.add_parser(
         "merge-transcoders", help="merge training runs on layer subsets (--layers) into one transcoder set"
     )
-    p.add_argument("runs", nargs="+", help="training output directories (or their transcoder/ directories)")
+    p.add_argument(
+        "runs", nargs="+", help="training output directories (or their transcoder/ directories); whole sets too"
+    )
     p.add_argument("--out", required=True, help="directory for the merged set (circuit-tracer layout)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="a layer held by several runs comes from the last of them (splice retrained layers into a set)",
+    )
     p.set_defaults(func=cmd_merge_transcoders)
 
 
@@ -950,7 +957,7 @@ def cmd_merge_transcoders(args) -> int:
     from .transcoders.training import MergeError, merge_transcoders
 
     try:
-        tc = merge_transcoders(args.runs, args.out)
+        tc = merge_transcoders(args.runs, args.out, replace=args.replace)
     except (MergeError, TranscoderError, FileExistsError) as exc:
         raise CLIError(str(exc)) from exc
     kind = "CLT" if tc.is_cross_layer else "PLT"

@@ -55,6 +55,12 @@ NOT_RUN = {
     "circuit-trace merge-transcoders runs/a runs/b --out runs/merged": (
         "merges the two runs above, which are not run here; merging is tested in tests/transcoders/training"
     ),
+    "circuit-trace train ... --cache cache/ --layers 3-6 --tokens 2000000 --out runs/weak": (
+        "a sketch (`...`), not a full command"
+    ),
+    "circuit-trace merge-transcoders runs/plt runs/weak --replace --out runs/spliced": (
+        "splices the runs above, which are not run here; `--replace` runs in tests/transcoders/training/test_cli_harvest.py"
+    ),
     "circuit-trace serve graphs/": "a server that runs until stopped; tests/viz start it and drive it in a browser",
     "circuit-trace trace 'The capital of Texas is' --model google/gemma-2-2b --transcoders gemma": (
         "downloads Gemma-2-2B and its transcoders (no network in CI)"

@@ -1,6 +1,7 @@
 """Training transcoders on a model's MLPs: activation buffer and cache (harvest once, train many),
 losses, normalisation folding, metrics, the trainer (data-parallel, layer subsets, freed memory kept
-for reuse on the CPU) and merging."""
+for reuse on the CPU), held-out evaluation of any set on a cache, and merging (splicing retrained
+layers into a set)."""
 
 from .buffer import (
     ActivationBuffer,
@@ -12,6 +13,7 @@ from .buffer import (
     tokenize_windows,
 )
 from .cache import ActivationCache, CacheBuffer, CacheError, CacheInfo
+from .evaluation import evaluate_cached, split_windows
 from .harvest import HarvestConfig, harvest
 from .layerspec import parse_layers
 from .losses import decoder_norms, jumprelu_loss, relu_loss, topk_loss
@@ -43,10 +45,12 @@ __all__ = [
     "CacheInfo",
     "HarvestConfig",
     "MergeError",
+    "evaluate_cached",
     "harvest",
     "load_partial",
     "merge_transcoders",
     "parse_layers",
+    "split_windows",
     "CorpusError",
     "Normalizer",
     "OutputDirError",

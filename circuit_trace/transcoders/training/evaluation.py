@@ -1,19 +1,36 @@
 """Held-out evaluation of a trained transcoder: FVU / NMSE / L0 per layer on raw activations (read
 from the model or from an activation cache), and replacement KL / top-1 agreement through the model
-(only when the transcoder covers every layer: the replacement model needs them all)."""
+(only when the transcoder covers every layer: the replacement model needs them all). `split_windows`
+says which windows a run holds out; `evaluate_cached` scores any set (e.g. one spliced together by
+`merge_transcoders(replace=True)`) on a cache's held-out windows exactly as training does."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from ..transcoder import Transcoder
+from .cache import ActivationCache, CacheError, check_model
 from .chunks import content_mask
+from .config import TrainConfig
 from .metrics import ReconstructionStats, reconstruct_tokens, replacement_metrics
 from .reader import read_mlp_io
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_windows(lengths: torch.Tensor, eval_tokens: int) -> tuple[slice, slice, bool]:
+    """Hold out the last windows holding ``eval_tokens`` tokens, at most 10% of the windows; with
+    fewer than 10 windows, evaluate on the first training windows instead."""
+    n = lengths.shape[0]
+    tokens_from_end = (lengths - 1).flip(0).cumsum(0)
+    n_hold = min(int((tokens_from_end < eval_tokens).sum()) + 1, n // 10)
+    if n_hold < 1:
+        n_eval = int((lengths - 1).cumsum(0).lt(eval_tokens).sum()) + 1
+        return slice(None), slice(0, n_eval), False
+    return slice(0, n - n_hold), slice(n - n_hold, n), True
 
 
 def stream_batches(
@@ -61,7 +78,7 @@ def evaluate(
     adapter,
     tc: Transcoder,
     windows: torch.Tensor,
-    config,
+    config: TrainConfig,
     lengths: torch.Tensor | None = None,
     *,
     layers: list[int] | None = None,
@@ -84,4 +101,37 @@ def evaluate(
             adapter, tc, windows, batch_size=fb, lengths=lengths, skip_token_ids=skip_token_ids, progress=progress
         )
         out.update(kl=rep["kl"], top1_agreement=rep["top1_agreement"])
+    return out
+
+
+def evaluate_cached(
+    model, tc: Transcoder, cache_dir: str | os.PathLike, eval_tokens: int, config=None, progress: bool = False
+) -> dict:
+    """What `train(cache=...)` reports at its end, for any set ``tc`` of the cache's model covering
+    every layer: FVU / NMSE / L0 per layer on the held-out windows of a run with the same
+    ``eval_tokens`` (never trained on) and, with ``model`` (the harvested one), replacement KL and
+    top-1 agreement on the same tokens. ``config`` (a `TrainConfig`) sets the forward batch."""
+    from ...models import get_adapter  # only here: the cache-only paths never import the model stack
+
+    cache = ActivationCache(cache_dir)
+    info = cache.info
+    if tc.n_layers != info.n_model_layers:
+        raise CacheError(f"the set has {tc.n_layers} layers, the cache's model {info.n_model_layers}: give a whole set")
+    if model is not None:
+        check_model(info, model, cache_dir)
+    _, held, heldout = split_windows(cache.lengths, eval_tokens)
+    windows = torch.arange(info.n_windows)[held]
+    batches = cache_batches(cache, windows, cache.layer_positions(list(range(tc.n_layers))))
+    adapter = None if model is None else get_adapter(model)
+    out = evaluate(
+        adapter,
+        tc,
+        cache.windows[held],
+        config or TrainConfig(),
+        cache.lengths[held],
+        batches=batches,
+        progress=progress,
+        skip_token_ids=info.skip_token_ids,
+    )
+    out["heldout"] = heldout
     return out

@@ -3,9 +3,11 @@
 A partial set is saved in the circuit-tracer layout for its own layers, numbered 0..k-1, with two
 more keys in ``config.yaml``: ``partial_layers`` (the model layers they stand for) and
 ``n_model_layers``. Loading one for attribution is refused with a one-line error (attribution needs
-every layer); `merge_transcoders` joins runs that together cover every layer exactly once. PLT
-subsets merge exactly (layers train independently); CLT subsets merge with no decoder between
-layers of different runs (those weights are zero).
+every layer); `merge_transcoders` joins runs that together cover every layer. A whole set counts as
+a run covering every layer, and with ``replace=True`` a later run's layers replace an earlier one's
+(retrain the weak layers of a set, then splice them in). PLT layers merge exactly (they train
+independently); a CLT's decoders are kept only between layers taken from the same run (others are
+zero).
 """
 
 from __future__ import annotations
@@ -43,15 +45,16 @@ def _set_dir(path: str | os.PathLike) -> Path:
 
 
 def load_partial(path: str | os.PathLike) -> tuple[Transcoder, list[int], int]:
-    """(transcoder, model layers, n_model_layers) of a partial set."""
+    """(transcoder, model layers, n_model_layers) of a partial set (of a whole set: every layer)."""
     from ..formats import load_transcoders
 
     folder = _set_dir(path)
     if not (folder / "config.yaml").is_file():
         raise MergeError(f"{path}: no transcoder set (config.yaml) there")
     cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    if not isinstance(cfg, dict) or PARTIAL_KEY not in cfg:
-        raise MergeError(f"{folder} is not a partial set (a run trained with layers=); nothing to merge")
+    if not isinstance(cfg, dict) or PARTIAL_KEY not in cfg:  # a whole set: every layer of its model
+        tc = load_transcoders(folder, lazy=False)
+        return tc, list(range(tc.n_layers)), tc.n_layers
     layers, n_model = [int(l) for l in cfg.pop(PARTIAL_KEY)], int(cfg.pop("n_model_layers"))
     tmp = Path(tempfile.mkdtemp(prefix="ct-partial-"))
     try:  # the set without its partial keys, so the ordinary loader reads it (files linked, not copied)
@@ -65,45 +68,59 @@ def load_partial(path: str | os.PathLike) -> tuple[Transcoder, list[int], int]:
     return tc, layers, n_model
 
 
-def _check_parts(parts: list[tuple[Transcoder, list[int], int]]) -> int:
-    """Same recipe in every run, each model layer covered exactly once; the model's layer count."""
+def _owners(parts: list[tuple[Transcoder, list[int], int]], replace: bool) -> list[int]:
+    """Per model layer, the run it is taken from (the last run holding it when ``replace``); checks
+    that every run has the same recipe and every layer is covered (exactly once unless ``replace``)."""
     first = parts[0][0]
     sig = lambda t: (t.is_cross_layer, t.d_model, t.d_features, t.activation, t.k, t.has_skip, t.feature_input_hook)
     n_model = parts[0][2]
-    seen: dict[int, int] = {}
+    owner: dict[int, int] = {}
     for i, (tc, layers, n) in enumerate(parts):
         if sig(tc) != sig(first) or n != n_model:
             raise MergeError(f"run {i + 1} differs from run 1 in kind, size, activation, hooks or model")
         for l in layers:
-            if l in seen:
-                raise MergeError(f"layer {l} is in runs {seen[l] + 1} and {i + 1}")
-            seen[l] = i
-    missing = sorted(set(range(n_model)) - set(seen))
+            if l in owner and not replace:
+                raise MergeError(
+                    f"layer {l} is in runs {owner[l] + 1} and {i + 1} (replace=True / --replace takes it from the later run)"
+                )
+            owner[l] = i
+    missing = sorted(set(range(n_model)) - set(owner))
     if missing:
         raise MergeError(f"no run covers layer(s) {missing}; every layer of the {n_model}-layer model is needed")
-    return n_model
+    return [owner[l] for l in range(n_model)]
 
 
 @torch.no_grad()
-def merge_transcoders(paths: list[str | os.PathLike], out: str | os.PathLike | None = None) -> Transcoder:
-    """One transcoder set from partial runs that cover every model layer once (saved to ``out``)."""
+def merge_transcoders(
+    paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *, replace: bool = False
+) -> Transcoder:
+    """One transcoder set from runs (partial or whole sets) that cover every model layer, once each
+    unless ``replace``: then each layer comes from the last run holding it. Saved to ``out``."""
     if not paths:
         raise MergeError("no runs to merge")
     parts = [load_partial(p) for p in paths]
-    n_model = _check_parts(parts)
-    f = parts[0][0]
-    merged = f.empty_like(n_model)
-    for tc, layers, _ in parts:
+    owner = _owners(parts, replace)
+    merged = parts[0][0].empty_like(len(owner))
+    for run, (tc, layers, _) in enumerate(parts):
         for i, g in enumerate(layers):
-            merged.W_enc[g].copy_(tc.W_enc[i])
-            merged.b_enc[g].copy_(tc.b_enc[i])
-            merged.b_dec[g].copy_(tc.b_dec[i])
-            if merged.activation == "jumprelu":
-                merged.threshold[g].copy_(tc.thresholds(i))
-            if merged.W_skip is not None and tc.W_skip is not None:
-                merged.W_skip[g].copy_(tc.W_skip[i])
-            for slot, target in zip(range(tc.n_outputs(i)), layers[i:]):
-                merged.decoder(g)[:, target - g if merged.is_cross_layer else 0].copy_(tc.decoder(i)[:, slot])
+            if owner[g] == run:
+                _copy_layer(
+                    merged, g, tc, i, [(s, t) for s, t in zip(range(tc.n_outputs(i)), layers[i:]) if owner[t] == run]
+                )
     if out is not None:
         merged.save(str(out))
     return merged
+
+
+def _copy_layer(merged: Transcoder, g: int, tc: Transcoder, i: int, slots: list[tuple[int, int]]) -> None:
+    """Run layer ``i`` into model layer ``g``: encoder, biases, threshold, skip and the decoder
+    ``slots`` (run slot, model target layer)."""
+    merged.W_enc[g].copy_(tc.W_enc[i])
+    merged.b_enc[g].copy_(tc.b_enc[i])
+    merged.b_dec[g].copy_(tc.b_dec[i])
+    if merged.activation == "jumprelu":
+        merged.threshold[g].copy_(tc.thresholds(i))
+    if merged.W_skip is not None and tc.W_skip is not None:
+        merged.W_skip[g].copy_(tc.W_skip[i])
+    for slot, target in slots:
+        merged.decoder(g)[:, target - g if merged.is_cross_layer else 0].copy_(tc.decoder(i)[:, slot])

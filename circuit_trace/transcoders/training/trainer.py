@@ -30,7 +30,7 @@ from .cache import ActivationCache, CacheBuffer, CacheError, check_model
 from .chunks import ChunkedStream
 from .config import KINDS, TRAINABLE_ACTIVATIONS, TrainConfig, TrainingReport, resume_differences
 from .distributed import DistInfo, finish, init_distributed
-from .evaluation import Batches, cache_batches, evaluate
+from .evaluation import Batches, cache_batches, evaluate, split_windows
 from .health import health_flags
 from .layerspec import parse_layers
 from .loop import Trainer, checkpoint_config, latest_checkpoint
@@ -115,18 +115,6 @@ def _writable_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise OutputDirError(f"output directory {str(p)!r} is not writable: {e.strerror or e}") from e
     return p
-
-
-def split_windows(lengths: torch.Tensor, eval_tokens: int) -> tuple[slice, slice, bool]:
-    """Hold out the last windows holding ``eval_tokens`` tokens, at most 10% of the windows; with
-    fewer than 10 windows, evaluate on the first training windows instead."""
-    n = lengths.shape[0]
-    tokens_from_end = (lengths - 1).flip(0).cumsum(0)
-    n_hold = min(int((tokens_from_end < eval_tokens).sum()) + 1, n // 10)
-    if n_hold < 1:
-        n_eval = int((lengths - 1).cumsum(0).lt(eval_tokens).sum()) + 1
-        return slice(None), slice(0, n_eval), False
-    return slice(0, n - n_hold), slice(n - n_hold, n), True
 
 
 def _windows_per_chunk(cfg: TrainConfig, train_lengths: torch.Tensor) -> int:

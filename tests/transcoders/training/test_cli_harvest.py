@@ -26,5 +26,8 @@ def test_harvest_train_subsets_merge(tiny, tmp_path, capsys):
     assert load_transcoders(str(tmp_path / "m")).n_layers == 2
     assert main(["merge-transcoders", str(tmp_path / "l0"), "--out", str(tmp_path / "m2")]) == 2
     assert "no run covers layer(s) [1]" in capsys.readouterr().err
+    splice = ["merge-transcoders", str(tmp_path / "m"), str(tmp_path / "l1"), "--out", str(tmp_path / "m3")]
+    assert main(splice) == 2 and "layer 1 is in runs 1 and 2" in capsys.readouterr().err
+    assert main([*splice, "--replace"]) == 0 and "PLT, 2 layers" in capsys.readouterr().out
     bad = ["harvest", *common, "--out", str(tmp_path / "cache"), "--context-size", "8"]
     assert main(bad) == 2 and "other settings" in capsys.readouterr().err

@@ -9,11 +9,14 @@ import torch.multiprocessing as mp
 
 from circuit_trace.transcoders import CheckpointError, load_transcoders
 from circuit_trace.transcoders.training import (
+    CacheError,
     HarvestConfig,
     MergeError,
     TrainConfig,
     TrainingReport,
+    evaluate_cached,
     harvest,
+    load_partial,
     merge_transcoders,
     parse_layers,
     train,
@@ -79,8 +82,34 @@ def test_layer_subsets_merged_equal_one_shot(tiny, tmp_path, cache_dir):
         merge_transcoders([tmp_path / "l0"])
     with pytest.raises(MergeError, match="layer 0 is in runs 1 and 2"):
         merge_transcoders([tmp_path / "l0", tmp_path / "l0"])
-    with pytest.raises(MergeError, match="not a partial set"):
-        merge_transcoders([tmp_path / "all"])
+    assert_same_weights(merge_transcoders([tmp_path / "all"]), merged)  # a whole set alone: itself
+
+
+def test_replace_splices_retrained_layers_into_a_whole_set(tmp_path, cache_dir):
+    train(None, None, None, cfg(tmp_path, "all", cache_dir), progress=False)
+    train(None, None, None, cfg(tmp_path, "l0", cache_dir, layers="0"), progress=False)
+    train(None, None, None, cfg(tmp_path, "l1b", cache_dir, layers="1", seed=7, steps=6), progress=False)
+    with pytest.raises(MergeError, match="layer 1 is in runs 1 and 2.*replace"):
+        merge_transcoders([tmp_path / "all", tmp_path / "l1b"])
+    spliced = merge_transcoders([tmp_path / "all", tmp_path / "l1b"], replace=True)
+    assert_same_weights(spliced, merge_transcoders([tmp_path / "l0", tmp_path / "l1b"]))
+    whole = load_transcoders(str(tmp_path / "all" / "transcoder"), lazy=False)
+    assert not torch.allclose(spliced.W_enc[1], whole.W_enc[1])  # layer 1 really was replaced
+    assert_same_weights(merge_transcoders([tmp_path / "l1b", tmp_path / "all"], replace=True), whole)
+
+
+def test_evaluate_cached_repeats_the_runs_own_evaluation(tiny, tmp_path, cache_dir):
+    model, _, _ = tiny
+    report = train(model, None, None, cfg(tmp_path, "all", cache_dir), progress=False)
+    tc = load_transcoders(str(tmp_path / "all" / "transcoder"), lazy=False)
+    ev = evaluate_cached(model, tc, cache_dir, eval_tokens=40)
+    assert ev["fvu"] == pytest.approx(report.fvu, rel=1e-5) and ev["tokens"] == report.eval_tokens
+    assert ev["kl"] == pytest.approx(report.replacement_kl, rel=1e-5)
+    assert ev["top1_agreement"] == report.top1_agreement and ev["heldout"]
+    assert evaluate_cached(None, tc, cache_dir, eval_tokens=40)["kl"] is None  # no model: reconstruction only
+    train(None, None, None, cfg(tmp_path, "l0", cache_dir, layers="0"), progress=False)
+    with pytest.raises(CacheError, match="give a whole set"):
+        evaluate_cached(model, load_partial(tmp_path / "l0")[0], cache_dir, 40)
 
 
 def test_clt_subsets_merge_block_diagonal(tmp_path, cache_dir):
@@ -89,6 +118,12 @@ def test_clt_subsets_merge_block_diagonal(tmp_path, cache_dir):
     merged = merge_transcoders([tmp_path / "c0", tmp_path / "c1"])
     assert merged.is_cross_layer and merged.decoder(0).shape[1] == 2
     assert (merged.decoder(0)[:, 1] == 0).all() and (merged.decoder(0)[:, 0] != 0).any()
+    train(None, None, None, cfg(tmp_path, "call", cache_dir, kind="clt", steps=2), progress=False)
+    whole = load_transcoders(str(tmp_path / "call" / "transcoder"), lazy=False)
+    spliced = merge_transcoders([tmp_path / "call", tmp_path / "c1"], replace=True)
+    torch.testing.assert_close(spliced.W_enc, torch.stack([whole.W_enc[0], merged.W_enc[1]]))
+    torch.testing.assert_close(spliced.decoder(0)[:, 0], whole.decoder(0)[:, 0])
+    assert (spliced.decoder(0)[:, 1] == 0).all() and (whole.decoder(0)[:, 1] != 0).any()  # no cross-run decoder
 
 
 def _free_port() -> int:
