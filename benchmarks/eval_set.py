@@ -6,8 +6,8 @@ run plus a longer run of its weakest layers.
     python benchmarks/eval_set.py --cache CACHE --model GGUF_DIR --eval-tokens 16384 \\
         --set RUN [--set RUN ...] [--splice RUN PART ...] --out results/eval_set.json
 
-Each ``--set`` is scored as it is; each ``--splice`` is merged with replace=True (in a temporary
-directory) and scored. The table printed and the JSON hold every set's figures."""
+Each ``--set`` is scored as it is; each ``--splice`` is merged with replace=True and pad=True (runs
+of other widths allowed; in a temporary directory) and scored. The table printed and the JSON hold every set's figures."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def score(model, tc, args: argparse.Namespace, name: str) -> dict:
         "layers_at_goal": sum(v <= GOAL_FVU for v in fvu),
         "above_goal": {i: round(v, 3) for i, v in enumerate(fvu) if v > GOAL_FVU},
         "l0_mean": sum(ev["l0"]) / len(ev["l0"]),
+        "n_features": tc.d_features,
         "tokens": ev["tokens"],
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -64,7 +65,7 @@ def main() -> None:
     rows = [score(model, load_partial(s)[0], args, str(s)) for s in args.set]
     for runs in args.splice:
         with tempfile.TemporaryDirectory() as tmp:
-            tc = merge_transcoders(runs, Path(tmp) / "set", replace=True)
+            tc = merge_transcoders(runs, Path(tmp) / "set", replace=True, pad=True)
             rows.append(score(model, tc, args, " + ".join(map(str, runs))))
     for r in rows:
         print(

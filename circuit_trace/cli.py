@@ -949,6 +949,11 @@ def add_merge_transcoders_command(sub) -> None:
         action="store_true",
         help="a layer held by several runs comes from the last of them (splice retrained layers into a set)",
     )
+    p.add_argument(
+        "--pad",
+        action="store_true",
+        help="runs may differ in width: the set takes the widest, narrower layers get features that never fire",
+    )
     p.set_defaults(func=cmd_merge_transcoders)
 
 
@@ -957,11 +962,11 @@ def cmd_merge_transcoders(args) -> int:
     from .transcoders.training import MergeError, merge_transcoders
 
     try:
-        tc = merge_transcoders(args.runs, args.out, replace=args.replace)
+        tc = merge_transcoders(args.runs, args.out, replace=args.replace, pad=args.pad)
     except (MergeError, TranscoderError, FileExistsError) as exc:
         raise CLIError(str(exc)) from exc
     kind = "CLT" if tc.is_cross_layer else "PLT"
-    print(f"merged {len(args.runs)} run(s) into {args.out}: {kind}, {tc.n_layers} layers")
+    print(f"merged {len(args.runs)} run(s) into {args.out}: {kind}, {tc.n_layers} layers, {tc.d_features} features")
     return EXIT_OK
 
 

@@ -357,13 +357,14 @@ class Transcoder(nn.Module):
                 ) from e
 
     # ------------------------------------------------------------------ persistence
-    def empty_like(self, n_layers: int | None = None) -> Transcoder:
+    def empty_like(self, n_layers: int | None = None, d_features: int | None = None) -> Transcoder:
         """A zero-initialised transcoder with this one's settings (width, kind, activation, skip,
-        hooks, names, bandwidth, device, dtype), over `n_layers` layers (default: as many)."""
+        hooks, names, bandwidth, device, dtype), over `n_layers` layers and `d_features` features
+        per layer (default: as many)."""
         return Transcoder(
             self.n_layers if n_layers is None else n_layers,
             self.d_model,
-            self.d_features,
+            self.d_features if d_features is None else d_features,
             cross_layer=self.is_cross_layer,
             activation=self.activation,
             skip=self.has_skip,

@@ -5,9 +5,11 @@ more keys in ``config.yaml``: ``partial_layers`` (the model layers they stand fo
 ``n_model_layers``. Loading one for attribution is refused with a one-line error (attribution needs
 every layer); `merge_transcoders` joins runs that together cover every layer. A whole set counts as
 a run covering every layer, and with ``replace=True`` a later run's layers replace an earlier one's
-(retrain the weak layers of a set, then splice them in). PLT layers merge exactly (they train
-independently); a CLT's decoders are kept only between layers taken from the same run (others are
-zero).
+(retrain the weak layers of a set, then splice them in). With ``pad=True`` runs may differ in width
+(e.g. a hard layer retrained with 4x the features): the set takes the widest, and a narrower layer's
+extra features have zero weights and encoder bias -1, so they never fire and its reconstruction is
+unchanged. PLT layers merge exactly (they train independently); a CLT's decoders are kept only
+between layers taken from the same run (others are zero).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ...atomic import atomic_write_text
 from ..transcoder import Transcoder
 
 PARTIAL_KEY = "partial_layers"
+PAD_BIAS = -1.0  # encoder bias of a padding feature: with zero weights its pre-activation is always < 0
 
 
 class MergeError(ValueError):
@@ -68,16 +71,22 @@ def load_partial(path: str | os.PathLike) -> tuple[Transcoder, list[int], int]:
     return tc, layers, n_model
 
 
-def _owners(parts: list[tuple[Transcoder, list[int], int]], replace: bool) -> list[int]:
+def _owners(parts: list[tuple[Transcoder, list[int], int]], replace: bool, pad: bool) -> list[int]:
     """Per model layer, the run it is taken from (the last run holding it when ``replace``); checks
-    that every run has the same recipe and every layer is covered (exactly once unless ``replace``)."""
+    that every run has the same recipe (but for the width when ``pad``) and every layer is covered
+    (exactly once unless ``replace``)."""
     first = parts[0][0]
-    sig = lambda t: (t.is_cross_layer, t.d_model, t.d_features, t.activation, t.k, t.has_skip, t.feature_input_hook)
+    sig = lambda t: (t.is_cross_layer, t.d_model, t.activation, t.k, t.has_skip, t.feature_input_hook)
     n_model = parts[0][2]
     owner: dict[int, int] = {}
     for i, (tc, layers, n) in enumerate(parts):
         if sig(tc) != sig(first) or n != n_model:
-            raise MergeError(f"run {i + 1} differs from run 1 in kind, size, activation, hooks or model")
+            raise MergeError(f"run {i + 1} differs from run 1 in kind, activation, hooks or model")
+        if tc.d_features != first.d_features and not pad:
+            raise MergeError(
+                f"run {i + 1} has {tc.d_features} features per layer, run 1 {first.d_features} "
+                "(pad=True / --pad widens the narrower layers with features that never fire)"
+            )
         for l in layers:
             if l in owner and not replace:
                 raise MergeError(
@@ -92,15 +101,18 @@ def _owners(parts: list[tuple[Transcoder, list[int], int]], replace: bool) -> li
 
 @torch.no_grad()
 def merge_transcoders(
-    paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *, replace: bool = False
+    paths: list[str | os.PathLike], out: str | os.PathLike | None = None, *, replace: bool = False, pad: bool = False
 ) -> Transcoder:
     """One transcoder set from runs (partial or whole sets) that cover every model layer, once each
-    unless ``replace``: then each layer comes from the last run holding it. Saved to ``out``."""
+    unless ``replace``: then each layer comes from the last run holding it. ``pad``: runs of other
+    widths are allowed (see the module docstring). Saved to ``out``."""
     if not paths:
         raise MergeError("no runs to merge")
     parts = [load_partial(p) for p in paths]
-    owner = _owners(parts, replace)
-    merged = parts[0][0].empty_like(len(owner))
+    owner = _owners(parts, replace, pad)
+    width = max(parts[run][0].d_features for run in set(owner))
+    merged = parts[0][0].empty_like(len(owner), width)
+    merged.b_enc.fill_(PAD_BIAS)  # every feature a layer's run does not fill stays silent
     for run, (tc, layers, _) in enumerate(parts):
         for i, g in enumerate(layers):
             if owner[g] == run:
@@ -113,14 +125,15 @@ def merge_transcoders(
 
 
 def _copy_layer(merged: Transcoder, g: int, tc: Transcoder, i: int, slots: list[tuple[int, int]]) -> None:
-    """Run layer ``i`` into model layer ``g``: encoder, biases, threshold, skip and the decoder
-    ``slots`` (run slot, model target layer)."""
-    merged.W_enc[g].copy_(tc.W_enc[i])
-    merged.b_enc[g].copy_(tc.b_enc[i])
+    """Run layer ``i`` into model layer ``g`` (its first features when the run is narrower): encoder,
+    biases, threshold, skip and the decoder ``slots`` (run slot, model target layer)."""
+    f = tc.d_features
+    merged.W_enc[g, :f].copy_(tc.W_enc[i])
+    merged.b_enc[g, :f].copy_(tc.b_enc[i])
     merged.b_dec[g].copy_(tc.b_dec[i])
     if merged.activation == "jumprelu":
-        merged.threshold[g].copy_(tc.thresholds(i))
+        merged.threshold[g, :f].copy_(tc.thresholds(i))
     if merged.W_skip is not None and tc.W_skip is not None:
         merged.W_skip[g].copy_(tc.W_skip[i])
     for slot, target in slots:
-        merged.decoder(g)[:, target - g if merged.is_cross_layer else 0].copy_(tc.decoder(i)[:, slot])
+        merged.decoder(g)[:f, target - g if merged.is_cross_layer else 0].copy_(tc.decoder(i)[:, slot])

@@ -98,6 +98,30 @@ def test_replace_splices_retrained_layers_into_a_whole_set(tmp_path, cache_dir):
     assert_same_weights(merge_transcoders([tmp_path / "l1b", tmp_path / "all"], replace=True), whole)
 
 
+def test_pad_splices_a_wider_layer_whose_extra_features_never_fire(tmp_path, cache_dir):
+    train(None, None, None, cfg(tmp_path, "all", cache_dir, activation="topk", k=4), progress=False)
+    train(
+        None,
+        None,
+        None,
+        cfg(tmp_path, "w1", cache_dir, layers="1", n_features=40, activation="topk", k=4),
+        progress=False,
+    )
+    runs = [tmp_path / "all", tmp_path / "w1"]
+    with pytest.raises(MergeError, match="run 2 has 40 features per layer, run 1 24.*pad"):
+        merge_transcoders(runs, replace=True)
+    spliced = merge_transcoders(runs, tmp_path / "spliced", replace=True, pad=True)
+    whole = load_transcoders(str(tmp_path / "all" / "transcoder"), lazy=False)
+    wide = load_partial(tmp_path / "w1")[0]
+    assert load_transcoders(str(tmp_path / "spliced")).d_features == spliced.d_features == 40
+    x = torch.randn(64, whole.d_model) * 3
+    for layer, ref, i in ((0, whole, 0), (1, wide, 0)):  # each layer encodes and decodes as its run did
+        acts = spliced.encode(x, layer)
+        assert (acts[:, ref.d_features :] == 0).all()  # the padding never fires
+        torch.testing.assert_close(acts[:, : ref.d_features], ref.encode(x, i))
+        torch.testing.assert_close(spliced.decoder(layer)[: ref.d_features], ref.decoder(i))
+
+
 def test_evaluate_cached_repeats_the_runs_own_evaluation(tiny, tmp_path, cache_dir):
     model, _, _ = tiny
     report = train(model, None, None, cfg(tmp_path, "all", cache_dir), progress=False)
