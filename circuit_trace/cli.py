@@ -954,20 +954,65 @@ def add_merge_transcoders_command(sub) -> None:
         action="store_true",
         help="runs may differ in width: the set takes the widest, narrower layers get features that never fire",
     )
+    p.add_argument(
+        "--eval-cache",
+        default=None,
+        help="score the merged set on this activation cache's held-out windows, as `train --cache` scores a run "
+        "(FVU and L0 per layer; with --model, replacement KL and top-1); written to OUT/eval.json",
+    )
+    p.add_argument("--model", default=None, help="with --eval-cache: the model the cache was harvested from")
+    p.add_argument(
+        "--eval-tokens",
+        type=positive_int,
+        default=None,
+        help="held-out tokens (default: train's --eval-tokens default)",
+    )
     p.set_defaults(func=cmd_merge_transcoders)
 
 
 def cmd_merge_transcoders(args) -> int:
     from .transcoders import TranscoderError
-    from .transcoders.training import MergeError, merge_transcoders
+    from .transcoders.training import ActivationCache, CacheError, MergeError, merge_transcoders
 
+    if args.model and not args.eval_cache:
+        raise CLIError("--model is only used with --eval-cache")
     try:
+        if args.eval_cache:
+            ActivationCache(args.eval_cache)  # missing or corrupt: fail before merging
         tc = merge_transcoders(args.runs, args.out, replace=args.replace, pad=args.pad)
-    except (MergeError, TranscoderError, FileExistsError) as exc:
+    except (MergeError, TranscoderError, CacheError, FileExistsError) as exc:
         raise CLIError(str(exc)) from exc
     kind = "CLT" if tc.is_cross_layer else "PLT"
     print(f"merged {len(args.runs)} run(s) into {args.out}: {kind}, {tc.n_layers} layers, {tc.d_features} features")
+    if args.eval_cache:
+        _score_merged(tc, args)
     return EXIT_OK
+
+
+def _score_merged(tc, args) -> None:
+    """`merge-transcoders --eval-cache`: the held-out scores, printed and written to OUT/eval.json."""
+    import json
+    import statistics
+
+    from .atomic import atomic_write_text
+    from .transcoders.training import CacheError, TrainConfig, evaluate_cached
+
+    model = None if args.model is None else _load_train_model(args.model, None, None)[0]
+    n_tokens = args.eval_tokens or TrainConfig().eval_tokens
+    try:
+        ev = evaluate_cached(model, tc, args.eval_cache, n_tokens, progress=sys.stderr.isatty())
+    except CacheError as exc:
+        raise CLIError(str(exc)) from exc
+    fvu = [float(v) for v in ev["fvu"]]
+    worst = max(range(len(fvu)), key=fvu.__getitem__)
+    line = f"held-out ({ev['tokens']} tokens of {args.eval_cache}): FVU total {ev['fvu_total']:.3f}, "
+    line += f"median layer {statistics.median(fvu):.3f}, worst layer {worst} ({fvu[worst]:.3f}), "
+    line += f"{sum(v > 1 for v in fvu)} layer(s) above 1"
+    if ev["kl"] is not None:
+        line += f"; replacement KL {ev['kl']:.3f} nats, top-1 {100 * ev['top1_agreement']:.1f} %"
+    print(line)
+    report = {"cache": str(args.eval_cache), "eval_tokens": n_tokens, **ev}
+    atomic_write_text(Path(args.out) / "eval.json", json.dumps(report, indent=1, default=float))
 
 
 # One registration function per subcommand, in the order `--help` lists them. A new subcommand is a

@@ -77,7 +77,7 @@ SMOLLM2_RECIPE = (
     "circuit-trace train --cache C --model '$GGUF_DIR' --kind plt --activation topk --k 64 --features 2048 --skip --lr 2e-3 --tokens 983040 --eval-tokens 16384 --threads 2 --out runs/all",
     "circuit-trace train --cache C --kind plt --activation topk --k 64 --features 2048 --skip --lr 2e-3 --tokens 1966080 --eval-tokens 16384 --threads 2 --layers 3-6,25 --out runs/weak",
     "circuit-trace train --cache C --kind plt --activation topk --k 64 --features 8192 --skip --lr 2e-3 --tokens 983040 --eval-tokens 16384 --threads 2 --layers 3,4 --out runs/wide",
-    "circuit-trace merge-transcoders runs/all runs/weak runs/wide --replace --pad --out runs/smollm2-plt",
+    "circuit-trace merge-transcoders runs/all runs/weak runs/wide --replace --pad --out runs/smollm2-plt --eval-cache C --model '$GGUF_DIR' --eval-tokens 16384",
 )
 NOT_RUN.update(
     {c: "the SmolLM2 recipe (hours on the real model); its options are parsed in a test" for c in SMOLLM2_RECIPE}
