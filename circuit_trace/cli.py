@@ -974,8 +974,8 @@ def cmd_merge_transcoders(args) -> int:
     from .transcoders import TranscoderError
     from .transcoders.training import ActivationCache, CacheError, MergeError, merge_transcoders
 
-    if args.model and not args.eval_cache:
-        raise CLIError("--model is only used with --eval-cache")
+    if (args.model or args.eval_tokens) and not args.eval_cache:
+        raise CLIError("--model and --eval-tokens are only used with --eval-cache")
     try:
         if args.eval_cache:
             ActivationCache(args.eval_cache)  # missing or corrupt: fail before merging

@@ -105,7 +105,12 @@ def evaluate(
 
 
 def evaluate_cached(
-    model, tc: Transcoder, cache_dir: str | os.PathLike, eval_tokens: int, config=None, progress: bool = False
+    model,
+    tc: Transcoder,
+    cache_dir: str | os.PathLike,
+    eval_tokens: int,
+    config: TrainConfig | None = None,
+    progress: bool = False,
 ) -> dict:
     """What `train(cache=...)` reports at its end, for any set ``tc`` of the cache's model covering
     every layer: FVU / NMSE / L0 per layer on the held-out windows of a run with the same

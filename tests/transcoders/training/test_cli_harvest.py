@@ -46,6 +46,7 @@ def test_harvest_train_subsets_merge(tiny, tmp_path, capsys):
     bad_cache = [*scored[:5], "--eval-cache", str(tmp_path / "nowhere")]
     bad_cache[4] = str(tmp_path / "m5")
     assert main(bad_cache) == 2 and not (tmp_path / "m5").exists()  # refused before merging
-    capsys.readouterr()
+    assert main([*scored[:5], "--model", str(tmp_path / "model")]) == 2  # --model without --eval-cache
+    assert "only used with --eval-cache" in capsys.readouterr().err
     bad = ["harvest", *common, "--out", str(tmp_path / "cache"), "--context-size", "8"]
     assert main(bad) == 2 and "other settings" in capsys.readouterr().err
