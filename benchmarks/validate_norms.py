@@ -13,6 +13,7 @@ prompt, each freezing one more part of the real model at the clean prompt's valu
 
     python benchmarks/validate_norms.py                  # the embedded organism, 6 two-hop prompts
     python benchmarks/validate_norms.py --n 20 --out results/validate_norms.json
+    python benchmarks/validate_norms.py --model M --transcoders T --prompt "..." [--prompt ...]  # any RMSNorm model
 
 A diagnostic, not a tool: it patches the model's norms, attention and MLP outputs for one call at a time.
 """
@@ -110,12 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=6, help="number of two-hop prompts (English)")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     p.add_argument("--organism", type=Path, default=None, help="a folder holding model/ and clt/ (default: embedded)")
+    p.add_argument("--model", default=None, help="another model (with --transcoders and --prompt)")
+    p.add_argument("--transcoders", default=None, help="the transcoder set for --model")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt to trace and validate (repeatable)")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     rows: list[dict] = []
-    model = ct.load() if args.organism is None else ct.load(str(args.organism / "model"), str(args.organism / "clt"))
-    for city in CITIES[: args.n]:
-        graph = ct.attribute(model, two_hop_prompt(city, "en"), progress=False)
+    if args.model is not None:
+        model, prompts = ct.load(args.model, args.transcoders), args.prompt
+    else:
+        organism = (str(args.organism / "model"), str(args.organism / "clt")) if args.organism else ()
+        model, prompts = ct.load(*organism), [two_hop_prompt(city, "en") for city in CITIES[: args.n]]
+    for prompt in prompts:
+        graph = ct.attribute(model, prompt, progress=False)
         free = spearman(model, graph)
         with frozen_norms(model):  # the clean forward of validate fills the cache first
             frozen = spearman(model, graph)
@@ -124,10 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         with frozen_attention_and_norms(model, graph), frozen_errors(model, graph):
             errs = spearman(model, graph)
         rows.append(
-            {"city": city, "free": free, "norms_frozen": frozen, "norms_attention_frozen": both, "errors_too": errs}
+            {"prompt": prompt, "free": free, "norms_frozen": frozen, "norms_attention_frozen": both, "errors_too": errs}
         )
         print(
-            f"{city:10s} free ff {free['ff']:.2f} fl {free['fl']:.2f}   norms frozen ff {frozen['ff']:.2f} "
+            f"{prompt[-28:]!r:30s} free ff {free['ff']:.2f} fl {free['fl']:.2f}   norms frozen ff {frozen['ff']:.2f} "
             f"fl {frozen['fl']:.2f}   + attention ff {both['ff']:.2f} fl {both['fl']:.2f}   "
             f"+ errors ff {errs['ff']:.2f} fl {errs['fl']:.2f}"
         )

@@ -91,7 +91,7 @@ def _print_trace(graph, pruned, seconds: float, out: Path | None, chosen: bool =
     print(f"replacement score: {scores.replacement:.4f}   completeness score: {scores.completeness:.4f}")
     print(f"time: {seconds:.2f} s")
     if out is not None:
-        print(f"wrote {out}")
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
 def cmd_trace(args) -> int:
@@ -100,6 +100,10 @@ def cmd_trace(args) -> int:
 
     out = _output_path(args.output, Path("graphs") / f"{_slug(args.prompt)}.json")
     save = _checked_path(args.save_graph, ".safetensors", "--save") if args.save_graph else None
+    for kind in ("node", "edge"):
+        export, view = getattr(args, f"export_{kind}_threshold"), getattr(args, f"{kind}_threshold")
+        if export is not None and export < view:
+            raise CLIError(f"--export-{kind}-threshold {export} is below --{kind}-threshold {view}")
     rm = _load_model(args)
     t0 = time.perf_counter()
     graph = attribute(
@@ -114,7 +118,13 @@ def cmd_trace(args) -> int:
     )
     pruned = prune(graph, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
     graph.to_json(
-        out, slug=out.stem, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold, pruned=pruned
+        out,
+        slug=out.stem,
+        node_threshold=args.node_threshold,
+        edge_threshold=args.edge_threshold,
+        pruned=pruned,
+        export_node_threshold=args.export_node_threshold,
+        export_edge_threshold=args.export_edge_threshold,
     )
     _print_trace(graph, pruned, time.perf_counter() - t0, out, chosen=bool(args.target or args.logit_diff))
     if save is not None:
@@ -589,6 +599,22 @@ def add_trace_command(sub) -> None:
         default=None,
         metavar=("A", "B"),
         help="attribute the logit difference logit(A) - logit(B) (each one token), with any --target",
+    )
+    p.add_argument(
+        "--export-node-threshold",
+        type=unit_interval,
+        default=None,
+        metavar="T",
+        help="widest node threshold the JSON holds, so the viewer can loosen the view up to it (default "
+        "max(--node-threshold, 0.9)); equal to --node-threshold gives the smallest file",
+    )
+    p.add_argument(
+        "--export-edge-threshold",
+        type=unit_interval,
+        default=None,
+        metavar="T",
+        help="widest edge threshold the JSON holds (default max(--edge-threshold, 0.99)); on real models the "
+        "edges between 0.98 and 0.99 can be most of the file",
     )
     p.add_argument("--html", action="store_true", help="also write a standalone interactive view beside the JSON")
     p.add_argument(

@@ -130,3 +130,21 @@ def test_validate_a_pruned_json_says_it_is_pruned(saved, rm, tmp_path, capsys):
     code = main(["validate", "--graph", str(tmp_path / "g.json"), *model_args(saved), "--max-sources", "4"])
     assert code == EXIT_OK
     assert "note: a pruned graph" in capsys.readouterr().out
+
+
+def test_trace_export_thresholds_set_what_the_json_holds(saved, rm, tmp_path, capsys):
+    wide, tight = tmp_path / "wide.json", tmp_path / "tight.json"
+    assert main(["trace", PROMPT, *model_args(saved), "-q", "-o", str(wide)]) == EXIT_OK
+    view = ["--export-node-threshold", "0.8", "--export-edge-threshold", "0.98"]
+    assert main(["trace", PROMPT, *model_args(saved), "-q", "-o", str(tight), *view]) == EXIT_OK
+    assert f"wrote {tight} (" in capsys.readouterr().out
+    pruned = ct.prune(ct.attribute(rm, PROMPT, progress=False)).graph  # the view: 0.8 / 0.98
+    doc, wide_doc = json.loads(tight.read_text()), json.loads(wide.read_text())
+    assert (len(doc["nodes"]), len(doc["links"])) == (pruned.n_nodes, pruned.n_edges)
+    assert len(wide_doc["links"]) > len(doc["links"])  # the default keeps room to loosen the view
+
+
+def test_trace_export_threshold_below_the_view_fails_before_loading(tmp_path, capsys):
+    args = ["--model", str(tmp_path / "none"), "-o", str(tmp_path / "g.json"), "--export-edge-threshold", "0.9"]
+    assert main(["trace", PROMPT, *args]) == EXIT_INPUT
+    assert "--export-edge-threshold 0.9 is below --edge-threshold 0.98" in one_error(capsys.readouterr().err)
