@@ -9,7 +9,10 @@ prompt, each freezing one more part of the real model at the clean prompt's valu
 3. and the attention patterns (`models.freeze.freeze_mode`, the local replacement's own freezing):
    only the MLPs (features and their errors) still answer an ablation;
 4. and the MLPs' errors (each MLP output = the transcoder's live reconstruction + the clean error):
-   only features crossing their thresholds are left of the model's nonlinearity.
+   only features crossing their thresholds are left of the model's nonlinearity;
+5. and the transcoder's choice of active features (the clean prompt's active set, each active
+   feature's value its live pre-activation): the real model is then linear in every source, as the
+   graph assumes, so this row checks the graph itself (it should be near 1).
 
     python benchmarks/validate_norms.py                  # the embedded organism, 6 two-hop prompts
     python benchmarks/validate_norms.py --n 20 --out results/validate_norms.json
@@ -101,6 +104,28 @@ def frozen_errors(model: ct.ReplacementModel, graph) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def frozen_choice(model: ct.ReplacementModel, graph) -> Iterator[None]:
+    """Within the block, the transcoder's activation keeps the clean prompt's active features (at
+    every position) and passes their pre-activations through unchanged: no feature turns on or off."""
+    tc, ad = model.transcoders, model.adapter
+    masks: dict[int, torch.Tensor] = {}  # layer -> [P, F] clean active set
+    ids = torch.tensor([graph.input_ids], device=model.device)
+    record = lambda layer, x: masks.__setitem__(layer, (tc.encode(x.to(tc.dtype), layer) > 0)[0])  # noqa: E731
+    with torch.no_grad(), mlp_hooks(ad, tc.feature_input_hook, tc.feature_output_hook, on_input=record):
+        ad.model(input_ids=ids)
+
+    def linear(h: torch.Tensor, layer: int) -> torch.Tensor:
+        m = masks[layer]
+        return (h.reshape(-1, *m.shape) * m).reshape(h.shape)
+
+    tc.activations = linear  # an instance attribute shadows the method for the block
+    try:
+        yield
+    finally:
+        del tc.activations
+
+
 def spearman(model: ct.ReplacementModel, graph) -> dict[str, float]:
     s = ct.validate(model, graph).summary.set_index("pairs")["spearman_total"]
     return {"ff": round(float(s["feature->feature"]), 3), "fl": round(float(s["feature->logit"]), 3)}
@@ -132,19 +157,29 @@ def main(argv: list[str] | None = None) -> None:
             both = spearman(model, graph)
         with frozen_attention_and_norms(model, graph), frozen_errors(model, graph):
             errs = spearman(model, graph)
+        with frozen_attention_and_norms(model, graph), frozen_choice(model, graph), frozen_errors(model, graph):
+            linear = spearman(model, graph)
         rows.append(
-            {"prompt": prompt, "free": free, "norms_frozen": frozen, "norms_attention_frozen": both, "errors_too": errs}
+            {
+                "prompt": prompt,
+                "free": free,
+                "norms_frozen": frozen,
+                "norms_attention_frozen": both,
+                "errors_too": errs,
+                "choice_too": linear,
+            }
         )
         print(
             f"{prompt[-28:]!r:30s} free ff {free['ff']:.2f} fl {free['fl']:.2f}   norms frozen ff {frozen['ff']:.2f} "
             f"fl {frozen['fl']:.2f}   + attention ff {both['ff']:.2f} fl {both['fl']:.2f}   "
-            f"+ errors ff {errs['ff']:.2f} fl {errs['fl']:.2f}"
+            f"+ errors ff {errs['ff']:.2f} fl {errs['fl']:.2f}   + choice ff {linear['ff']:.2f} fl {linear['fl']:.2f}"
         )
     med = lambda k, m: sorted(r[k][m] for r in rows)[len(rows) // 2]  # noqa: E731
     print(f"median: free ff {med('free', 'ff'):.2f} fl {med('free', 'fl'):.2f}; "
           f"norms frozen ff {med('norms_frozen', 'ff'):.2f} fl {med('norms_frozen', 'fl'):.2f}; "
           f"+ attention ff {med('norms_attention_frozen', 'ff'):.2f} fl {med('norms_attention_frozen', 'fl'):.2f}; "
-          f"+ errors ff {med('errors_too', 'ff'):.2f} fl {med('errors_too', 'fl'):.2f}")  # fmt: skip
+          f"+ errors ff {med('errors_too', 'ff'):.2f} fl {med('errors_too', 'fl'):.2f}; "
+          f"+ choice ff {med('choice_too', 'ff'):.2f} fl {med('choice_too', 'fl'):.2f}")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
