@@ -89,23 +89,15 @@ def inlier_fvu(cache_dir: Path, run: Path, eval_tokens: int, output_ratio: float
     return {"fvu": stats.fvu(), "excluded": counts.outputs, "tokens": int(keep.sum())}
 
 
-def _model_layers(run: Path):
-    """(transcoder, the model layers it holds) of a run directory or transcoder set, full or partial."""
-    from circuit_trace.transcoders.training import load_partial
-
-    tc, layers, _ = load_partial(run)
-    return tc, layers
-
-
 @torch.no_grad()
 def heldout_fvu(cache_dir: Path, run: Path, eval_tokens: int) -> dict:
     """Held-out FVU of a PLT run's transcoder at every cache layer it holds, on the cache's held-out
     windows (as `run_budget`'s evaluation): {model layer: FVU}."""
-    from circuit_trace.transcoders.training import ActivationCache
+    from circuit_trace.transcoders.training import ActivationCache, load_partial
     from circuit_trace.transcoders.training.metrics import ReconstructionStats
 
     cache = ActivationCache(cache_dir)
-    tc, tc_layers = _model_layers(run)
+    tc, tc_layers, _ = load_partial(run)  # a whole set holds every model layer
     common = [m for m in cache.info.layers if m in tc_layers]
     x, y = cache.gather(heldout_rows(cache, eval_tokens), cache.layer_positions(common))  # [N, len(common), d]
     y_hat = []

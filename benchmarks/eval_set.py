@@ -6,15 +6,14 @@ run plus a longer run of its weakest layers.
     python benchmarks/eval_set.py --cache CACHE --model GGUF_DIR --eval-tokens 16384 \\
         --set RUN [--set RUN ...] [--splice RUN PART ...] --out results/eval_set.json
 
-Each ``--set`` is scored as it is; each ``--splice`` is merged with replace=True and pad=True (runs
-of other widths allowed; in a temporary directory) and scored. The table printed and the JSON hold every set's figures."""
+Each ``--set`` is scored as it is; each ``--splice`` is merged in memory with replace=True and
+pad=True (runs of other widths allowed) and scored. The table printed and the JSON hold every set's figures."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,10 +62,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = ct.load_model(args.model, device="cpu").model
     rows = [score(model, load_partial(s)[0], args, str(s)) for s in args.set]
-    for runs in args.splice:
-        with tempfile.TemporaryDirectory() as tmp:
-            tc = merge_transcoders(runs, Path(tmp) / "set", replace=True, pad=True)
-            rows.append(score(model, tc, args, " + ".join(map(str, runs))))
+    for runs in args.splice:  # merged in memory: nothing written
+        tc = merge_transcoders(runs, replace=True, pad=True)
+        rows.append(score(model, tc, args, " + ".join(map(str, runs))))
     for r in rows:
         print(
             f"{r['set']}: top-1 {100 * r['top1_agreement']:.1f} %, KL {r['kl']:.3f}, FVU total {r['fvu_total']:.3f}, "
