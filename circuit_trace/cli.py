@@ -243,25 +243,32 @@ def _print_validation(report) -> None:
     """The Spearman table, the goal and how often one ablation changed the top token."""
     s = report.summary
     print(f"validation of {report.prompt!r}: {report.settings['n_sources_ablated']} source features ablated")
+    if report.frozen:
+        print(f"held at the clean prompt's values in the real model: {', '.join(report.frozen)} (a diagnosis)")
     print(f"  {'pairs':<18}{'n':>5}  {'Spearman direct':>15}  {'Spearman total':>14}")
     for _, r in s.iterrows():
         print(f"  {r['pairs']:<18}{r['n']:>5}  {r['spearman_direct']:>15.3f}  {r['spearman_total']:>14.3f}")
     rho, passed = s.iloc[0]["spearman_total"], report.passed
     verdict = "cannot be compared with" if passed is None else ("meets" if passed else "is below")
-    print(f"feature->feature Spearman (total) {rho:.3f} {verdict} the goal {report.goal} from the literature")
+    why = " (it is about the real model, nothing frozen)" if report.frozen else ""
+    print(f"feature->feature Spearman (total) {rho:.3f} {verdict} the goal {report.goal} from the literature{why}")
     n = report.settings["n_sources_ablated"]
     print(f"the top token changed in {report.top_token_changed:.0%} of the {n} single-feature ablations")
 
 
 def cmd_validate(args) -> int:
-    from .interventions import EditError, validate
+    from .interventions import EditError, freeze_parts, validate
 
+    try:
+        freeze = freeze_parts(args.freeze)
+    except ValueError as exc:
+        raise CLIError(f"--freeze: {exc}") from exc
     json_out = _checked_path(args.json, ".json", "--json") if args.json else None
     html_out = _checked_path(args.html, ".html", "--html") if args.html else None
     rm = _load_model(args)
     graph = _validation_graph(rm, args)
     try:
-        report = validate(rm, graph, n_pairs=args.n_pairs, seed=args.seed, max_sources=args.max_sources)
+        report = validate(rm, graph, n_pairs=args.n_pairs, seed=args.seed, max_sources=args.max_sources, freeze=freeze)
     except (EditError, ValueError) as exc:  # a graph of another model/transcoder, or without features
         raise CLIError(str(exc)) from exc
     _print_validation(report)
@@ -702,6 +709,13 @@ def add_validate_command(sub) -> None:
     p.add_argument("--max-sources", type=positive_int, default=64, help="source features ablated (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for the sample of sources and pairs (default 0)")
     p.add_argument("--max-feature-nodes", type=positive_int, default=None, help="cap on feature nodes when tracing")
+    p.add_argument(
+        "--freeze",
+        default=None,
+        metavar="PARTS",
+        help="diagnosis: hold these parts of the real model at the clean prompt's values while measuring, "
+        "'all' or a comma list of norms, attention, errors, choice (choice needs errors)",
+    )
     p.add_argument("--json", default=None, metavar="FILE", help="also save the report (.json; `ValidationReport.load`)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write its figure (.html, plotly inlined)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -1,5 +1,6 @@
 """Ablate, steer, clamp and swap features and supernodes in the real model (constrained and free
-modes), generation under edits, and validation of a graph's predictions against interventions."""
+modes), generation under edits, and validation of a graph's predictions against interventions (with
+parts of the real model frozen at their clean values, to diagnose what the graph misses)."""
 
 from .edits import (
     Edit,
@@ -14,6 +15,7 @@ from .edits import (
     set_feature,
     swap,
 )
+from .frozen import FREEZE_PARTS, freeze_parts, frozen
 from .generate import Continuation, GenerationResult, generate
 from .intervene import (
     InterventionResult,
@@ -28,6 +30,7 @@ from .validate import FEATURE_GOAL, ValidationReport, validate
 
 __all__ = [
     "FEATURE_GOAL",
+    "FREEZE_PARTS",
     "Continuation",
     "Edit",
     "EditError",
@@ -42,6 +45,8 @@ __all__ = [
     "add_feature",
     "format_prob",
     "format_result",
+    "freeze_parts",
+    "frozen",
     "generate",
     "intervene",
     "parse_cli_edits",

@@ -31,9 +31,13 @@ class FrozenState:
     norm_scales: dict[int, torch.Tensor] = field(default_factory=dict)  # id(norm) -> [1, P, (H,) 1]
 
 
+FREEZABLE = frozenset({"attention", "norms"})
+
+
 class _Mode(threading.local):
     mode: str | None = None  # None (plain eager), "record" or "frozen"
     state: FrozenState | None = None
+    parts: frozenset[str] = FREEZABLE  # what "frozen" holds at its recorded value
 
 
 _MODE = _Mode()
@@ -92,7 +96,7 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     """query [B, H, Q, dh], key/value [B, Hkv, K, dh] -> (out [B, Q, H, dh], pattern [B, H, Q, K])."""
     layer = module.layer_idx
     state = _MODE.state
-    if _MODE.mode == "frozen":
+    if _MODE.mode == "frozen" and "attention" in _MODE.parts:
         # a prefix of the recorded prompt (causal: its patterns are the recorded ones' top-left block)
         assert state is not None  # set with the mode by freeze_mode
         pattern = state.patterns[layer][..., : query.shape[-2], : key.shape[-2]].to(value.dtype)
@@ -149,7 +153,7 @@ def _norm_forward(module: nn.Module, original: Callable, centre: bool, offset_on
     bias = getattr(module, "bias", None)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if _MODE.mode is None:
+        if _MODE.mode is None or (_MODE.mode == "frozen" and "norms" not in _MODE.parts):
             return original(x)
         xf = x.float()
         state = _MODE.state
@@ -191,26 +195,32 @@ def patched_forward(modules_and_forwards: list[tuple[nn.Module, Callable]]) -> I
 
 
 @contextmanager
-def freeze_mode(adapter: ModelAdapter, mode: str, state: FrozenState) -> Iterator[FrozenState]:
+def freeze_mode(
+    adapter: ModelAdapter, mode: str, state: FrozenState, parts: frozenset[str] = FREEZABLE
+) -> Iterator[FrozenState]:
     """Run the model with attention and norms in `mode` ("record": compute normally and store the
-    patterns and denominators in `state`; "frozen": use the stored ones, making them constants)."""
+    patterns and denominators in `state`; "frozen": use the stored ones, making them constants).
+    `parts` (frozen mode): which of "attention" (patterns) and "norms" (denominators) are held; the
+    others are computed live."""
     if mode not in ("record", "frozen"):
         raise ValueError(f"mode must be 'record' or 'frozen', got {mode!r}")
+    if not parts <= FREEZABLE:
+        raise ValueError(f"parts must be a subset of {sorted(FREEZABLE)}, got {sorted(parts)}")
     model: Any = adapter.model  # an HF PreTrainedModel (config, set_attn_implementation)
     kind = adapter.norm_kind
     patches = []
     for norm in adapter.norm_modules():
         eps = float(getattr(norm, kind.eps_attr, getattr(norm, "eps", 1e-5)))
         patches.append((norm, _norm_forward(norm, norm.forward, kind.centre, kind.offset_one, eps)))
-    if mode == "frozen":
+    if mode == "frozen" and "attention" in parts:
         patches += adapter.frozen_pass_patches(lambda layer, n: state.patterns[layer][..., :n, :n])
     previous_impl = model.config._attn_implementation
-    previous_mode = (_MODE.mode, _MODE.state)
+    previous_mode = (_MODE.mode, _MODE.state, _MODE.parts)
     model.set_attn_implementation(ATTN_IMPL)
-    _MODE.mode, _MODE.state = mode, state
+    _MODE.mode, _MODE.state, _MODE.parts = mode, state, frozenset(parts)
     try:
         with patched_forward(patches):
             yield state
     finally:
-        _MODE.mode, _MODE.state = previous_mode
+        _MODE.mode, _MODE.state, _MODE.parts = previous_mode
         model.set_attn_implementation(previous_impl)

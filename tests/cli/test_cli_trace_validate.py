@@ -118,6 +118,22 @@ def test_validate_needs_a_prompt_or_a_graph(saved, capsys, args, message):
     assert message in one_error(capsys.readouterr().err)
 
 
+def test_validate_freeze_all_is_a_diagnosis_with_exact_predictions(saved, capsys):
+    code = main(["validate", PROMPT, *model_args(saved), "--max-sources", "4", "-q", "--freeze", "all"])
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "held at the clean prompt's values in the real model: norms, attention, errors, choice" in out
+    assert "cannot be compared with the goal" in out and "nothing frozen" in out
+    assert "Spearman (total) 1.000" in out  # every part frozen: the graph is exact
+
+
+@pytest.mark.parametrize("freeze, message", [("choice", "needs 'errors'"), ("norms,mlp", "cannot freeze mlp")])
+def test_validate_bad_freeze_fails_before_loading(tmp_path, capsys, freeze, message):
+    missing = ["--model", str(tmp_path / "no-model"), "--transcoders", str(tmp_path / "no-tc")]
+    assert main(["validate", PROMPT, *missing, "--freeze", freeze]) == EXIT_INPUT
+    assert message in one_error(capsys.readouterr().err)
+
+
 def test_validate_bad_graph_file(saved, tmp_path, capsys):
     (tmp_path / "g.safetensors").write_text("not a graph")
     code = main(["validate", "--graph", str(tmp_path / "g.safetensors"), *model_args(saved)])

@@ -1,0 +1,112 @@
+"""Hold parts of the real model at one prompt's clean values, so that they stop answering an
+intervention: a diagnostic for `validate(freeze=...)`.
+
+A graph is linear in its sources because it freezes what the real model computes nonlinearly. Each
+part named here is one of those nonlinearities; freezing more and more of them turns the real model
+into the graph's linear model step by step, and the step that moves a validation score most is the
+nonlinearity the graph misses most on that prompt:
+
+* ``norms``: every norm's denominator (RMSNorm or LayerNorm, the QK-norms too);
+* ``attention``: every attention pattern;
+* ``errors``: each MLP output becomes the transcoder's live reconstruction plus the clean prompt's
+  error (MLP output - reconstruction), a constant;
+* ``choice``: the transcoder keeps the clean prompt's active features at every layer and position,
+  each passing its live pre-activation through (none turns on or off). Needs ``errors``: without it
+  the MLPs are the real ones and no transcoder chooses anything.
+
+With all four frozen the real model is linear in every feature, as the graph assumes, and a graph
+holding every active feature predicts its ablations exactly (tested)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+import torch
+
+from ..models import mlp_hooks
+from ..models.freeze import FrozenState, freeze_mode
+from ..replacement.full import reconstruct_layer
+from ..replacement.model import ReplacementModel
+
+__all__ = ["FREEZE_PARTS", "freeze_parts", "frozen"]
+
+FREEZE_PARTS = ("norms", "attention", "errors", "choice")  # in the order a diagnosis adds them
+
+
+def freeze_parts(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Check and order a `freeze` argument: None or "" (nothing), "all", "a,b", or names."""
+    if spec is None:
+        return ()
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [n.strip() for n in names if n.strip()]
+    if names == ["all"]:
+        return FREEZE_PARTS
+    unknown = sorted(set(names) - set(FREEZE_PARTS))
+    if unknown:
+        raise ValueError(f"cannot freeze {', '.join(unknown)}: choose from {', '.join(FREEZE_PARTS)} or 'all'")
+    if "choice" in names and "errors" not in names:
+        raise ValueError("freezing 'choice' needs 'errors' too: otherwise the MLPs are the real ones")
+    return tuple(p for p in FREEZE_PARTS if p in names)
+
+
+@contextmanager
+def frozen(model: ReplacementModel, input_ids: Sequence[int], freeze: str | Iterable[str] | None) -> Iterator[None]:
+    """Inside, forward passes of `model` on `input_ids` (batch 1, the same length) run with the
+    parts in `freeze` held at the values of the clean pass on those ids (recorded on entry)."""
+    parts = freeze_parts(freeze)
+    if not parts:
+        yield
+        return
+    ad, tc = model.adapter, model.transcoders
+    ids = torch.tensor([list(input_ids)], dtype=torch.long, device=model.device)
+    state = FrozenState()
+    xs: dict[int, torch.Tensor] = {}  # layer -> clean MLP input [1, P, d]
+    ys: dict[int, torch.Tensor] = {}  # layer -> clean MLP output [1, P, d]
+    record = mlp_hooks(
+        ad,
+        tc.feature_input_hook,
+        tc.feature_output_hook,
+        on_input=lambda layer, x: xs.__setitem__(layer, x),
+        on_output=lambda layer, y: ys.__setitem__(layer, y),
+    )
+    with torch.no_grad(), freeze_mode(ad, "record", state), record:
+        ad.model(input_ids=ids)
+    held = frozenset(parts) & {"norms", "attention"}
+    with ExitStack() as stack:
+        if held:
+            stack.enter_context(freeze_mode(ad, "frozen", state, held))
+        if "errors" in parts:
+            stack.enter_context(_transcoder_mlps(model, xs, ys, hold_choice="choice" in parts))
+        yield
+
+
+def _transcoder_mlps(
+    model: ReplacementModel, xs: dict[int, torch.Tensor], ys: dict[int, torch.Tensor], hold_choice: bool
+):
+    """mlp_hooks making each MLP output the live reconstruction plus the clean error; with
+    `hold_choice`, live activations = live pre-activations on the clean active set."""
+    tc = model.transcoders
+    clean = {layer: tc.encode(x.to(tc.dtype), layer) for layer, x in xs.items()}  # [1, P, F]
+    errors = {layer: y - reconstruct_layer(tc, clean, xs[layer], layer).to(y.dtype) for layer, y in ys.items()}
+    masks = {layer: a != 0 for layer, a in clean.items()}
+    if hold_choice:
+        for layer, x in xs.items():
+            if not torch.equal(tc.pre_activations(x.to(tc.dtype), layer) * masks[layer], clean[layer]):
+                raise ValueError(f"{tc.activation} does not pass an active feature's pre-activation through")
+    acts: dict[int, torch.Tensor] = {}
+    live_x: dict[int, torch.Tensor] = {}
+
+    def read(layer: int, x: torch.Tensor) -> None:
+        if x.shape != xs[layer].shape:
+            raise ValueError(
+                f"frozen for {xs[layer].shape[1]} positions (batch 1), got input of shape {tuple(x.shape[:2])}"
+            )
+        live_x[layer] = x
+        h = tc.pre_activations(x.to(tc.dtype), layer)
+        acts[layer] = h * masks[layer] if hold_choice else tc.activations(h, layer)
+
+    def write(layer: int, y: torch.Tensor) -> torch.Tensor:
+        return reconstruct_layer(tc, acts, live_x[layer], layer).to(y.dtype) + errors[layer]
+
+    return mlp_hooks(model.adapter, tc.feature_input_hook, tc.feature_output_hook, on_input=read, on_output=write)
