@@ -257,7 +257,7 @@ def _print_validation(report) -> None:
 
 
 def cmd_validate(args) -> int:
-    from .interventions import EditError, freeze_parts, validate
+    from .interventions import FREEZE_PARTS, EditError, freeze_parts, validate
 
     try:
         freeze = freeze_parts(args.freeze)
@@ -272,6 +272,13 @@ def cmd_validate(args) -> int:
     except (EditError, ValueError) as exc:  # a graph of another model/transcoder, or without features
         raise CLIError(str(exc)) from exc
     _print_validation(report)
+    stats = graph.settings.get("stats")
+    left_out = int(stats.get("n_features_left_out", 0)) if isinstance(stats, dict) else 0
+    if left_out and set(report.frozen) == set(FREEZE_PARTS):
+        print(
+            f"note: the graph leaves out {left_out} active features (the feature-node cap); with everything "
+            "frozen, the paths through them are what its predictions miss"
+        )
     if graph.is_pruned:  # pairs only over the kept, strongest edges: agreement comes out higher
         print(
             "note: a pruned graph (e.g. a JSON export): only its kept edges are compared, which raises the "

@@ -125,6 +125,13 @@ def test_validate_freeze_all_is_a_diagnosis_with_exact_predictions(saved, capsys
     assert "held at the clean prompt's values in the real model: norms, attention, errors, choice" in out
     assert "cannot be compared with the goal" in out and "nothing frozen" in out
     assert "Spearman (total) 1.000" in out  # every part frozen: the graph is exact
+    assert "leaves out" not in out  # it holds every active feature
+
+
+def test_validate_freeze_all_says_what_a_capped_graph_leaves_out(saved, capsys):
+    args = ["--max-sources", "4", "-q", "--freeze", "all", "--max-feature-nodes", "5"]
+    assert main(["validate", PROMPT, *model_args(saved), *args]) == EXIT_OK
+    assert "note: the graph leaves out" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("freeze, message", [("choice", "needs 'errors'"), ("norms,mlp", "cannot freeze mlp")])
