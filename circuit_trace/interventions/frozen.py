@@ -87,12 +87,17 @@ def _transcoder_mlps(
     """mlp_hooks making each MLP output the live reconstruction plus the clean error; with
     `hold_choice`, live activations = live pre-activations on the clean active set."""
     tc = model.transcoders
-    clean = {layer: tc.encode(x.to(tc.dtype), layer) for layer, x in xs.items()}  # [1, P, F]
-    errors = {layer: y - reconstruct_layer(tc, clean, xs[layer], layer).to(y.dtype) for layer, y in ys.items()}
+    # the transcoder's side on its own device (a model placed over several devices hands each layer's
+    # input over from where that layer runs); each error stays where its MLP output is
+    xs = {layer: x.to(tc.device, tc.dtype) for layer, x in xs.items()}
+    clean = {layer: tc.encode(x, layer) for layer, x in xs.items()}  # [1, P, F]
+    errors = {
+        layer: y - reconstruct_layer(tc, clean, xs[layer], layer).to(y.device, y.dtype) for layer, y in ys.items()
+    }
     masks = {layer: a != 0 for layer, a in clean.items()}
     if hold_choice:
         for layer, x in xs.items():
-            if not torch.equal(tc.pre_activations(x.to(tc.dtype), layer) * masks[layer], clean[layer]):
+            if not torch.equal(tc.pre_activations(x, layer) * masks[layer], clean[layer]):
                 raise ValueError(f"{tc.activation} does not pass an active feature's pre-activation through")
     acts: dict[int, torch.Tensor] = {}
     live_x: dict[int, torch.Tensor] = {}
@@ -102,11 +107,11 @@ def _transcoder_mlps(
             raise ValueError(
                 f"frozen for {xs[layer].shape[1]} positions (batch 1), got input of shape {tuple(x.shape[:2])}"
             )
-        live_x[layer] = x
-        h = tc.pre_activations(x.to(tc.dtype), layer)
+        x = live_x[layer] = x.to(tc.device, tc.dtype)
+        h = tc.pre_activations(x, layer)
         acts[layer] = h * masks[layer] if hold_choice else tc.activations(h, layer)
 
     def write(layer: int, y: torch.Tensor) -> torch.Tensor:
-        return reconstruct_layer(tc, acts, live_x[layer], layer).to(y.dtype) + errors[layer]
+        return reconstruct_layer(tc, acts, live_x[layer], layer).to(y.device, y.dtype) + errors[layer]
 
     return mlp_hooks(model.adapter, tc.feature_input_hook, tc.feature_output_hook, on_input=read, on_output=write)

@@ -76,6 +76,12 @@ def test_dispatched_on_cpu_gives_identical_graphs_and_edits(family):
         ra = ct.intervene(plain, PROMPT, edits(a), mode=mode)
         rb = ct.intervene(placed, PROMPT, edits(a), mode=mode)
         assert ra.top_after == rb.top_after and ra.kl == rb.kl
+    for freeze in ("norms,attention", "all"):  # parts of the placed model held at clean values
+        va, vb = (
+            ct.validate(plain, a, max_sources=6, freeze=freeze),
+            ct.validate(placed, a, max_sources=6, freeze=freeze),
+        )
+        assert va.pairs.equals(vb.pairs)
 
 
 def test_auto_strategy_and_bad_maps():
@@ -105,3 +111,5 @@ def test_split_over_two_gpus_matches_one_device(family):
         ra, rb = ct.intervene(cpu, PROMPT, edits(a), mode=mode), ct.intervene(split, PROMPT, edits(a), mode=mode)
         assert [t.token_id for t in ra.top_after] == [t.token_id for t in rb.top_after]
         assert rb.kl == pytest.approx(ra.kl, rel=1e-3, abs=1e-6)
+    va, vb = ct.validate(cpu, a, max_sources=6, freeze="all"), ct.validate(split, a, max_sources=6, freeze="all")
+    np.testing.assert_allclose(vb.pairs["measured"], va.pairs["measured"], rtol=1e-3, atol=1e-5)
