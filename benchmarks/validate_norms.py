@@ -34,16 +34,14 @@ from organism_goals import CITIES  # the prompts organism_goals validates on
 import circuit_trace as ct
 from circuit_trace.organisms.corpus import two_hop_prompt
 
-# (row name in the JSON, `ct.validate`'s freeze=): each row holds one more part at its clean value
+# (row name in the JSON, `ct.validate`'s freeze=, printed as): each row holds one more part frozen
 ROWS = (
-    ("free", ""),
-    ("norms_frozen", "norms"),
-    ("norms_attention_frozen", "norms,attention"),
-    ("errors_too", "norms,attention,errors"),
-    ("choice_too", "all"),
+    ("free", "", "free"),
+    ("norms_frozen", "norms", "norms frozen"),
+    ("norms_attention_frozen", "norms,attention", "+ attention"),
+    ("errors_too", "norms,attention,errors", "+ errors"),
+    ("choice_too", "all", "+ choice"),
 )
-SHOWN = {"free": "free", "norms_frozen": "norms frozen", "norms_attention_frozen": "+ attention",
-         "errors_too": "+ errors", "choice_too": "+ choice"}  # fmt: skip
 
 
 def spearman(model: ct.ReplacementModel, graph, freeze: str) -> dict[str, float]:
@@ -70,12 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         model, prompts = ct.load(*organism), [two_hop_prompt(city, "en") for city in CITIES[: args.n]]
     for prompt in prompts:
         graph = ct.attribute(model, prompt, progress=False)
-        row: dict = {"prompt": prompt} | {name: spearman(model, graph, freeze) for name, freeze in ROWS}
+        row: dict = {"prompt": prompt} | {name: spearman(model, graph, freeze) for name, freeze, _ in ROWS}
         rows.append(row)
-        cells = "   ".join(f"{SHOWN[n]} ff {row[n]['ff']:.2f} fl {row[n]['fl']:.2f}" for n, _ in ROWS)
+        cells = "   ".join(f"{shown} ff {row[n]['ff']:.2f} fl {row[n]['fl']:.2f}" for n, _, shown in ROWS)
         print(f"{prompt[-28:]!r:30s} {cells}")
     med = lambda k, m: sorted(r[k][m] for r in rows)[len(rows) // 2]  # noqa: E731
-    print("median: " + "; ".join(f"{SHOWN[n]} ff {med(n, 'ff'):.2f} fl {med(n, 'fl'):.2f}" for n, _ in ROWS))
+    print("median: " + "; ".join(f"{shown} ff {med(n, 'ff'):.2f} fl {med(n, 'fl'):.2f}" for n, _, shown in ROWS))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
