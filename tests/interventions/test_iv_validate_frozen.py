@@ -97,3 +97,11 @@ def test_a_frozen_report_is_a_diagnosis(tmp_path):
     free = validate(rm, graph, n_pairs=20, seed=1, max_sources=6)
     assert free.frozen == () and free.passed in (True, False)
     assert not np.allclose(free.pairs["measured"], rep.pairs["measured"])
+
+
+def test_frozen_refuses_another_length_and_cleans_up():
+    rm, graph = replacement("llama", "plt"), graph_of("llama", "plt")
+    with pytest.raises(ValueError, match="frozen for"):
+        with torch.no_grad(), frozen(rm, graph.input_ids, "errors"):
+            rm.model(input_ids=torch.tensor([graph.input_ids[:-1]]))
+    assert hook_count(rm.model) == 0
