@@ -20,7 +20,7 @@ holding every active feature predicts its ablations exactly (tested)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 import torch
 
@@ -83,7 +83,7 @@ def frozen(model: ReplacementModel, input_ids: Sequence[int], freeze: str | Iter
 
 def _transcoder_mlps(
     model: ReplacementModel, xs: dict[int, torch.Tensor], ys: dict[int, torch.Tensor], hold_choice: bool
-):
+) -> AbstractContextManager[None]:
     """mlp_hooks making each MLP output the live reconstruction plus the clean error; with
     `hold_choice`, live activations = live pre-activations on the clean active set."""
     tc = model.transcoders
