@@ -20,13 +20,13 @@ holding every active feature predicts its ablations exactly (tested)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import torch
 
 from ..models import mlp_hooks
 from ..models.freeze import FrozenState, freeze_mode
-from ..replacement.full import reconstruct_layer
+from ..replacement.full import reconstruct_layer, replace_mlps
 from ..replacement.model import ReplacementModel
 
 __all__ = ["FREEZE_PARTS", "freeze_parts", "frozen"]
@@ -63,55 +63,37 @@ def frozen(model: ReplacementModel, input_ids: Sequence[int], freeze: str | Iter
     state = FrozenState()
     xs: dict[int, torch.Tensor] = {}  # layer -> clean MLP input [1, P, d]
     ys: dict[int, torch.Tensor] = {}  # layer -> clean MLP output [1, P, d]
-    record = mlp_hooks(
+    record = mlp_hooks(  # the MLPs' clean inputs and outputs, for the errors and the active sets
         ad,
         tc.feature_input_hook,
         tc.feature_output_hook,
         on_input=lambda layer, x: xs.__setitem__(layer, x),
         on_output=lambda layer, y: ys.__setitem__(layer, y),
     )
-    with torch.no_grad(), freeze_mode(ad, "record", state), record:
+    with torch.no_grad(), freeze_mode(ad, "record", state), record if "errors" in parts else nullcontext():
         ad.model(input_ids=ids)
     held = frozenset(parts) & {"norms", "attention"}
     with ExitStack() as stack:
         if held:
             stack.enter_context(freeze_mode(ad, "frozen", state, held))
         if "errors" in parts:
-            stack.enter_context(_transcoder_mlps(model, xs, ys, hold_choice="choice" in parts))
+            errors, active = _clean_errors_and_active(tc, xs, ys)
+            stack.enter_context(replace_mlps(ad, tc, errors=errors, active=active if "choice" in parts else None))
         yield
 
 
-def _transcoder_mlps(
-    model: ReplacementModel, xs: dict[int, torch.Tensor], ys: dict[int, torch.Tensor], hold_choice: bool
-) -> AbstractContextManager[None]:
-    """mlp_hooks making each MLP output the live reconstruction plus the clean error; with
-    `hold_choice`, live activations = live pre-activations on the clean active set."""
-    tc = model.transcoders
-    # the transcoder's side on its own device (a model placed over several devices hands each layer's
-    # input over from where that layer runs); each error stays where its MLP output is
+def _clean_errors_and_active(
+    tc, xs: dict[int, torch.Tensor], ys: dict[int, torch.Tensor]
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    """Per layer, the clean MLP error (output - reconstruction; [1, P, d], on the output's device)
+    and the clean active set ([1, P, F] bool)."""
     xs = {layer: x.to(tc.device, tc.dtype) for layer, x in xs.items()}
     clean = {layer: tc.encode(x, layer) for layer, x in xs.items()}  # [1, P, F]
     errors = {
         layer: y - reconstruct_layer(tc, clean, xs[layer], layer).to(y.device, y.dtype) for layer, y in ys.items()
     }
-    masks = {layer: a != 0 for layer, a in clean.items()}
-    if hold_choice:
-        for layer, x in xs.items():
-            if not torch.equal(tc.pre_activations(x, layer) * masks[layer], clean[layer]):
-                raise ValueError(f"{tc.activation} does not pass an active feature's pre-activation through")
-    acts: dict[int, torch.Tensor] = {}
-    live_x: dict[int, torch.Tensor] = {}
-
-    def read(layer: int, x: torch.Tensor) -> None:
-        if x.shape != xs[layer].shape:
-            raise ValueError(
-                f"frozen for {xs[layer].shape[1]} positions (batch 1), got input of shape {tuple(x.shape[:2])}"
-            )
-        x = live_x[layer] = x.to(tc.device, tc.dtype)
-        h = tc.pre_activations(x, layer)
-        acts[layer] = h * masks[layer] if hold_choice else tc.activations(h, layer)
-
-    def write(layer: int, y: torch.Tensor) -> torch.Tensor:
-        return reconstruct_layer(tc, acts, live_x[layer], layer).to(y.device, y.dtype) + errors[layer]
-
-    return mlp_hooks(model.adapter, tc.feature_input_hook, tc.feature_output_hook, on_input=read, on_output=write)
+    active = {layer: a != 0 for layer, a in clean.items()}
+    for layer, x in xs.items():  # held active, a feature's value must be its pre-activation
+        if not torch.equal(tc.pre_activations(x, layer) * active[layer], clean[layer]):
+            raise ValueError(f"{tc.activation} does not pass an active feature's pre-activation through")
+    return errors, active

@@ -35,21 +35,39 @@ def reconstruct_layer(tc, acts: dict[int, torch.Tensor], x: torch.Tensor, layer:
 
 
 @contextmanager
-def replace_mlps(adapter: ModelAdapter, tc, positions: torch.Tensor | None = None) -> Iterator[None]:
+def replace_mlps(
+    adapter: ModelAdapter,
+    tc,
+    positions: torch.Tensor | None = None,
+    *,
+    errors: dict[int, torch.Tensor] | None = None,
+    active: dict[int, torch.Tensor] | None = None,
+) -> Iterator[None]:
     """Inside, every MLP output of `adapter.model` is the transcoder's reconstruction; with
     ``positions`` (``[B, P]`` bool, the batch's shape) only there, the rest keeping the model's own.
+    ``errors`` (layer -> [B, P, d]): a constant added to each reconstruction (a clean pass's MLP
+    error, so the MLP answers as its transcoder would). ``active`` (layer -> [B, P, F] bool): the
+    features allowed to be on, each passing its pre-activation through (no feature turns on or off).
 
     A CLT's layer-l output needs the features of layers <= l: each layer's input is encoded as it
-    passes by, and its activations kept for the rest of the forward pass."""
+    passes by (on the transcoder's device), and its activations kept for the rest of the pass."""
     acts: dict[int, torch.Tensor] = {}  # layer -> [B, P, F]
     xs: dict[int, torch.Tensor] = {}  # layer -> [B, P, d]
 
     def read(layer: int, x: torch.Tensor) -> None:
-        xs[layer] = x
-        acts[layer] = tc.encode(x.to(tc.dtype), layer)
+        x = xs[layer] = x.to(tc.device, tc.dtype)
+        if active is None:
+            acts[layer] = tc.encode(x, layer)
+        else:
+            acts[layer] = tc.pre_activations(x, layer) * active[layer]
 
     def write(layer: int, y: torch.Tensor) -> torch.Tensor:
-        y_hat = reconstruct_layer(tc, acts, xs[layer], layer).to(y.dtype)
+        y_hat = reconstruct_layer(tc, acts, xs[layer], layer).to(y.device, y.dtype)
+        if errors is not None:
+            if errors[layer].shape != y_hat.shape:
+                got, want = tuple(y_hat.shape), tuple(errors[layer].shape)
+                raise ValueError(f"MLP errors frozen for outputs of shape {want}, got outputs of shape {got}")
+            y_hat = y_hat + errors[layer]
         return y_hat if positions is None else torch.where(positions.to(y.device)[..., None], y_hat, y)
 
     with mlp_hooks(adapter, tc.feature_input_hook, tc.feature_output_hook, on_input=read, on_output=write):
