@@ -120,10 +120,11 @@ class ValidationReport:
             )
         s = self.summary
         held = f" ({', '.join(self.frozen)} frozen)" if self.frozen else ""
+        goal = "" if self.frozen else f" (goal {self.goal})"  # the goal is about the real model
         fig.update_layout(
             # two lines: a prompt-long title is cut at the figure's edge on one
             title=f"Graph vs ablation{held}: {html.escape(repr(self.prompt))}<br><sup>Spearman feature→feature "
-            f"{s.iloc[0]['spearman_total']:.2f} (goal {self.goal}), feature→logit {s.iloc[1]['spearman_total']:.2f}</sup>",
+            f"{s.iloc[0]['spearman_total']:.2f}{goal}, feature→logit {s.iloc[1]['spearman_total']:.2f}</sup>",
             xaxis_title=f"graph prediction ({predictor.split('_')[1]})",
             yaxis_title="measured drop when the source is ablated",
         )

@@ -92,10 +92,11 @@ def test_a_frozen_report_is_a_diagnosis(tmp_path):
     assert rep.frozen == ("norms",) and rep.passed is None
     assert rep.summary["passed"].isna().all()
     assert "frozen: norms" in str(rep) and "norms frozen" in rep.figure().layout.title.text
+    assert "goal" not in rep.figure().layout.title.text  # a diagnosis is not compared with it
     rep.save(tmp_path / "v.json")
     assert ValidationReport.load(tmp_path / "v.json").frozen == ("norms",)
     free = validate(rm, graph, n_pairs=20, seed=1, max_sources=6)
-    assert free.frozen == () and free.passed in (True, False)
+    assert free.frozen == () and free.passed in (True, False) and "goal 0.72" in free.figure().layout.title.text
     assert not np.allclose(free.pairs["measured"], rep.pairs["measured"])
 
 
