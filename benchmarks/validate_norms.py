@@ -18,8 +18,9 @@ prompt, each freezing one more part of the real model at the clean prompt's valu
     python benchmarks/validate_norms.py --n 20 --out results/validate_norms.json
     python benchmarks/validate_norms.py --model M --transcoders T --prompt "..." [--prompt ...]  # any model
 
-Each row is `ct.validate(model, graph, freeze=...)` (`circuit_trace.interventions.frozen`), which
-holds those parts of the real model at the clean prompt's values for the call.
+The rows of one prompt are `ct.diagnose_validation(model, graph)`: `ct.validate` with nothing frozen,
+then with each part of `circuit_trace.interventions.FREEZE_PARTS` held at the clean prompt's values
+on top of the previous ones.
 """
 
 from __future__ import annotations
@@ -34,19 +35,9 @@ from organism_goals import CITIES  # the prompts organism_goals validates on
 import circuit_trace as ct
 from circuit_trace.organisms.corpus import two_hop_prompt
 
-# (row name in the JSON, `ct.validate`'s freeze=, printed as): each row holds one more part frozen
-ROWS = (
-    ("free", "", "free"),
-    ("norms_frozen", "norms", "norms frozen"),
-    ("norms_attention_frozen", "norms,attention", "+ attention"),
-    ("errors_too", "norms,attention,errors", "+ errors"),
-    ("choice_too", "all", "+ choice"),
-)
-
-
-def spearman(model: ct.ReplacementModel, graph, freeze: str) -> dict[str, float]:
-    s = ct.validate(model, graph, freeze=freeze).summary.set_index("pairs")["spearman_total"]
-    return {"ff": round(float(s["feature->feature"]), 3), "fl": round(float(s["feature->logit"]), 3)}
+# the JSON's name for each step of `ct.diagnose_validation` (nothing frozen, then one more part each)
+ROW_NAMES = ("free", "norms_frozen", "norms_attention_frozen", "errors_too", "choice_too")
+SHOWN = ("free", *(f"+ {part}" for part in ct.interventions.FREEZE_PARTS))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,12 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         model, prompts = ct.load(*organism), [two_hop_prompt(city, "en") for city in CITIES[: args.n]]
     for prompt in prompts:
         graph = ct.attribute(model, prompt, progress=False)
-        row: dict = {"prompt": prompt} | {name: spearman(model, graph, freeze) for name, freeze, _ in ROWS}
+        steps = ct.diagnose_validation(model, graph, progress=False).table.to_dict("records")
+        row: dict = {"prompt": prompt}
+        row |= {name: {m: round(float(r[m]), 3) for m in ("ff", "fl")} for name, r in zip(ROW_NAMES, steps)}
         rows.append(row)
-        cells = "   ".join(f"{shown} ff {row[n]['ff']:.2f} fl {row[n]['fl']:.2f}" for n, _, shown in ROWS)
+        cells = "   ".join(f"{shown} ff {row[n]['ff']:.2f} fl {row[n]['fl']:.2f}" for n, shown in zip(ROW_NAMES, SHOWN))
         print(f"{prompt[-28:]!r:30s} {cells}")
     med = lambda k, m: sorted(r[k][m] for r in rows)[len(rows) // 2]  # noqa: E731
-    print("median: " + "; ".join(f"{shown} ff {med(n, 'ff'):.2f} fl {med(n, 'fl'):.2f}" for n, _, shown in ROWS))
+    print("median: " + "; ".join(f"{s} ff {med(n, 'ff'):.2f} fl {med(n, 'fl'):.2f}" for n, s in zip(ROW_NAMES, SHOWN)))
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 

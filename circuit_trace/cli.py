@@ -252,6 +252,8 @@ def _print_validation(report) -> None:
     verdict = "cannot be compared with" if passed is None else ("meets" if passed else "is below")
     why = " (it is about the real model, nothing frozen)" if report.frozen else ""
     print(f"feature->feature Spearman (total) {rho:.3f} {verdict} the goal {report.goal} from the literature{why}")
+    if passed is False:
+        print("why: `--diagnose` validates again with each nonlinearity of the real model frozen in turn")
     n = report.settings["n_sources_ablated"]
     print(f"the top token changed in {report.top_token_changed:.0%} of the {n} single-feature ablations")
 
@@ -263,22 +265,21 @@ def cmd_validate(args) -> int:
         freeze = freeze_parts(args.freeze)
     except ValueError as exc:
         raise CLIError(f"--freeze: {exc}") from exc
+    if args.diagnose and (freeze or args.json or args.html):
+        raise CLIError("--diagnose runs its own freezes and prints a table: not with --freeze, --json or --html")
     json_out = _checked_path(args.json, ".json", "--json") if args.json else None
     html_out = _checked_path(args.html, ".html", "--html") if args.html else None
     rm = _load_model(args)
     graph = _validation_graph(rm, args)
+    if args.diagnose:
+        return _diagnose(rm, graph, args)
     try:
         report = validate(rm, graph, n_pairs=args.n_pairs, seed=args.seed, max_sources=args.max_sources, freeze=freeze)
     except (EditError, ValueError) as exc:  # a graph of another model/transcoder, or without features
         raise CLIError(str(exc)) from exc
     _print_validation(report)
-    stats = graph.settings.get("stats")
-    left_out = int(stats.get("n_features_left_out", 0)) if isinstance(stats, dict) else 0
-    if left_out and set(report.frozen) == set(FREEZE_PARTS):
-        print(
-            f"note: the graph leaves out {left_out} active features (the feature-node cap); with everything "
-            "frozen, the paths through them are what its predictions miss"
-        )
+    if set(report.frozen) == set(FREEZE_PARTS):
+        _print_left_out(graph)
     if graph.is_pruned:  # pairs only over the kept, strongest edges: agreement comes out higher
         print(
             "note: a pruned graph (e.g. a JSON export): only its kept edges are compared, which raises the "
@@ -293,6 +294,33 @@ def cmd_validate(args) -> int:
         atomic_write_text(html_out, report.figure().to_html(include_plotlyjs=True, full_html=True))
         print(f"wrote {html_out} (predicted vs measured, one point per pair)")
     return EXIT_OK
+
+
+def _diagnose(rm, graph, args) -> int:
+    """`validate --diagnose`: the part-by-part table and which part the graph misses most."""
+    from .interventions import EditError, diagnose_validation
+
+    try:
+        diagnosis = diagnose_validation(
+            rm, graph, n_pairs=args.n_pairs, seed=args.seed, max_sources=args.max_sources, progress=not args.quiet
+        )
+    except (EditError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(diagnosis)
+    _print_left_out(graph)
+    return EXIT_OK
+
+
+def _print_left_out(graph) -> None:
+    """With everything frozen the real model is linear, and a graph misses only the paths through
+    the active features its feature-node cap left out: say how many there are, if any."""
+    stats = graph.settings.get("stats")
+    left_out = int(stats.get("n_features_left_out", 0)) if isinstance(stats, dict) else 0
+    if left_out:
+        print(
+            f"note: the graph leaves out {left_out} active features (the feature-node cap); with everything "
+            "frozen, the paths through them are what its predictions miss"
+        )
 
 
 # `circuit-trace train` options: one per `TrainConfig` field, with the field's type and default, so a
@@ -722,6 +750,12 @@ def add_validate_command(sub) -> None:
         metavar="PARTS",
         help="diagnosis: hold these parts of the real model at the clean prompt's values while measuring, "
         "'all' or a comma list of norms, attention, errors, choice (choice needs errors)",
+    )
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="validate with nothing frozen, then with norms, attention, errors and choice frozen one more at a "
+        "time, and say which part of the real model the graph misses most",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="also save the report (.json; `ValidationReport.load`)")
     p.add_argument("--html", default=None, metavar="FILE", help="also write its figure (.html, plotly inlined)")

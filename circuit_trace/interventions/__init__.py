@@ -2,6 +2,7 @@
 modes), generation under edits, and validation of a graph's predictions against interventions (with
 parts of the real model frozen at their clean values, to diagnose what the graph misses)."""
 
+from .diagnose import PART_MEANING, ValidationDiagnosis, diagnose_validation
 from .edits import (
     Edit,
     EditError,
@@ -31,6 +32,7 @@ from .validate import FEATURE_GOAL, ValidationReport, validate
 __all__ = [
     "FEATURE_GOAL",
     "FREEZE_PARTS",
+    "PART_MEANING",
     "Continuation",
     "Edit",
     "EditError",
@@ -39,10 +41,12 @@ __all__ = [
     "InterventionResult",
     "Supernode",
     "TokenProb",
+    "ValidationDiagnosis",
     "ValidationReport",
     "ablate_errors",
     "activations_from",
     "add_feature",
+    "diagnose_validation",
     "format_prob",
     "format_result",
     "freeze_parts",

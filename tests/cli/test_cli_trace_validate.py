@@ -94,6 +94,7 @@ def test_validate_a_saved_graph_prints_and_saves_the_api_report(saved, rm, tmp_p
     for _, r in expected.summary.iterrows():
         assert f"{r['pairs']:<18}{r['n']:>5}  {r['spearman_direct']:>15.3f}  {r['spearman_total']:>14.3f}" in text
     assert f"goal {expected.goal}" in text and "single-feature ablations" in text
+    assert ("why: `--diagnose`" in text) == (expected.passed is False)  # the way on, only below the goal
     assert "note: a pruned graph" not in text  # the full graph
     loaded = ValidationReport.load(report_json)
     assert loaded.pairs[["source", "target"]].equals(expected.pairs[["source", "target"]])
@@ -139,6 +140,28 @@ def test_validate_bad_freeze_fails_before_loading(tmp_path, capsys, freeze, mess
     missing = ["--model", str(tmp_path / "no-model"), "--transcoders", str(tmp_path / "no-tc")]
     assert main(["validate", PROMPT, *missing, "--freeze", freeze]) == EXIT_INPUT
     assert message in one_error(capsys.readouterr().err)
+
+
+def test_validate_diagnose_prints_the_api_table(saved, rm, capsys):
+    code = main(["validate", PROMPT, *model_args(saved), "--max-sources", "4", "--n-pairs", "20", "-q", "--diagnose"])
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    graph = ct.attribute(rm, PROMPT, progress=False)
+    table = ct.diagnose_validation(rm, graph, max_sources=4, n_pairs=20, progress=False).table
+    for name, r in zip(["nothing", "+ norms", "+ attention", "+ errors", "+ choice"], table.to_dict("records")):
+        assert f"  {name:<38}{r['ff']:>7.3f}{r['fl']:>7.3f}" in out
+    assert table["ff"].iloc[-1] > 0.999  # everything frozen: exact
+    assert "leaves out" not in out  # the graph holds every active feature
+    capped = ["--max-sources", "4", "--n-pairs", "20", "-q", "--diagnose", "--max-feature-nodes", "5"]
+    assert main(["validate", PROMPT, *model_args(saved), *capped]) == EXIT_OK
+    assert "note: the graph leaves out" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--freeze", "norms"], ["--json", "r.json"], ["--html", "r.html"]])
+def test_validate_diagnose_refuses_other_outputs_before_loading(tmp_path, capsys, extra):
+    missing = ["--model", str(tmp_path / "no-model"), "--transcoders", str(tmp_path / "no-tc")]
+    assert main(["validate", PROMPT, *missing, "--diagnose", *extra]) == EXIT_INPUT
+    assert "not with --freeze, --json or --html" in one_error(capsys.readouterr().err)
 
 
 def test_validate_bad_graph_file(saved, tmp_path, capsys):

@@ -117,6 +117,26 @@ def check_validate(out: str, cwd: Path) -> None:
     assert "Spearman total" in out and "goal 0.72" in out and (cwd / "graphs/dallas-validation.html").is_file()
 
 
+def diagnose_rows(text: str) -> dict[str, tuple[float, float, float]]:
+    """{step: (ff, fl, max gap)} of a `validate --diagnose` table."""
+    rows = re.findall(r"^  (nothing|\+ \w+) +(\S+) +(\S+) +(\S+)$", text, flags=re.M)
+    return {r[0]: (float(r[1]), float(r[2]), float(r[3])) for r in rows}
+
+
+def check_diagnose(out: str, cwd: Path) -> None:
+    """The table the README shows for `validate ... --diagnose` on the demo prompt is this output, to
+    0.01 (thread counts reorder the smallest effects) and the part named for each rise."""
+    block = re.search(r"```text\n\$ circuit-trace validate .*? --diagnose\n(.*?)```", README.read_text(), flags=re.S)
+    assert block is not None, "the README's --diagnose example output"
+    shown, got = diagnose_rows(block.group(1)), diagnose_rows(out)
+    assert list(shown) == list(got) == ["nothing", "+ norms", "+ attention", "+ errors", "+ choice"], out
+    for step, (ff, fl, _) in shown.items():
+        assert got[step][:2] == pytest.approx((ff, fl), abs=0.01), (step, out)
+    assert got["+ choice"][2] < 1e-5  # everything frozen: exact
+    for line in re.findall(r"^feature->.*? comes from freezing \w+", block.group(1), flags=re.M):
+        assert re.sub(r"\(\+\S+\)", "", line) in re.sub(r"\(\+\S+\)", "", out)
+
+
 def check_inhibit(out: str, cwd: Path) -> None:
     before, after = top_rows(out, 0), top_rows(out, 1)
     assert before[0][0] == " Austin" and before[0][1] > 0.98
@@ -177,6 +197,7 @@ CHECKS = [
     (f"trace '{DALLAS}' -o graphs/dallas.json", check_trace_dallas),
     (f"trace '{DALLAS}' -o graphs/dallas-diff.json --logit-diff", check_logit_diff),
     (f"trace '{DALLAS}' -o graphs/dallas-texas.json --target", check_targets),
+    ("validate --graph graphs/dallas.safetensors --diagnose", check_diagnose),
     ("validate --graph graphs/dallas.safetensors", check_validate),
     (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-5 --generate 5 --sample", check_sample),
     (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-5 --generate 5", check_generate),
