@@ -278,13 +278,7 @@ def cmd_validate(args) -> int:
     except (EditError, ValueError) as exc:  # a graph of another model/transcoder, or without features
         raise CLIError(str(exc)) from exc
     _print_validation(report)
-    if set(report.frozen) == set(FREEZE_PARTS):
-        _print_left_out(graph)
-    if graph.is_pruned:  # pairs only over the kept, strongest edges: agreement comes out higher
-        print(
-            "note: a pruned graph (e.g. a JSON export): only its kept edges are compared, which raises the "
-            "correlation; validate the full graph (`trace --save`) to compare with the goal"
-        )
+    _print_graph_notes(graph, everything_frozen=set(report.frozen) == set(FREEZE_PARTS))
     if json_out is not None:
         report.save(json_out)
         print(f"wrote {json_out} (`ValidationReport.load`)")
@@ -307,19 +301,25 @@ def _diagnose(rm, graph, args) -> int:
     except (EditError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     print(diagnosis)
-    _print_left_out(graph)
+    _print_graph_notes(graph, everything_frozen=True)  # its last step
     return EXIT_OK
 
 
-def _print_left_out(graph) -> None:
-    """With everything frozen the real model is linear, and a graph misses only the paths through
-    the active features its feature-node cap left out: say how many there are, if any."""
+def _print_graph_notes(graph, everything_frozen: bool) -> None:
+    """What about the graph itself shapes the figures: with everything frozen the real model is
+    linear, and the graph misses only the paths through active features its feature-node cap left
+    out; a pruned graph compares only its kept, strongest edges."""
     stats = graph.settings.get("stats")
     left_out = int(stats.get("n_features_left_out", 0)) if isinstance(stats, dict) else 0
-    if left_out:
+    if left_out and everything_frozen:
         print(
             f"note: the graph leaves out {left_out} active features (the feature-node cap); with everything "
             "frozen, the paths through them are what its predictions miss"
+        )
+    if graph.is_pruned:  # pairs only over the kept, strongest edges: agreement comes out higher
+        print(
+            "note: a pruned graph (e.g. a JSON export): only its kept edges are compared, which raises the "
+            "correlation; validate the full graph (`trace --save`) to compare with the goal"
         )
 
 

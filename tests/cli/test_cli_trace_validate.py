@@ -170,10 +170,12 @@ def test_validate_bad_graph_file(saved, tmp_path, capsys):
     assert code == EXIT_INPUT and "--graph" in one_error(capsys.readouterr().err)
 
 
-def test_validate_a_pruned_json_says_it_is_pruned(saved, rm, tmp_path, capsys):
+@pytest.mark.parametrize("diagnose", [[], ["--diagnose"]])
+def test_validate_a_pruned_json_says_it_is_pruned(saved, rm, tmp_path, capsys, diagnose):
     graph = ct.attribute(rm, PROMPT, progress=False)
     graph.to_json(tmp_path / "g.json", pruned=ct.prune(graph, node_threshold=0.9, edge_threshold=0.99))
-    code = main(["validate", "--graph", str(tmp_path / "g.json"), *model_args(saved), "--max-sources", "4"])
+    args = ["--graph", str(tmp_path / "g.json"), *model_args(saved), "--max-sources", "4", "-q", *diagnose]
+    code = main(["validate", *args])
     assert code == EXIT_OK
     assert "note: a pruned graph" in capsys.readouterr().out
 
