@@ -27,7 +27,7 @@ from .intervene import (
 )
 from .qparams import read_pinned_ids, read_qparams, read_supernodes, strongest_inputs
 from .report import format_prob
-from .validate import FEATURE_GOAL, ValidationReport, validate
+from .validate import FEATURE_GOAL, ValidationReport, validate, validate_each
 
 __all__ = [
     "FEATURE_GOAL",
@@ -63,4 +63,5 @@ __all__ = [
     "strongest_inputs",
     "swap",
     "validate",
+    "validate_each",
 ]

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..replacement.model import ReplacementModel
 from .frozen import FREEZE_PARTS
-from .validate import ValidationReport, validate
+from .validate import ValidationReport, validate_each
 
 __all__ = ["PART_MEANING", "ValidationDiagnosis", "diagnose_validation"]
 
@@ -86,9 +85,8 @@ def diagnose_validation(
 ) -> ValidationDiagnosis:
     """`validate(model, graph, ...)` with nothing frozen, then with each part of `FREEZE_PARTS` frozen
     in turn on top of the previous ones: len(FREEZE_PARTS) + 1 validations of the same pairs."""
-    steps = tqdm(range(len(FREEZE_PARTS) + 1), desc="validate, freezing part by part", disable=not progress)
-    reports = [
-        validate(model, graph, n_pairs=n_pairs, seed=seed, max_sources=max_sources, freeze=FREEZE_PARTS[:k])
-        for k in steps
-    ]
+    freezes = [FREEZE_PARTS[:k] for k in range(len(FREEZE_PARTS) + 1)]
+    reports = validate_each(
+        model, graph, freezes, n_pairs=n_pairs, seed=seed, max_sources=max_sources, progress=progress
+    )
     return ValidationDiagnosis(prompt=graph.prompt, reports=reports)

@@ -77,21 +77,23 @@ def frozen(model: ReplacementModel, input_ids: Sequence[int], freeze: str | Iter
         if held:
             stack.enter_context(freeze_mode(ad, "frozen", state, held))
         if "errors" in parts:
-            errors, active = _clean_errors_and_active(tc, xs, ys)
-            stack.enter_context(replace_mlps(ad, tc, errors=errors, active=active if "choice" in parts else None))
+            errors, active = _clean_errors_and_active(tc, xs, ys, hold_choice="choice" in parts)
+            stack.enter_context(replace_mlps(ad, tc, errors=errors, active=active))
         yield
 
 
 def _clean_errors_and_active(
-    tc, xs: dict[int, torch.Tensor], ys: dict[int, torch.Tensor]
-) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+    tc, xs: dict[int, torch.Tensor], ys: dict[int, torch.Tensor], hold_choice: bool
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor] | None]:
     """Per layer, the clean MLP error (output - reconstruction; [1, P, d], on the output's device)
-    and the clean active set ([1, P, F] bool)."""
+    and, with `hold_choice`, the clean active set ([1, P, F] bool; else None)."""
     xs = {layer: x.to(tc.device, tc.dtype) for layer, x in xs.items()}
     clean = {layer: tc.encode(x, layer) for layer, x in xs.items()}  # [1, P, F]
     errors = {
         layer: y - reconstruct_layer(tc, clean, xs[layer], layer).to(y.device, y.dtype) for layer, y in ys.items()
     }
+    if not hold_choice:
+        return errors, None
     active = {layer: a != 0 for layer, a in clean.items()}
     for layer, x in xs.items():  # held active, a feature's value must be its pre-activation
         if not torch.equal(tc.pre_activations(x, layer) * active[layer], clean[layer]):

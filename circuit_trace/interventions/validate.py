@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 from scipy.stats import spearmanr
+from tqdm.auto import tqdm
 
 from ..arguments import check_type
 from ..atomic import atomic_write_text
@@ -43,7 +44,7 @@ from .intervene import FreeEdits, forward_inputs
 if TYPE_CHECKING:
     from ..graphs import Graph
 
-__all__ = ["FEATURE_GOAL", "ValidationReport", "total_effects", "validate"]
+__all__ = ["FEATURE_GOAL", "ValidationReport", "total_effects", "validate", "validate_each"]
 
 FEATURE_GOAL = 0.72  # Spearman, feature→feature, published reference on 20 prompts
 
@@ -255,6 +256,22 @@ def validate(
     features, sampling up to `n_pairs` feature→feature pairs with a nonzero edge (plus every
     feature→logit pair of the ablated sources). `freeze` ("all", or some of "norms", "attention",
     "errors", "choice"): measure with those parts of the real model held at their clean values."""
+    return validate_each(model, graph, [freeze], n_pairs=n_pairs, seed=seed, max_sources=max_sources)[0]
+
+
+@torch.no_grad()
+def validate_each(
+    model: ReplacementModel,
+    graph,
+    freezes: Sequence[str | Sequence[str] | None],
+    *,
+    n_pairs: int = 200,
+    seed: int = 0,
+    max_sources: int = 64,
+    progress: bool = False,
+) -> list[ValidationReport]:
+    """`validate` once per entry of `freezes`, on one sample of pairs whose predictions (the graph's
+    total effects: a sparse solve that takes seconds on a large graph) are computed once."""
     from ..graphs import Graph
 
     check_type(model, ReplacementModel, "validate()", "model", "a ReplacementModel (from ct.load())")
@@ -263,50 +280,66 @@ def validate(
         raise ValueError(
             f"graph has {graph.n_layers} layers, the model {model.adapter.n_layers}: not this model's graph"
         )
-    parts = freeze_parts(freeze)
+    all_parts = [freeze_parts(f) for f in freezes]  # every argument checked before any measurement
     probe = _Probe.of(model, graph)
-    with frozen(model, graph.input_ids, parts):
-        pairs, ablations = _measure_pairs(model, graph, probe, int(n_pairs), int(seed), int(max_sources))
-    return ValidationReport(
-        prompt=graph.prompt,
-        pairs=pairs,
-        ablations=ablations,
-        settings={
-            "n_pairs": int(n_pairs),
-            "seed": int(seed),
-            "max_sources": int(max_sources),
-            "n_sources_ablated": len(ablations),
-            "freeze": list(parts),
-        },
-    )
+    plan = _Plan.of(graph, probe, int(n_pairs), int(seed), int(max_sources))
+    reports = []
+    for parts in tqdm(all_parts, desc="validate, freezing part by part", disable=not progress):
+        with frozen(model, graph.input_ids, parts):
+            pairs, ablations = _measure_pairs(model, graph, probe, plan)
+        settings = {"n_pairs": int(n_pairs), "seed": int(seed), "max_sources": int(max_sources)}
+        settings |= {"n_sources_ablated": len(ablations), "freeze": list(parts)}
+        reports.append(ValidationReport(prompt=graph.prompt, pairs=pairs, ablations=ablations, settings=settings))
+    return reports
+
+
+@dataclass
+class _Plan:
+    """What a validation compares, from the graph alone (the same whatever is frozen): the sampled
+    sources, each one's sampled feature targets, and the graph's predictions for them."""
+
+    sources: np.ndarray  # node indices [k]
+    targets: list[list[int]]  # per source: node indices of its sampled feature targets
+    direct: list[np.ndarray]  # per source: A[:, s] dense [N]
+    total: np.ndarray  # [N, k] predicted drops (`total_effects`)
+
+    @classmethod
+    def of(cls, graph: Graph, probe: _Probe, n_pairs: int, seed: int, max_sources: int) -> _Plan:
+        feats, rng = probe.feats, np.random.default_rng(seed)
+        sources = feats[rng.permutation(len(feats))[:max_sources]]
+        A = as_csr(graph.adjacency, dtype=np.float64)
+        per_source = max(3, -(-n_pairs // max(1, len(sources))))  # spread pairs over sources
+        targets, direct, n_ff = [], [], 0
+        for s in sources:
+            if n_ff >= n_pairs:
+                break
+            col = A[:, [int(s)]].toarray().ravel()
+            ts = [int(t) for t in feats if col[t] != 0 and t != s]
+            rng.shuffle(ts)
+            ts = ts[: min(per_source, n_pairs - n_ff)]
+            targets.append(ts)
+            direct.append(col)
+            n_ff += len(ts)
+        sources = sources[: len(targets)]  # those reached before n_pairs ran out
+        return cls(sources, targets, direct, total_effects(graph, sources))
 
 
 def _measure_pairs(
-    model: ReplacementModel, graph: Graph, probe: _Probe, n_pairs: int, seed: int, max_sources: int
+    model: ReplacementModel, graph: Graph, probe: _Probe, plan: _Plan
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(pairs, ablations) of `validate`: ablate sampled sources one at a time and read every target."""
-    feats, rng = probe.feats, np.random.default_rng(seed)
-    sources = feats[rng.permutation(len(feats))[: int(max_sources)]]
-    A = as_csr(graph.adjacency, dtype=np.float64)
-    total = total_effects(graph, sources)
-    feat_row = {int(n): k for k, n in enumerate(feats)}
+    """(pairs, ablations) of `validate`: ablate the plan's sources one at a time and read every target."""
+    feat_row = {int(n): k for k, n in enumerate(probe.feats)}
     h0, lg0, logits0 = probe.measure([])
     ids_of = graph.nodes["node_id"].to_numpy(dtype=object)
-    pair_rows, abl_rows, n_ff = [], [], 0
-    per_source = max(3, -(-int(n_pairs) // max(1, len(sources))))  # spread pairs over sources
-    for j, s in enumerate(sources):
-        if n_ff >= n_pairs:
-            break
+    pair_rows, abl_rows = [], []
+    for j, s in enumerate(plan.sources):
         h1, lg1, logits1 = probe.measure([probe.ablation(feat_row[int(s)])])
-        col = A[:, [int(s)]].toarray().ravel()
-        targets = [t for t in feats if col[t] != 0 and t != s]
-        rng.shuffle(targets)
-        for t in targets[: min(per_source, n_pairs - n_ff)]:
-            r = feat_row[int(t)]
-            pair_rows.append(("feature", ids_of[s], ids_of[t], col[t], total[t, j], h0[r] - h1[r]))
-            n_ff += 1
+        col = plan.direct[j]
+        for t in plan.targets[j]:
+            r = feat_row[t]
+            pair_rows.append(("feature", ids_of[s], ids_of[t], col[t], plan.total[t, j], h0[r] - h1[r]))
         for q, t in enumerate(probe.logits_idx):
-            pair_rows.append(("logit", ids_of[s], ids_of[t], col[t], total[t, j], lg0[q] - lg1[q]))
+            pair_rows.append(("logit", ids_of[s], ids_of[t], col[t], plan.total[t, j], lg0[q] - lg1[q]))
         abl_rows.append(_ablation_row(model, str(ids_of[s]), logits0, logits1))
     pairs = pd.DataFrame(
         pair_rows, columns=["kind", "source", "target", "predicted_direct", "predicted_total", "measured"]
