@@ -60,6 +60,14 @@ class OrganismTrainConfig:
     # still has to sharpen it (with 0, layer-0 features are a code shared by several states).
     city_state_share: float = 1.0
     weight_decay: float = 0.1
+    # RMSNorm's eps, the initial value of every norm's weight, and a factor on the initial embeddings.
+    # With eps far above the residual's mean square and weights sqrt(eps), each norm is close to the
+    # identity: its denominator barely depends on any one feature, as a big model's barely does on its
+    # wide residual, so ablations in the real model follow the frozen-norm graph more closely
+    # (benchmarks/RESULTS.md, "validate by part").
+    rms_norm_eps: float = 1e-6
+    norm_weight_init: float = 1.0
+    embedding_scale: float = 1.0
     hidden_size: int = 128
     intermediate_size: int = 512
     num_hidden_layers: int = 4
@@ -73,6 +81,7 @@ class OrganismTrainConfig:
 
 def build_model(cfg: OrganismTrainConfig, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -87,8 +96,14 @@ def build_model(cfg: OrganismTrainConfig, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         initializer_range=0.02,
+        rms_norm_eps=cfg.rms_norm_eps,
     )
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    model.model.embed_tokens.weight.data *= cfg.embedding_scale
+    for m in model.modules():
+        if isinstance(m, LlamaRMSNorm):
+            m.weight.data.fill_(cfg.norm_weight_init)
+    return model
 
 
 def _brief(res: dict) -> dict:

@@ -329,6 +329,24 @@ def test_city_state_directions_are_added_once_per_state(organism):
     assert delta[tok(" are", add_special_tokens=False)["input_ids"][0]].abs().max() == 0
 
 
+def test_norm_eps_and_embedding_scale_reach_the_model(organism):
+    """`rms_norm_eps` is every RMSNorm's eps (saved in the config) and `norm_weight_init` its weight;
+    `embedding_scale` multiplies the embeddings drawn from the same seed."""
+    from circuit_trace.organisms.train import build_model
+
+    tok = organism[1]
+    torch.manual_seed(0)
+    plain = build_model(_tiny(), tok)
+    torch.manual_seed(0)
+    scaled = build_model(_tiny(rms_norm_eps=0.5, norm_weight_init=3.0, embedding_scale=10.0), tok)
+    norms = [m for m in scaled.modules() if hasattr(m, "variance_epsilon")]
+    assert len(norms) == 2 * 4 + 1 and scaled.config.rms_norm_eps == 0.5
+    assert {m.variance_epsilon for m in norms} == {0.5}
+    assert all(bool((m.weight == 3.0).all()) for m in norms)
+    torch.testing.assert_close(scaled.model.embed_tokens.weight, 10 * plain.model.embed_tokens.weight)
+    torch.testing.assert_close(scaled.lm_head.weight, plain.lm_head.weight)
+
+
 def test_frozen_city_embeddings_do_not_move_in_stage_one():
     """Stage 1 trains the embeddings, but not the rows of city tokens (weight decay included)."""
     from circuit_trace.organisms.tokenizer import train_tokenizer
