@@ -63,8 +63,9 @@ class OrganismTrainConfig:
     # RMSNorm's eps, the initial value of every norm's weight, and a factor on the initial embeddings.
     # With eps far above the residual's mean square and weights sqrt(eps), each norm is close to the
     # identity: its denominator barely depends on any one feature, as a big model's barely does on its
-    # wide residual, so ablations in the real model follow the frozen-norm graph more closely
-    # (benchmarks/RESULTS.md, "validate by part").
+    # wide residual, so ablations in the real model follow the frozen-norm graph more closely; but
+    # the model then moves the state off the city before the CLT's features carry it all
+    # (benchmarks/RESULTS.md, "Near-identity RMSNorms").
     rms_norm_eps: float = 1e-6
     norm_weight_init: float = 1.0
     embedding_scale: float = 1.0

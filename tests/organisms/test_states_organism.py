@@ -329,7 +329,7 @@ def test_city_state_directions_are_added_once_per_state(organism):
     assert delta[tok(" are", add_special_tokens=False)["input_ids"][0]].abs().max() == 0
 
 
-def test_norm_eps_and_embedding_scale_reach_the_model(organism):
+def test_norm_settings_and_embedding_scale_reach_the_model(organism):
     """`rms_norm_eps` is every RMSNorm's eps (saved in the config) and `norm_weight_init` its weight;
     `embedding_scale` multiplies the embeddings drawn from the same seed."""
     from circuit_trace.organisms.train import build_model
