@@ -284,11 +284,16 @@ def validate_each(
     probe = _Probe.of(model, graph)
     plan = _Plan.of(graph, probe, int(n_pairs), int(seed), int(max_sources))
     reports = []
-    for parts in tqdm(all_parts, desc="validate, freezing part by part", disable=not progress):
+    for parts in tqdm(all_parts, desc="validate, one freeze at a time", disable=not progress):
         with frozen(model, graph.input_ids, parts):
             pairs, ablations = _measure_pairs(model, graph, probe, plan)
-        settings = {"n_pairs": int(n_pairs), "seed": int(seed), "max_sources": int(max_sources)}
-        settings |= {"n_sources_ablated": len(ablations), "freeze": list(parts)}
+        settings = {
+            "n_pairs": int(n_pairs),
+            "seed": int(seed),
+            "max_sources": int(max_sources),
+            "n_sources_ablated": len(ablations),
+            "freeze": list(parts),
+        }
         reports.append(ValidationReport(prompt=graph.prompt, pairs=pairs, ablations=ablations, settings=settings))
     return reports
 
@@ -314,7 +319,7 @@ class _Plan:
             if n_ff >= n_pairs:
                 break
             col = A[:, [int(s)]].toarray().ravel()
-            ts = [int(t) for t in feats if col[t] != 0 and t != s]
+            ts = feats[(col[feats] != 0) & (feats != s)].tolist()  # in `feats` order, as the seed expects
             rng.shuffle(ts)
             ts = ts[: min(per_source, n_pairs - n_ff)]
             targets.append(ts)
