@@ -48,8 +48,12 @@ class OrganismTrainConfig:
     lr: float = 3e-3
     min_lr_frac: float = 0.05
     warmup: int = 100
-    warmup_frac: float = 0.5  # share of the steps in stage 1 (corpus.WARMUP_KINDS only, lower layers alone)
+    warmup_frac: float = 0.5  # share of the steps in stage 1 (`warmup_kinds` only, lower layers alone)
     lower_layers: int = 2  # layers trained in stage 1 and frozen (with the embeddings) in stage 2; 0: one stage
+    # The sentence kinds of stage 1 (keys of corpus.MIX). Leaving out the state facts
+    # ("the capital of Texas is Austin") keeps a one-layer stage 1 from teaching layer 0's attention to
+    # copy the noun before " is" to the end, a copy of the city that stage 2 would then also use.
+    warmup_kinds: tuple[str, ...] = WARMUP_KINDS
     # The embeddings of the tokens that spell city names kept at their initialisation: trained, they
     # absorb much of the state, and that part of the lookup city -> state would happen in no MLP,
     # where no transcoder feature can show it.
@@ -113,9 +117,10 @@ def _brief(res: dict) -> dict:
 
 def training_corpus(cfg: OrganismTrainConfig) -> tuple[list[str], list[str]]:
     """The sentences of every step of each stage, in order: stage 1 (`warmup_frac` of the steps) has
-    only `WARMUP_KINDS` (no question about a city), stage 2 the full mix."""
+    only `warmup_kinds` (by default `corpus.WARMUP_KINDS`: no question about a city), stage 2 the
+    full mix."""
     n_warm = int(cfg.steps * cfg.warmup_frac)
-    warm = generate_corpus(cfg.seed + 1, n_warm * cfg.batch_size, kinds=WARMUP_KINDS) if n_warm else []
+    warm = generate_corpus(cfg.seed + 1, n_warm * cfg.batch_size, kinds=cfg.warmup_kinds) if n_warm else []
     return warm, generate_corpus(cfg.seed, (cfg.steps - n_warm) * cfg.batch_size)
 
 
@@ -301,7 +306,6 @@ def _metrics(
         "held_out_cities": list(HELD_OUT_CITIES),
         "mix": MIX,
         "language_mix": LANGUAGE_MIX,
-        "warmup_kinds": list(WARMUP_KINDS),
         "train": asdict(cfg),
         "params": n_params,
         "distinct_sentences": n_distinct,
@@ -313,6 +317,15 @@ def _metrics(
     }
 
 
+def sentence_kinds(text: str) -> tuple[str, ...]:
+    """`--warmup-kinds`' value: a comma-separated list of `corpus.MIX` keys."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in MIX]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown sentence kinds {unknown}; choose from {', '.join(MIX)}")
+    return kinds
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -320,6 +333,8 @@ def main(argv=None) -> None:
         flag = f"--{f.replace('_', '-')}"
         if isinstance(v, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=v)
+        elif isinstance(v, tuple):
+            ap.add_argument(flag, type=sentence_kinds, default=v, help="comma-separated, from: " + ", ".join(MIX))
         else:
             ap.add_argument(flag, type=type(v), default=v)
     a = vars(ap.parse_args(argv))

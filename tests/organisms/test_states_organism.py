@@ -347,6 +347,24 @@ def test_norm_settings_and_embedding_scale_reach_the_model(organism):
     torch.testing.assert_close(scaled.lm_head.weight, plain.lm_head.weight)
 
 
+def test_warmup_kinds_choose_stage_one_sentences():
+    """Stage 1 draws only from `warmup_kinds`; stage 2 from the whole mix; the CLI refuses an
+    unknown kind with exit 2 before training anything."""
+    from circuit_trace.organisms.train import main, training_corpus
+
+    pools = fact_sentences()
+    kinds = ("apposition", "address_state")
+    allowed = {s for k in kinds for s in pools[k]}
+    warm, rest = training_corpus(_tiny(steps=20, batch_size=8, warmup_frac=0.5, warmup_kinds=kinds))
+    assert len(warm) == 80 and set(warm) <= allowed
+    default_warm, _ = training_corpus(_tiny(steps=20, batch_size=8, warmup_frac=0.5))
+    assert not set(default_warm) <= allowed  # the default also has the state facts
+    assert any(s in pools["two_hop_capital"] for s in rest)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--warmup-kinds", "apposition,no_such_kind", "--steps", "1"])
+    assert exit_info.value.code == 2
+
+
 def test_frozen_city_embeddings_do_not_move_in_stage_one():
     """Stage 1 trains the embeddings, but not the rows of city tokens (weight decay included)."""
     from circuit_trace.organisms.tokenizer import train_tokenizer
