@@ -50,9 +50,9 @@ class OrganismTrainConfig:
     warmup: int = 100
     warmup_frac: float = 0.5  # share of the steps in stage 1 (`warmup_kinds` only, lower layers alone)
     lower_layers: int = 2  # layers trained in stage 1 and frozen (with the embeddings) in stage 2; 0: one stage
-    # The sentence kinds of stage 1 (keys of corpus.MIX). Leaving out the state facts
-    # ("the capital of Texas is Austin") keeps a one-layer stage 1 from teaching layer 0's attention to
-    # copy the noun before " is" to the end, a copy of the city that stage 2 would then also use.
+    # The sentence kinds of stage 1 (keys of corpus.MIX). Without the state facts ("the capital of
+    # Texas is Austin"), a one-layer stage 1 learns only the lookup at the city, and stage 2 moves the
+    # state off the city at layer 1 (benchmarks/RESULTS.md, "Stage 1 without the state facts").
     warmup_kinds: tuple[str, ...] = WARMUP_KINDS
     # The embeddings of the tokens that spell city names kept at their initialisation: trained, they
     # absorb much of the state, and that part of the lookup city -> state would happen in no MLP,
