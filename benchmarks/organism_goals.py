@@ -191,7 +191,7 @@ def measure(args) -> pd.DataFrame:
     if args.organism is None:
         model = ct.load()
     else:
-        model = ct.load(str(args.organism / "model"), str(args.organism / "clt"))
+        model = ct.load(str(args.organism / "model"), str(args.organism / args.kind))
     k, n = (int(v) for v in args.part.split("/"))
     cities = (OTHER_CITIES if args.city_set == "other" else CITIES)[: args.n][k - 1 :: n]
     return run(model, cities, args.langs.split(","), args.validate // n)
@@ -200,6 +200,7 @@ def measure(args) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--organism", type=Path, default=None, help="a folder holding model/ and clt/ (default: embedded)")
+    p.add_argument("--kind", choices=["clt", "plt"], default="clt", help="which of --organism's transcoders")
     p.add_argument("--n", type=int, default=len(CITIES), help="number of cities (of the built-in list)")
     p.add_argument(
         "--city-set", choices=["main", "other"], default="main", help="the built-in list: CITIES or OTHER_CITIES"

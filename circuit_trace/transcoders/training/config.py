@@ -189,6 +189,8 @@ class TrainingReport:
     outlier_tokens_dropped: int = 0
     outlier_tokens_input: int = 0  # dropped for their MLP input norm
     outlier_tokens_output: int = 0  # dropped for their MLP output norm
+    eval_outlier_tokens: int = 0  # held-out tokens the same filter drops (they stay in `fvu`)
+    fvu_without_outliers: list[float] | None = None  # per trained layer, held-out, without those tokens
     fvu_above_one: list[int] = field(default_factory=list)  # layers worse than predicting the mean
     loss_spikes: list[dict] = field(default_factory=list)  # {"step", "layer", "ratio"}
     flags: list[str] = field(default_factory=list)  # one-line warnings (also issued as warnings)

@@ -13,7 +13,7 @@ import torch
 
 from ..transcoder import Transcoder
 from .cache import ActivationCache, CacheError, check_model
-from .chunks import content_mask
+from .chunks import content_mask, outlier_mask
 from .config import TrainConfig
 from .metrics import ReconstructionStats, reconstruct_tokens, replacement_metrics
 from .reader import read_mlp_io
@@ -62,15 +62,31 @@ def cache_batches(cache, windows: torch.Tensor, layer_pos: torch.Tensor | None, 
 
 
 @torch.no_grad()
-def reconstruction_summary(tc: Transcoder, batches: Batches, progress: bool = False) -> dict:
-    """FVU / NMSE / L0 per layer and in total over ``batches``."""
+def reconstruction_summary(
+    tc: Transcoder,
+    batches: Batches,
+    progress: bool = False,
+    outlier_ratios: tuple[float | None, float | None] = (None, None),
+) -> dict:
+    """FVU / NMSE / L0 per layer and in total over ``batches``. With ``outlier_ratios`` (input,
+    output; as `TrainConfig.outlier_ratio` / `output_outlier_ratio`) also the FVU per layer over the
+    tokens training's filter would keep (`chunks.outlier_mask`, medians per evaluation batch rather
+    than per training chunk) and how many it drops: a few dropped tokens with huge activations can
+    carry almost all of a layer's held-out error, and they are tokens the transcoder never saw."""
     from tqdm.auto import tqdm
 
-    stats = ReconstructionStats(tc.n_layers)
+    stats, kept = ReconstructionStats(tc.n_layers), ReconstructionStats(tc.n_layers)
     for x, y in tqdm(batches, disable=not progress, desc="evaluate", unit="batch"):
         y_hat, acts = reconstruct_tokens(tc, x.to(tc.device, tc.dtype))
-        stats.update(y.to(tc.device, tc.dtype), y_hat, acts)
-    return stats.summary()
+        y = y.to(tc.device, tc.dtype)
+        stats.update(y, y_hat, acts)
+        keep, _ = outlier_mask(x.float().norm(dim=-1).cpu(), y.float().norm(dim=-1).cpu(), *outlier_ratios)
+        if keep.any():
+            kept.update(y[keep.to(y.device)], y_hat[keep.to(y.device)])
+    out = stats.summary()
+    out["outlier_tokens"] = stats.n_tokens - kept.n_tokens
+    out["fvu_without_outliers"] = kept.fvu() if out["outlier_tokens"] and kept.n_tokens else None
+    return out
 
 
 @torch.no_grad()
@@ -88,12 +104,13 @@ def evaluate(
 ) -> dict:
     """FVU / NMSE / L0 per layer on raw activations of ``windows`` (position 0, padding beyond
     ``lengths`` and the boundary tokens ``skip_token_ids`` skipped; from ``batches`` when given,
-    e.g. `cache_batches`), and replacement KL / top-1 agreement on the same tokens when ``adapter``
+    e.g. `cache_batches`), the FVU without the tokens ``config``'s outlier filter drops
+    (`reconstruction_summary`), and replacement KL / top-1 agreement on the same tokens when ``adapter``
     is given and ``tc`` covers every layer (else ``kl`` and ``top1_agreement`` are None)."""
     layers = list(range(tc.n_layers)) if layers is None else layers
     if batches is None:
         batches = stream_batches(adapter, windows, lengths, config, layers, skip_token_ids)
-    out = reconstruction_summary(tc, batches, progress)
+    out = reconstruction_summary(tc, batches, progress, (config.outlier_ratio, config.output_outlier_ratio))
     out.update(kl=None, top1_agreement=None)
     if adapter is not None and tc.n_layers == adapter.n_layers:
         fb = config.windows_per_forward(windows.shape[1])

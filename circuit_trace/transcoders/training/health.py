@@ -1,5 +1,6 @@
 """Training health checks: per-layer loss spikes during training, and the flags a report carries
-(a layer's held-out FVU above 1 means it does worse than predicting the mean)."""
+(a layer's held-out FVU above 1 means it does worse than predicting the mean; one that mostly
+measures outlier tokens training dropped says so)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,16 @@ class SpikeMonitor:
         self._n = int(state["n"])
 
 
-def health_flags(fvu: list[float], layer_ids: list[int], spikes: list[dict]) -> tuple[list[int], list[str]]:
-    """(layers whose held-out FVU > 1, one-line flags for the report and the warning)."""
+def health_flags(
+    fvu: list[float],
+    layer_ids: list[int],
+    spikes: list[dict],
+    fvu_without_outliers: list[float] | None = None,
+    n_outliers: int = 0,
+) -> tuple[list[int], list[str]]:
+    """(layers whose held-out FVU > 1, one-line flags for the report and the warning). A layer
+    whose FVU more than halves without the ``n_outliers`` held-out tokens the outlier filter drops
+    is flagged too: its figure measures those tokens, not the text the transcoder was trained on."""
     bad = [l for l, f in zip(layer_ids, fvu) if f > 1]
     flags = []
     if bad:
@@ -70,6 +79,14 @@ def health_flags(fvu: list[float], layer_ids: list[int], spikes: list[dict]) -> 
             f"held-out FVU > 1 (worse than predicting the mean) at layer(s) {bad}, worst {worst:.2f}: "
             "look for outlier tokens (output_outlier_ratio) or train longer"
         )
+    if fvu_without_outliers is not None:
+        pairs = [(l, f, g) for l, f, g in zip(layer_ids, fvu, fvu_without_outliers) if f > 2 * g]
+        if pairs:
+            moves = ", ".join(f"{f:.3f} -> {g:.3f}" for _, f, g in pairs)
+            flags.append(
+                f"held-out FVU at layer(s) {[l for l, _, _ in pairs]} is mostly {n_outliers} outlier token(s) "
+                f"that training drops: {moves} without them (fvu_without_outliers)"
+            )
     if spikes:
         layers = sorted({s["layer"] for s in spikes})
         flags.append(f"{len(spikes)} loss spike(s) at layer(s) {layers}, up to x{max(s['ratio'] for s in spikes)}")

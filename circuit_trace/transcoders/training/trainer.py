@@ -382,7 +382,10 @@ def _finish(adapter, trainer: Trainer, data: TrainData, cfg, out_dir: Path, repo
     report.fvu, report.nmse, report.l0 = ev["fvu"], ev["nmse"], ev["l0"]
     report.fvu_total, report.nmse_total, report.l0_total = ev["fvu_total"], ev["nmse_total"], ev["l0_total"]
     report.replacement_kl, report.top1_agreement, report.eval_tokens = ev["kl"], ev["top1_agreement"], ev["tokens"]
-    report.fvu_above_one, report.flags = health_flags(report.fvu, data.layers, report.loss_spikes)
+    report.eval_outlier_tokens, report.fvu_without_outliers = ev["outlier_tokens"], ev["fvu_without_outliers"]
+    report.fvu_above_one, report.flags = health_flags(
+        report.fvu, data.layers, report.loss_spikes, report.fvu_without_outliers, report.eval_outlier_tokens
+    )
     for flag in report.flags:
         warnings.warn(flag, stacklevel=4)
     report.save(out_dir / "report.json")

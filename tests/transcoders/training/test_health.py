@@ -93,6 +93,33 @@ def test_spike_monitor():
     assert health_flags([0.2, 0.9], [0, 1], []) == ([], [])
 
 
+def test_heldout_fvu_without_the_outliers_training_drops():
+    from circuit_trace.transcoders.training.evaluation import reconstruction_summary
+    from circuit_trace.transcoders.training.metrics import fvu, reconstruct_tokens
+
+    tc = Transcoder.random(2, 8, 16, cross_layer=True, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 2, 8, generator=g)
+    x[5] = 30.0  # an input outlier (at every layer)
+    y = reconstruct_tokens(tc, x)[0] + 0.3 * torch.randn(60, 2, 8, generator=g)  # a good fit...
+    y[40, 1] = 100.0  # ...but for a massive output at layer 1 (~110x its median norm), which it misses
+    batches = [(x[:30], y[:30]), (x[30:], y[30:])]  # the filter's medians are per batch
+    out = reconstruction_summary(tc, iter(batches), outlier_ratios=(10.0, 100.0))
+    keep = torch.ones(60, dtype=torch.bool)
+    keep[[5, 40]] = False
+    y_hat = reconstruct_tokens(tc, x)[0]
+    assert out["outlier_tokens"] == 2
+    torch.testing.assert_close(torch.tensor(out["fvu"]), fvu(y, y_hat).float(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(out["fvu_without_outliers"]), fvu(y[keep], y_hat[keep]).float(), rtol=1e-5, atol=0
+    )
+    off = reconstruction_summary(tc, iter(batches))  # filter off: nothing dropped, nothing to add
+    assert off["outlier_tokens"] == 0 and off["fvu_without_outliers"] is None
+    _, flags = health_flags(out["fvu"], [0, 1], [], out["fvu_without_outliers"], out["outlier_tokens"])
+    assert len(flags) == 1 and "layer(s) [1] is mostly 2 outlier token(s)" in flags[0]
+    assert health_flags([0.2, 0.3], [0, 1], [], [0.15, 0.2], 4) == ([], [])  # less than halved: no flag
+
+
 @pytest.mark.parametrize("family", ["llama", "gemma2"])  # gemma2: softcapped logits
 def test_vocab_chunked_kl_equals_full_logits(family):
     from helpers import make_hf_model
