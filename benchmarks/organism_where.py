@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,18 +51,32 @@ def mlp_outputs(model, ids: torch.Tensor) -> list[torch.Tensor]:
     return list(mlp_io(model.adapter, ids, tc.feature_input_hook, tc.feature_output_hook)[1])
 
 
-def edited_probs(model, ids: torch.Tensor, layer: int, pos: int, value: torch.Tensor) -> torch.Tensor:
-    """Next-token probabilities with MLP `layer`'s output at `pos` set to `value` [d]."""
+def edited_probs(
+    model, ids: torch.Tensor, pos: int, edits: dict[int, Callable[[torch.Tensor], torch.Tensor]]
+) -> torch.Tensor:
+    """Next-token probabilities with each MLP `layer`'s output at `pos` (live value [d]) replaced by
+    `edits[layer](value)`."""
 
-    def put(_layer: int, y: torch.Tensor) -> torch.Tensor:  # y [1, P, d]
+    def put(layer: int, y: torch.Tensor) -> torch.Tensor:  # y [1, P, d]
         y = y.clone()
-        y[0, pos] = value
+        y[0, pos] = edits[layer](y[0, pos])
         return y
 
     tc = model.transcoders
-    with mlp_hooks(model.adapter, tc.feature_input_hook, tc.feature_output_hook, [layer], on_output=put):
+    with mlp_hooks(model.adapter, tc.feature_input_hook, tc.feature_output_hook, sorted(edits), on_output=put):
         with torch.no_grad():
             return model.model(ids.to(model.device)).logits[0, -1].softmax(-1)
+
+
+def perfect_swap(layer: int, ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> dict:
+    """What swapping a CLT's layer-`layer` features for the other city's does if they reconstruct
+    every MLP exactly (edits for `edited_probs`; ours / theirs: each layer's clean MLP output [d] at
+    the city): MLP `layer` gets the other city's output, and each later MLP, still recomputed, gets
+    the clean difference added, as a CLT feature's decoders to later layers add it."""
+    edits = {layer: lambda y: theirs[layer]}
+    for later in range(layer + 1, len(ours)):
+        edits[later] = lambda y, d=theirs[later] - ours[later]: y + d
+    return edits
 
 
 def model_table(model, langs: list[str]) -> list[dict]:
@@ -73,11 +88,19 @@ def model_table(model, langs: list[str]) -> list[dict]:
             o_ids, o_pos, o_answer = city_prompt(model, other, lang)
             with torch.no_grad():
                 p0 = float(model.model(ids.to(model.device)).logits[0, -1].softmax(-1)[answer])
-            theirs = mlp_outputs(model, o_ids)
+            ours = [y[0, pos] for y in mlp_outputs(model, ids)]
+            theirs = [y[0, o_pos] for y in mlp_outputs(model, o_ids)]
             for layer in range(model.n_layers):
-                zeroed = edited_probs(model, ids, layer, pos, torch.zeros_like(theirs[layer][0, 0]))
-                patched = edited_probs(model, ids, layer, pos, theirs[layer][0, o_pos])
-                rows[layer].append((1 - float(zeroed[answer]) / p0, int(patched.argmax()) == o_answer))
+                zeroed = edited_probs(model, ids, pos, {layer: torch.zeros_like})
+                patched = edited_probs(model, ids, pos, {layer: lambda y, v=theirs[layer]: v})
+                perfect = edited_probs(model, ids, pos, perfect_swap(layer, ours, theirs))
+                rows[layer].append(
+                    (
+                        1 - float(zeroed[answer]) / p0,
+                        int(patched.argmax()) == o_answer,
+                        int(perfect.argmax()) == o_answer,
+                    )
+                )
     out = []
     for layer, r in rows.items():
         a = np.array(r, dtype=float)
@@ -87,6 +110,7 @@ def model_table(model, langs: list[str]) -> list[dict]:
                 "zero: mean fall": round(a[:, 0].mean(), 3),
                 "zero: share >= 50%": round((a[:, 0] >= 0.5).mean(), 3),
                 "patch: other capital top-1": round(a[:, 1].mean(), 3),
+                "perfect CLT swap: other capital top-1": round(a[:, 2].mean(), 3),
             }
         )
     return out
