@@ -10,7 +10,14 @@ Two tables, over the two-hop prompts of every city (``Fact: the capital of the s
   city's (the pairs of `organism_goals.CITIES`, each city with the next of another state): the mean
   relative fall of p(answer), the share of prompts where it falls >= 50 %, and the share where the
   other city's capital becomes top-1. The MLP whose output moves the answer is where the lookup
-  city -> state lives, or the one that relays it to the upper layers.
+  city -> state lives, or the one that relays it to the upper layers. Two bounds on a supernode
+  swap at that layer in the real model (free mode: later MLPs recompute):
+  - "patch": a swap by features that write only that MLP (a PLT, or a CLT whose later MLPs' share
+    is held by later features);
+  - "perfect CLT swap" (`perfect_swap`): features that also carry the city's whole difference to
+    every later MLP through their decoders, which free mode adds on top of the recomputed MLP.
+  A later MLP that reads the state from elsewhere too (e.g. the embedding) lowers the first; one
+  that recomputes the state from this MLP's output lowers the second (the difference counts twice).
 * **each transcoder** (CLT and PLT): per layer, the features active at the city over all cities,
   and per state the best single feature's coverage x purity (the share of the state's cities it
   fires on, times the share of its activation mass on that state's cities). A layer whose median
@@ -68,7 +75,9 @@ def edited_probs(
             return model.model(ids.to(model.device)).logits[0, -1].softmax(-1)
 
 
-def perfect_swap(layer: int, ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> dict:
+def perfect_swap(
+    layer: int, ours: list[torch.Tensor], theirs: list[torch.Tensor]
+) -> dict[int, Callable[[torch.Tensor], torch.Tensor]]:
     """What swapping a CLT's layer-`layer` features for the other city's does if they reconstruct
     every MLP exactly (edits for `edited_probs`; ours / theirs: each layer's clean MLP output [d] at
     the city): MLP `layer` gets the other city's output, and each later MLP, still recomputed, gets
