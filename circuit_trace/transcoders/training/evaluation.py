@@ -75,17 +75,19 @@ def reconstruction_summary(
     carry almost all of a layer's held-out error, and they are tokens the transcoder never saw."""
     from tqdm.auto import tqdm
 
-    stats, kept = ReconstructionStats(tc.n_layers), ReconstructionStats(tc.n_layers)
+    stats, dropped = ReconstructionStats(tc.n_layers), ReconstructionStats(tc.n_layers)
     for x, y in tqdm(batches, disable=not progress, desc="evaluate", unit="batch"):
         y_hat, acts = reconstruct_tokens(tc, x.to(tc.device, tc.dtype))
         y = y.to(tc.device, tc.dtype)
         stats.update(y, y_hat, acts)
         keep, _ = outlier_mask(x.float().norm(dim=-1).cpu(), y.float().norm(dim=-1).cpu(), *outlier_ratios)
-        if keep.any():
-            kept.update(y[keep.to(y.device)], y_hat[keep.to(y.device)])
+        if not keep.all():
+            drop = ~keep.to(y.device)
+            dropped.update(y[drop], y_hat[drop], [a[drop] for a in acts])
     out = stats.summary()
-    out["outlier_tokens"] = stats.n_tokens - kept.n_tokens
-    out["fvu_without_outliers"] = kept.fvu() if out["outlier_tokens"] and kept.n_tokens else None
+    out["outlier_tokens"] = dropped.n_tokens
+    kept = stats.without(dropped)
+    out["fvu_without_outliers"] = kept.fvu() if dropped.n_tokens and kept.n_tokens else None
     return out
 
 

@@ -37,6 +37,14 @@ class ReconstructionStats:
         if acts is not None:
             self.active += torch.stack([(a != 0).sum().double().cpu() for a in acts])
 
+    def without(self, part: ReconstructionStats) -> ReconstructionStats:
+        """The sums over the tokens seen here but not by ``part`` (whose tokens must be a subset of
+        these): a few excluded tokens are summed once, not the many kept ones a second time."""
+        rest = ReconstructionStats(self.n_layers, self.n_tokens - part.n_tokens)
+        rest.sse, rest.ssy, rest.active = self.sse - part.sse, self.ssy - part.ssy, self.active - part.active
+        rest.sum_y = self.sum_y if part.sum_y is None or self.sum_y is None else self.sum_y - part.sum_y
+        return rest
+
     def variance(self) -> torch.Tensor:
         """[L] Σ‖y−ȳ‖² (the FVU denominator), from the streaming sums."""
         if self.sum_y is None:

@@ -34,6 +34,14 @@ def test_streaming_stats_match_batch():
     torch.testing.assert_close(torch.tensor(s.fvu(), dtype=torch.float64), fvu(y, y_hat))
     torch.testing.assert_close(torch.tensor(s.nmse(), dtype=torch.float64), nmse(y, y_hat))
     torch.testing.assert_close(torch.tensor(s.l0()), l0(acts))
+    part = ReconstructionStats(3)  # some of the tokens, taken out again
+    drop = torch.zeros(100, dtype=torch.bool)
+    drop[[3, 50, 97]] = True
+    part.update(y[drop], y_hat[drop], [a[drop] for a in acts])
+    rest = s.without(part)
+    assert rest.n_tokens == 97
+    torch.testing.assert_close(torch.tensor(rest.fvu(), dtype=torch.float64), fvu(y[~drop], y_hat[~drop]))
+    torch.testing.assert_close(torch.tensor(rest.l0()), l0([a[~drop] for a in acts]))
 
 
 @pytest.mark.parametrize("cross_layer", [True, False])
