@@ -14,8 +14,11 @@ capitale de l'État qui contient <city> est``):
   (`ct.strongest_path`) passes through one;
 * ablate: the state supernode = every pruned feature node whose label names the state, set to 0 in
   the real model (`ct.intervene`, free mode); passes when p(answer) falls by >= 50 % (relative);
-* swap: the supernode replaced by the next prompt's state supernode (`ct.swap` with
-  `ct.activations_from` that prompt) - passes when that state's capital becomes top-1;
+* swap: the supernode replaced by the next prompt's state supernode, each of its features set where
+  it was in that prompt, the two prompts aligned at their ends (`ct.swap(..., up_graph=)`: city
+  features at the city, last-token features at the last token) - passes when that state's capital
+  becomes top-1. `swap_all_ok`: the same with every up feature set at every position of the down
+  supernode (`ct.swap` with `ct.activations_from`, the figure before 2026-12-02);
 * validate: `ct.validate` Spearman (total effects) feature -> feature and feature -> logit;
 * cross-language: the English supernode's features read on the French prompt (city-position
   features at the French city's last token, the others at the last token): the share active, and
@@ -65,7 +68,8 @@ class PromptResult:
     path_via_state: bool  # the strongest city -> answer path passes through one of them
     n_supernode: int
     ablate_drop: float  # relative fall of p(answer) when the state supernode is set to 0
-    swap_ok: bool | None = None
+    swap_ok: bool | None = None  # up features where they were in the other prompt (aligned at the ends)
+    swap_all_ok: bool | None = None  # up features at every position of the down supernode
     rho_ff: float = float("nan")
     rho_fl: float = float("nan")
     xl_active: float = float("nan")  # French prompt: share of the English supernode's features active
@@ -126,13 +130,15 @@ def one_prompt(model, city: str, lang: str, do_validate: bool) -> tuple[PromptRe
     return res, ctx
 
 
-def swap_check(model, a: dict, b: dict) -> bool | None:
-    """Replace a's state supernode by b's (b's activations): does b's capital become top-1 on a?"""
+def swap_check(model, a: dict, b: dict) -> tuple[bool | None, bool | None]:
+    """Replace a's state supernode by b's: does b's capital become top-1 on a? Placed two ways: each
+    up feature where it was in b's prompt (aligned at the ends), and every one at every down position."""
     if a["sn"] is None or b["sn"] is None or a["state"] == b["state"]:
-        return None
+        return None, None
+    aligned = ct.swap(a["sn"], b["sn"], graph=a["graph"], up_graph=b["graph"])
     acts = ct.activations_from(model, b["prompt"], b["sn"], graph=b["graph"])
-    edits = ct.swap(a["sn"], b["sn"], acts, graph=a["graph"])
-    return p_after(model, a["prompt"], edits, b["answer"])[2] == b["answer"]
+    everywhere = ct.swap(a["sn"], b["sn"], acts, graph=a["graph"])
+    return tuple(p_after(model, a["prompt"], e, b["answer"])[2] == b["answer"] for e in (aligned, everywhere))
 
 
 def cross_language(model, en: dict, fr: dict) -> tuple[float, float]:
@@ -160,7 +166,7 @@ def run(model, cities: list[str], langs: list[str], n_validate: int) -> pd.DataF
         nxt = next(
             c for c in cities[cities.index(res.city) + 1 :] + cities if CITY_TO_STATE[c] != CITY_TO_STATE[res.city]
         )
-        res.swap_ok = swap_check(model, ctxs[(res.city, res.lang)], ctxs[(nxt, res.lang)])
+        res.swap_ok, res.swap_all_ok = swap_check(model, ctxs[(res.city, res.lang)], ctxs[(nxt, res.lang)])
         if res.lang == "fr" and (res.city, "en") in ctxs:
             res.xl_active, res.xl_drop = cross_language(model, ctxs[(res.city, "en")], ctxs[(res.city, "fr")])
     return pd.DataFrame([asdict(r) for r in rows])
@@ -171,11 +177,13 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for lang, d in df.groupby("lang"):
         sw = d["swap_ok"].dropna()
+        sw_all = d["swap_all_ok"].dropna() if "swap_all_ok" in d else sw.iloc[:0]
         rows = [
             ("graph: state feature at city on strongest path", (d["n_state_at_city"].gt(0) & d["path_via_state"]).mean(), ">= 0.80"),
             ("graph: state feature at city (any path)", d["n_state_at_city"].gt(0).mean(), ""),
             ("ablate state supernode: p(answer) -50%", (d["ablate_drop"] >= 0.5).mean(), ">= 0.80"),
             ("swap state supernode: other capital top-1", sw.astype(float).mean() if len(sw) else np.nan, ">= 0.80"),
+            ("  the same, every up feature at every down position", sw_all.astype(float).mean() if len(sw_all) else np.nan, ""),
             ("validate median Spearman feature->feature", d["rho_ff"].median(), ">= 0.80"),
             ("validate median Spearman feature->logit", d["rho_fl"].median(), ">= 0.70"),
             ("English supernode active on French prompt (share)", d["xl_active"].mean(), ""),

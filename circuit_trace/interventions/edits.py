@@ -23,6 +23,7 @@ __all__ = [
     "Supernode",
     "ablate_errors",
     "add_feature",
+    "aligned_up_edits",
     "check_conflicts",
     "check_edits",
     "flatten_edits",
@@ -220,22 +221,39 @@ class Supernode:
 def swap(
     down: Supernode,
     up: Supernode,
-    up_activations: Mapping[tuple[int, int], float],
+    up_activations: Mapping[tuple[int, int], float] | None = None,
     *,
     down_op: Op = "set",
     down_value: float = 0.0,
     up_scale: float = 1.0,
     positions: Sequence[int] | None = None,
     graph=None,
+    up_graph=None,
 ) -> list[Edit]:
     """Turn `down` off (set to `down_value`, or `down_op="scale"`) and `up` on.
 
     `up`'s ids usually come from another prompt's graph (e.g. California features of an Oakland
-    prompt), so their positions mean nothing here: the up features are set, at `positions` (default:
-    the positions of `down`'s nodes), to `up_scale` × their activation in that other prompt's clean
-    run, `up_activations[(layer, index)]` (see `intervene.activations_from`)."""
+    prompt). Two ways to place them here:
+
+    * with `up_graph` (that other prompt's graph; `graph` is then this prompt's): each up feature is
+      set where it was there, the two prompts aligned at their ends (position p of an n-token prompt
+      goes to p + n_here - n), so with a shared template the city meets the city and the last token
+      the last token; at `up_scale` × its activation there (the graph's clean value). A feature in
+      both supernodes at one position takes the up value.
+    * otherwise every up feature is set at `positions` (default: the positions of `down`'s nodes) to
+      `up_scale` × `up_activations[(layer, index)]`, its activation in the other prompt's clean run
+      (see `intervene.activations_from`). Features of different roles (the city's, the last token's)
+      then land at each other's positions too."""
     down_feats = down.features(graph)
     edits = [Edit((l, i), down_op, down_value, (p,)) for l, i, p in down_feats]
+    if up_graph is not None:
+        if graph is None or up_activations is not None or positions is not None:
+            raise EditError("swap with up_graph: give graph (this prompt's), and neither up_activations nor positions")
+        placed = aligned_up_edits(up, up_graph, graph.n_pos, up_scale)
+        taken = {(e.feature, e.positions) for e in placed}
+        return [e for e in edits if (e.feature, e.positions) not in taken] + placed
+    if up_activations is None:
+        raise EditError(f"swap: give up_activations or up_graph for supernode {up.label!r}")
     pos = tuple(positions) if positions is not None else tuple(sorted({p for _, _, p in down_feats}))
     seen: set[tuple[int, int]] = set()
     for l, i, _ in up.features():
@@ -245,6 +263,22 @@ def swap(
         if (l, i) not in up_activations:
             raise EditError(f"swap: no activation given for up feature {l}_{i} of supernode {up.label!r}")
         edits.append(Edit((l, i), "set", float(up_activations[(l, i)]) * float(up_scale), pos))
+    return edits
+
+
+def aligned_up_edits(up: Supernode, up_graph, n_pos_here: int, up_scale: float = 1.0) -> list[Edit]:
+    """`up`'s features set at their own positions in `up_graph`'s prompt, shifted so that both prompts
+    end together, each to `up_scale` × its clean activation there (the graph's node table)."""
+    shift = n_pos_here - int(up_graph.n_pos)
+    acts = up_graph.nodes.set_index("node_id")["activation"]
+    edits = []
+    for (l, i, p), nid in zip(up.features(up_graph), up.node_ids):
+        if p + shift < 0:
+            raise EditError(
+                f"swap: up node {nid} sits at position {p} of a {up_graph.n_pos}-token prompt, before the start "
+                f"of this {n_pos_here}-token one when the two are aligned at their ends"
+            )
+        edits.append(Edit((l, i), "set", float(acts[nid]) * float(up_scale), (p + shift,)))
     return edits
 
 

@@ -129,6 +129,44 @@ def test_swap_uses_other_prompt_activations():
         swap(down, up, {}, graph=graph)
 
 
+def test_swap_aligned_places_each_up_feature_where_it_was():
+    graph = graph_of("gpt2", "clt")
+    other = "w2 w6 w8 w3"
+    other_graph = graph_of("gpt2", "clt", prompt=other)
+    shift = graph.n_pos - other_graph.n_pos
+    feats = other_graph.feature_nodes()
+    up_rows = feats[feats.pos + shift >= 1].iloc[[0, -1]]
+    up = Supernode("up", tuple(up_rows.node_id))
+    down = Supernode("down", tuple(graph.nodes.node_id.iloc[graph.feature_indices[:2]]))
+    edits = swap(down, up, graph=graph, up_graph=other_graph, up_scale=2.0)
+    placed = {(e.feature, e.positions): e.value for e in edits}
+    for r in up_rows.itertuples():
+        assert placed[((int(r.layer), int(r.feature)), (int(r.pos) + shift,))] == pytest.approx(2 * r.activation)
+    assert sorted(placed.values())[:2] == [0.0, 0.0]
+    with pytest.raises(EditError, match="neither up_activations"):
+        swap(down, up, {}, graph=graph, up_graph=other_graph)
+    with pytest.raises(EditError, match="give up_activations or up_graph"):
+        swap(down, up, graph=graph)
+    mine = graph.feature_nodes()  # the other way round: this prompt is longer, its early nodes fall off
+    early = Supernode("early", (mine.node_id[mine.pos < shift].iloc[0],))
+    other_down = Supernode("d", (feats.node_id.iloc[0],))
+    with pytest.raises(EditError, match="before the start"):
+        swap(other_down, early, graph=other_graph, up_graph=graph)
+
+
+def test_swap_aligned_of_a_prompt_with_itself_changes_nothing():
+    """Each feature set to its own clean value where it was, at two positions: the real model's
+    output is unchanged."""
+    rm, graph = replacement("gpt2", "clt"), graph_of("gpt2", "clt")
+    feats = graph.feature_nodes()
+    ids = tuple(feats.node_id[feats.pos.isin(sorted(set(feats.pos))[:2])].iloc[:6])
+    sn = Supernode("both", ids)
+    assert len({p for _, _, p in sn.features(graph)}) == 2
+    res = intervene(rm, PROMPT, swap(sn, sn, graph=graph, up_graph=graph))
+    assert len(res.features) == len(ids)
+    torch.testing.assert_close(res.logits_after, res.logits_before, atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------- CLI
 def test_parse_cli_edits():
     edits = parse_cli_edits(["1_7=-2", "texas=0"], ["2_3_4=5.5"], ["texas=0_1_2,1_5_3"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import circuit_trace as ct
+from circuit_trace.organisms.labels import names_state
 
 PROMPT = "Fact: the capital of the state containing Dallas is"
 
@@ -36,3 +37,23 @@ def test_organism_generation_stops_at_its_context(organism):
     with pytest.warns(UserWarning, match=f"context limit of {n_ctx}"):
         res = ct.generate(model, PROMPT, [], max_new_tokens=n_ctx + 10, stop_at_eos=False)
     assert len(res.input_ids) + len(res.token_ids) == n_ctx and res.stop_reason == "context_limit"
+
+
+def state_supernode(graph, state: str) -> ct.Supernode:
+    f = ct.prune(graph).graph.feature_nodes()
+    return ct.Supernode(state, tuple(f["node_id"][[names_state(lab, state) for lab in f["label"]]]))
+
+
+@pytest.mark.parametrize("city", ["Oakland", "San Diego"])  # San Diego: two tokens, the prompt one longer
+def test_label_swap_with_the_other_graph_makes_its_capital_win(organism, city):
+    """The README's swap by label: the Texas-labelled features of the pruned Dallas graph off, the
+    California-labelled ones of the other city's graph on, each where it was there."""
+    model, graph = organism
+    other = ct.attribute(model, PROMPT.replace("Dallas", city), progress=False)
+    down, up = state_supernode(graph, "Texas"), state_supernode(other, "California")
+    edits = ct.swap(down, up, graph=graph, up_graph=other)
+    assert {e.positions for e in edits if e.value != 0} <= {
+        (p + graph.n_pos - other.n_pos,) for *_, p in up.features(other)
+    }
+    res = ct.intervene(model, PROMPT, edits)
+    assert res.top_before[0].token == " Austin" and res.top_after[0].token == " Sacramento", str(res)
