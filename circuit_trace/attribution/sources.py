@@ -68,10 +68,16 @@ class Sources:
         for layer, g in enumerate(g_mlp):
             if g is not None:
                 lo = base + layer * (self.P - 1)
-                out[:, lo : lo + Pb - 1] = (g[:, 1:] * self.errors[layer, : Pb - 1]).sum(-1)
+                out[:, lo : lo + Pb - 1] = _dots(g[:, 1:], self.errors[layer, : Pb - 1])
         lo = base + self.n_err
-        out[:, lo : lo + Pb] = (g_emb.float() * self.embeds[:Pb]).sum(-1)
+        out[:, lo : lo + Pb] = _dots(g_emb.float(), self.embeds[:Pb])
         return out
+
+
+def _dots(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """g [B, P, d] . v [P, d] over d -> [B, P]: one [1, d] x [d, B] product per position, with no
+    [B, P, d] temporary (about twice as fast as multiply-and-sum on a position-major gradient)."""
+    return torch.bmm(v[:, None, :], g.permute(1, 2, 0))[:, 0].T
 
 
 def batched_grads(

@@ -75,10 +75,10 @@ def _dense_to_csr(a: np.ndarray, dtype: type, block_elems: int = 1 << 22) -> sp.
     indices = np.empty(nnz, dtype=idx_dtype)
     for lo in range(0, n_rows, step):  # pass 2: fill values and column indices in place
         blk = block(lo)
-        mask = blk != 0
+        flat = np.flatnonzero(blk != 0)  # row-major order, like scipy's conversion
         s, e = int(indptr[lo]), int(indptr[min(lo + step, n_rows)])
-        data[s:e] = blk[mask]  # row-major order, like scipy's conversion
-        indices[s:e] = np.flatnonzero(mask) % n_cols
+        data[s:e] = np.take(blk.ravel(), flat)  # a gather: far faster than blk[mask] on scattered nonzeros
+        indices[s:e] = flat % n_cols
     out = sp.csr_array((data, indices, indptr), shape=(n_rows, n_cols), copy=False)
     out.has_sorted_indices = True
     out.has_canonical_format = True
