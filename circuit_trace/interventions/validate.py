@@ -44,9 +44,26 @@ from .intervene import FreeEdits, forward_inputs
 if TYPE_CHECKING:
     from ..graphs import Graph
 
-__all__ = ["FEATURE_GOAL", "ValidationReport", "total_effects", "validate", "validate_each"]
+__all__ = [
+    "FEATURE_GOAL",
+    "RANK_RESOLUTION",
+    "ValidationReport",
+    "resolved",
+    "total_effects",
+    "validate",
+    "validate_each",
+]
 
 FEATURE_GOAL = 0.72  # Spearman, feature→feature, published reference on 20 prompts
+# Effects smaller than this fraction of a column's largest are float32 rounding (a prediction of
+# exactly 0 is measured as ±1e-7), so they rank as ties at 0 rather than in the order of their noise.
+RANK_RESOLUTION = 1e-5
+
+
+def resolved(values: pd.Series) -> pd.Series:
+    """`values` with every entry below RANK_RESOLUTION × the largest |value| set to 0 (for ranking)."""
+    tol = RANK_RESOLUTION * float(values.abs().max()) if len(values) else 0.0
+    return values.where(values.abs() > tol, 0.0)
 
 
 @dataclass
@@ -59,9 +76,10 @@ class ValidationReport:
 
     def _rho(self, kind: str, column: str) -> float:
         d = cast(pd.DataFrame, self.pairs[self.pairs["kind"] == kind])  # a boolean row mask keeps a frame
-        if len(d) < 3 or d[column].nunique() < 2 or d["measured"].nunique() < 2:
+        x, y = resolved(d[column]), resolved(d["measured"])
+        if len(d) < 3 or x.nunique() < 2 or y.nunique() < 2:
             return float("nan")  # too few pairs, or constant: no rank correlation to report
-        return float(spearmanr(d[column], d["measured"]).statistic)  # pyright: ignore[reportAttributeAccessIssue]  # scipy stubs omit .statistic
+        return float(spearmanr(x, y).statistic)  # pyright: ignore[reportAttributeAccessIssue]  # scipy stubs omit .statistic
 
     @property
     def summary(self) -> pd.DataFrame:

@@ -58,3 +58,16 @@ def test_largest_step_names_the_part_that_raises_agreement_most():
     assert "+ attention" in text and PART_MEANING["norms"] in text and PART_MEANING["errors"] in text
     flat = ValidationDiagnosis("p", [_report(1.0, 1.0, FREEZE_PARTS[:k]) for k in range(3)])
     assert flat.largest_step("ff") is None and "largest rise" not in str(flat)
+
+
+def test_rounding_noise_around_zero_ranks_as_ties():
+    """Pairs predicted exactly 0 and measured as float32 noise (±1e-7 of effects near 1) tie at 0
+    instead of ranking in their noise's order; effects above the resolution keep their ranks."""
+    predicted = [0.0, 0.0, -4e-8, 0.02, 0.3, 1.5]
+    measured = [1.5e-7, -2e-7, 1.5e-7, 0.02, 0.3, 1.5]
+    rows = [("logit", f"s{i}", "t", p, p, m) for i, (p, m) in enumerate(zip(predicted, measured))]
+    pairs = pd.DataFrame(rows, columns=["kind", "source", "target", "predicted_direct", "predicted_total", "measured"])
+    rep = ValidationReport("p", pairs, pd.DataFrame())
+    assert rep.summary.iloc[1]["spearman_total"] == pytest.approx(1.0)
+    noisy = pairs.assign(measured=[0.2, -0.2, 0.2, 0.02, 0.3, 1.5])  # the same order, now real effects
+    assert ValidationReport("p", noisy, pd.DataFrame()).summary.iloc[1]["spearman_total"] < 0.9
