@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "add_feature": "interventions",
     "ablate_errors": "interventions",
     "swap": "interventions",
+    "swap_from": "interventions",
     "GenerationResult": "interventions",
     "read_supernodes": "interventions",
     "read_pinned_ids": "interventions",
@@ -135,6 +136,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
         set_feature,
         strongest_inputs,
         swap,
+        swap_from,
         validate,
     )
     from .models import LoadedModel, UnsupportedArchitectureError

@@ -173,7 +173,13 @@ def _print_details(rm, graph, out: Path) -> None:
 def cmd_intervene(args) -> int:
     """Edits from the options (checked before the model loads), then the next-token table, or the
     edited and unedited continuations with --generate; --html writes the result's figure."""
-    from .cli_commands.intervene import generation_kwargs, prepared_edits, strongest_supernode, swap_edits
+    from .cli_commands.intervene import (
+        generation_kwargs,
+        prepared_edits,
+        reported_supernodes,
+        strongest_supernode,
+        swap_edits,
+    )
     from .interventions import EditError, generate, intervene
 
     html_out = _checked_path(args.html, ".html", "--html") if args.html else None
@@ -198,7 +204,7 @@ def cmd_intervene(args) -> int:
     except (EditError, ValueError) as exc:  # ValueError: a sampling setting generate refuses
         raise CLIError(str(exc)) from exc
     print(result)
-    _print_supernodes(result, groups, html_out)
+    _print_supernodes(result, reported_supernodes(rm, args, groups), html_out)
     return EXIT_OK
 
 

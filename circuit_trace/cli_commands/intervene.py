@@ -20,6 +20,7 @@ from ..interventions import (
     read_supernodes,
     strongest_inputs,
     swap,
+    swap_from,
 )
 from ..interventions.edits import check_conflicts
 
@@ -27,6 +28,7 @@ __all__ = [
     "generation_kwargs",
     "positioned_supernodes",
     "prepared_edits",
+    "reported_supernodes",
     "strongest_supernode",
     "supernodes_of",
     "swap_edits",
@@ -102,6 +104,8 @@ def prepared_edits(args, found: dict[str, tuple[str, ...]] | None = None) -> tup
         raise EditError("--swap needs --swap-from PROMPT (the prompt whose activations UP takes)")
     if args.swap_from and not args.swap:
         raise EditError("--swap-from is used only with --swap DOWN=UP")
+    if args.swap_at_down and not args.swap:
+        raise EditError("--swap-at-down is used only with --swap DOWN=UP")
     if not edits and not args.swap:
         raise EditError(
             "no edits given: use --scale/--set/--add ID=V, --swap DOWN=UP or --ablate-errors "
@@ -135,12 +139,35 @@ def _supernode(name: str, groups: dict[str, tuple[str, ...]]) -> Supernode:
 
 
 def swap_edits(model, args, groups: dict[str, tuple[str, ...]]) -> list[Edit]:
-    """The edits of each --swap DOWN=UP, UP's activations read from --swap-from in `model`."""
+    """The edits of each --swap DOWN=UP, UP's activations read from --swap-from in `model`: each UP
+    feature where it is in --swap-from (the prompts aligned at their ends), or with --swap-at-down
+    every UP feature at every position of DOWN."""
     out: list[Edit] = []
     for spec in args.swap:
         down, up = _swap_sides(spec, groups)
-        acts = activations_from(model, args.swap_from, up)
-        out += swap(down, up, acts, up_scale=args.swap_scale)
+        if args.swap_at_down:
+            out += swap(down, up, activations_from(model, args.swap_from, up), up_scale=args.swap_scale)
+        else:
+            out += swap_from(model, args.prompt, down, up, args.swap_from, up_scale=args.swap_scale)
+    return out
+
+
+def reported_supernodes(model, args, groups: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """The named supernodes whose activation after the edits is printed: each --swap UP moved to the
+    positions the swap set it at in PROMPT (its ids name positions in --swap-from); with
+    --swap-at-down, UP (set at DOWN's positions) is left out."""
+    if not args.swap:
+        return groups
+    out = dict(groups)
+    shift = model.tokenize(args.prompt).numel() - model.tokenize(args.swap_from).numel()
+    for spec in args.swap:
+        _, up = _swap_sides(spec, groups)
+        if up.label not in groups:  # a single feature id, not a named supernode
+            continue
+        if args.swap_at_down:
+            out.pop(up.label)
+        else:
+            out[up.label] = tuple(f"{l}_{i}_{p + shift}" for l, i, p in up.features())
     return out
 
 

@@ -45,9 +45,15 @@ def add_edit_options(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DOWN=UP",
         help="turn supernode (or feature id) DOWN off and set UP to its activations in --swap-from; "
-        "the ids of both need positions (layer_index_pos); UP is set at DOWN's positions",
+        "the ids of both need positions (layer_index_pos): DOWN's in PROMPT, UP's in --swap-from. Each UP "
+        "feature is set where it is in --swap-from, the two prompts aligned at their ends",
     )
     p.add_argument("--swap-from", default=None, metavar="PROMPT", help="the prompt UP's activations are read from")
+    p.add_argument(
+        "--swap-at-down",
+        action="store_true",
+        help="the older placement: every UP feature at every position of DOWN (its strongest activation in --swap-from)",
+    )
     p.add_argument(
         "--swap-scale", type=float, default=1.0, help="multiply UP's activations by this (default %(default)s)"
     )

@@ -24,6 +24,7 @@ from .intervene import (
     activations_from,
     format_result,
     intervene,
+    swap_from,
 )
 from .qparams import read_pinned_ids, read_qparams, read_supernodes, strongest_inputs
 from .report import format_prob
@@ -62,6 +63,7 @@ __all__ = [
     "set_feature",
     "strongest_inputs",
     "swap",
+    "swap_from",
     "validate",
     "validate_each",
 ]

@@ -26,12 +26,14 @@ __all__ = [
     "aligned_up_edits",
     "check_conflicts",
     "check_edits",
+    "ends_aligned_edits",
     "flatten_edits",
     "parse_cli_edits",
     "parse_feature_id",
     "scale_feature",
     "set_feature",
     "swap",
+    "up_replaces_down",
 ]
 
 
@@ -249,9 +251,7 @@ def swap(
     if up_graph is not None:
         if graph is None or up_activations is not None or positions is not None:
             raise EditError("swap with up_graph: give graph (this prompt's), and neither up_activations nor positions")
-        placed = aligned_up_edits(up, up_graph, graph.n_pos, up_scale)
-        taken = {(e.feature, e.positions) for e in placed}
-        return [e for e in edits if (e.feature, e.positions) not in taken] + placed
+        return up_replaces_down(edits, aligned_up_edits(up, up_graph, graph.n_pos, up_scale))
     if up_activations is None:
         raise EditError(f"swap: give up_activations or up_graph for supernode {up.label!r}")
     pos = tuple(positions) if positions is not None else tuple(sorted({p for _, _, p in down_feats}))
@@ -266,19 +266,41 @@ def swap(
     return edits
 
 
+def up_replaces_down(down_edits: list[Edit], up_edits: list[Edit]) -> list[Edit]:
+    """A swap's edits: `down_edits` less those of a feature and position that an up edit sets (a
+    feature in both supernodes at one position takes the up value), then `up_edits`."""
+    taken = {(e.feature, e.positions) for e in up_edits}
+    return [e for e in down_edits if (e.feature, e.positions) not in taken] + up_edits
+
+
 def aligned_up_edits(up: Supernode, up_graph, n_pos_here: int, up_scale: float = 1.0) -> list[Edit]:
     """`up`'s features set at their own positions in `up_graph`'s prompt, shifted so that both prompts
     end together, each to `up_scale` × its clean activation there (the graph's node table)."""
-    shift = n_pos_here - int(up_graph.n_pos)
     acts = up_graph.nodes.set_index("node_id")["activation"]
+    values = [float(acts[nid]) for nid in up.node_ids]
+    return ends_aligned_edits(up, up.features(up_graph), values, int(up_graph.n_pos), n_pos_here, up_scale)
+
+
+def ends_aligned_edits(
+    up: Supernode,
+    feats: Sequence[tuple[int, int, int]],
+    values: Sequence[float],
+    n_pos_there: int,
+    n_pos_here: int,
+    up_scale: float = 1.0,
+) -> list[Edit]:
+    """Set each of `up`'s features (`feats` [(layer, index, pos)], one per node id, positions in an
+    `n_pos_there`-token prompt) to `up_scale` × its value there, at its position shifted so that the
+    two prompts end together (p -> p + n_pos_here - n_pos_there)."""
+    shift = n_pos_here - n_pos_there
     edits = []
-    for (l, i, p), nid in zip(up.features(up_graph), up.node_ids):
+    for (l, i, p), nid, value in zip(feats, up.node_ids, values, strict=True):
         if p + shift < 0:
             raise EditError(
-                f"swap: up node {nid} sits at position {p} of a {up_graph.n_pos}-token prompt, before the start "
+                f"swap: up node {nid} sits at position {p} of a {n_pos_there}-token prompt, before the start "
                 f"of this {n_pos_here}-token one when the two are aligned at their ends"
             )
-        edits.append(Edit((l, i), "set", float(acts[nid]) * float(up_scale), (p + shift,)))
+        edits.append(Edit((l, i), "set", float(value) * float(up_scale), (p + shift,)))
     return edits
 
 

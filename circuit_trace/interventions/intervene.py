@@ -39,7 +39,9 @@ from .edits import (
     ErrorAblation,
     Supernode,
     check_edits,
+    ends_aligned_edits,
     flatten_edits,
+    up_replaces_down,
 )
 from .report import format_prob, format_result
 
@@ -56,8 +58,10 @@ __all__ = [
     "format_result",
     "forward_inputs",
     "intervene",
+    "node_activations",
     "prepare_edits",
     "resolve_positions",
+    "swap_from",
 ]
 
 
@@ -546,8 +550,16 @@ def activations_from(
 ) -> dict[tuple[int, int], float]:
     """Clean activations {(layer, index): a} of features in another prompt, read at each node's
     position there (e.g. the California features of an Oakland prompt, for `swap`)."""
-    feats = nodes.features(graph) if isinstance(nodes, Supernode) else [tuple(map(int, n)) for n in nodes]
-    ids = model.tokenize(prompt)
+    feats = nodes.features(graph) if isinstance(nodes, Supernode) else [(int(l), int(i), int(p)) for l, i, p in nodes]
+    out: dict[tuple[int, int], float] = {}
+    for (l, i, _), a in zip(feats, node_activations(model, model.tokenize(prompt), feats)):
+        out[(l, i)] = max(out.get((l, i), -math.inf), a)  # a feature at several positions: its strongest
+    return out
+
+
+@torch.no_grad()
+def node_activations(model: ReplacementModel, ids: torch.Tensor, feats: Sequence[tuple[int, int, int]]) -> list[float]:
+    """The clean activation of each (layer, index, pos) in `feats` on the prompt `ids` [P]."""
     check_edits(
         [Edit((l, i), "set", 0.0, (p,)) for l, i, p in dict.fromkeys(feats)],
         n_layers=model.transcoders.n_layers,
@@ -555,8 +567,24 @@ def activations_from(
         n_pos=int(ids.numel()),
     )
     _, xs, _ = forward_inputs(model, ids)
-    out: dict[tuple[int, int], float] = {}
-    for l, i, p in feats:
-        a = float(model.transcoders.encode(xs[l][p].to(model.transcoders.dtype), l)[i])
-        out[(l, i)] = max(out.get((l, i), -math.inf), a)  # a feature at several positions: its strongest
-    return out
+    tc = model.transcoders
+    return [float(tc.encode(xs[l][p].to(tc.dtype), l)[i]) for l, i, p in feats]
+
+
+def swap_from(
+    model: ReplacementModel,
+    prompt: str | list[int],
+    down: Supernode,
+    up: Supernode,
+    up_prompt: str | list[int],
+    *,
+    up_scale: float = 1.0,
+) -> list[Edit]:
+    """`swap` for two prompts without their graphs: `down` (ids with positions in `prompt`) set to 0,
+    and each of `up`'s features (ids with positions in `up_prompt`) set to `up_scale` × its clean
+    activation in `up_prompt`, where it was there, the prompts aligned at their ends (as
+    `swap(..., up_graph=)`). What `circuit-trace intervene --swap DOWN=UP --swap-from` runs."""
+    here, there = model.tokenize(prompt), model.tokenize(up_prompt)
+    feats = up.features()
+    placed = ends_aligned_edits(up, feats, node_activations(model, there, feats), there.numel(), here.numel(), up_scale)
+    return up_replaces_down(down.edits("set", 0.0), placed)

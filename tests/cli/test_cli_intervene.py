@@ -94,6 +94,28 @@ def test_swap_sets_up_to_the_other_prompts_activations(saved, rm, capsys):
     assert "'down'" in out and "(0%)" in out  # the down supernode's activation fraction after the swap
 
 
+def test_swap_places_up_where_it_was_in_the_other_prompt(saved, rm, capsys):
+    """UP's nodes at two positions of a longer --swap-from prompt land at the matching positions here
+    (prompts aligned at their ends); --swap-at-down puts both at DOWN's position instead."""
+    longer = OTHER + " w4"
+    f = ct.attribute(rm, longer, progress=False).feature_nodes()
+    last = int(f.pos.max())
+    up_ids = [f.node_id[f.pos == p].iloc[0] for p in (last - 1, last)]
+    (dl, di), _ = active(rm, PROMPT)
+    down, up = ct.Supernode("down", (f"{dl}_{di}_4",)), ct.Supernode("up", tuple(up_ids))
+    args = ["--supernode", f"down={down.node_ids[0]}", "--supernode", f"up={','.join(up_ids)}"]
+    args += ["--swap", "down=up", "--swap-from", longer]
+    aligned = ct.swap_from(rm, PROMPT, down, up, longer)
+    assert sorted(p for e in aligned[1:] for p in e.positions) == [3, 4]
+    code, out, _ = run(saved, capsys, *args)
+    assert code == EXIT_OK and str(ct.intervene(rm, PROMPT, aligned)) in out
+    assert "'up'" in out  # its activation here, at the positions the swap set it at
+    at_down = ct.swap(down, up, ct.activations_from(rm, longer, up))
+    assert all(e.positions == (4,) for e in at_down)
+    code, out, _ = run(saved, capsys, *args, "--swap-at-down")
+    assert code == EXIT_OK and str(ct.intervene(rm, PROMPT, at_down)) in out and "'up'" not in out
+
+
 def test_supernodes_from_a_graph_json_and_a_url_equal_supernode_options(saved, rm, tmp_path, capsys):
     (l1, i1), (l2, i2) = active(rm)
     ids = [f"{l1}_{i1}_4", f"{l2}_{i2}_4"]
@@ -116,6 +138,7 @@ def test_supernodes_from_a_graph_json_and_a_url_equal_supernode_options(saved, r
         (["--swap", "0_5_1=1_3", "--swap-from", OTHER], "'1_3' has ids without a position"),
         (["--swap", "0_5_1", "--swap-from", OTHER], "--swap expects DOWN=UP"),
         (["--swap-from", OTHER, "--scale", "0_5=2"], "--swap-from is used only with --swap"),
+        (["--swap-at-down", "--scale", "0_5=2"], "--swap-at-down is used only with --swap"),
         (["--ablate-errors", "x"], "--ablate-errors 'x'"),
         (["--add", "0_5=abc"], "--add '0_5=abc'"),
         (["--scale", "0_5=2", "--sample"], "--sample: only with --generate N"),

@@ -21,6 +21,7 @@ from circuit_trace.interventions import (
     scale_feature,
     set_feature,
     swap,
+    swap_from,
 )
 
 
@@ -152,6 +153,27 @@ def test_swap_aligned_places_each_up_feature_where_it_was():
     other_down = Supernode("d", (feats.node_id.iloc[0],))
     with pytest.raises(EditError, match="before the start"):
         swap(other_down, early, graph=other_graph, up_graph=graph)
+
+
+def test_swap_from_reads_the_other_prompt_and_places_as_the_graphs_do():
+    """`swap_from` (no graphs: activations read in the real model) gives the edits of
+    `swap(..., up_graph=)`, and refuses an up node that falls before the start."""
+    rm, graph = replacement("gpt2", "clt"), graph_of("gpt2", "clt")
+    other = "w2 w6 w8 w3"
+    other_graph = graph_of("gpt2", "clt", prompt=other)
+    shift = graph.n_pos - other_graph.n_pos
+    assert shift != 0  # the alignment is exercised
+    feats = other_graph.feature_nodes()
+    up = Supernode("up", tuple(feats[feats.pos + shift >= 1].node_id.iloc[[0, 1, -1]]))
+    down = Supernode("down", tuple(graph.nodes.node_id.iloc[graph.feature_indices[:3]]))
+    by_graphs = swap(down, up, graph=graph, up_graph=other_graph, up_scale=1.5)
+    by_prompts = swap_from(rm, PROMPT, down, up, other, up_scale=1.5)
+    assert [(e.feature, e.op, e.positions) for e in by_prompts] == [(e.feature, e.op, e.positions) for e in by_graphs]
+    assert [e.value for e in by_prompts] == pytest.approx([e.value for e in by_graphs], rel=1e-5, abs=1e-6)
+    mine = graph.feature_nodes()  # the other way round: this prompt is longer, its early nodes fall off
+    before_start = Supernode("b", (mine.node_id[mine.pos < shift].iloc[0],))
+    with pytest.raises(EditError, match="before the start"):
+        swap_from(rm, other, Supernode("d", (feats.node_id.iloc[0],)), before_start, PROMPT)
 
 
 def test_swap_aligned_of_a_prompt_with_itself_changes_nothing():
