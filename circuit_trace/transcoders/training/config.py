@@ -108,8 +108,9 @@ class TrainConfig:
     dtype: str = "float32"  # transcoder parameter dtype (the master weights)
     autocast: bool | None = _opt(
         None,
-        "bf16 autocast with fp32 master weights (default: on CUDA only; on CPU it pays off with AVX-512 or AMX, "
-        "and is refused on a CPU without native bf16, where it runs far slower)",
+        "bf16 autocast with fp32 master weights (default: on CUDA only; on CPU it pays off where bf16 products "
+        "outrun float32 (AMX, AMD Zen 4), is refused on a CPU without native bf16, and warns where a quick "
+        "product measures bf16 no faster)",
     )
     threads: int | None = _opt(None, "CPU threads (torch.set_num_threads) for the run (default: torch's)")
     reuse_memory: bool = _opt(

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -166,6 +167,27 @@ def test_cpu_autocast_is_refused_without_native_bf16(tiny, tmp_path, monkeypatch
     assert not (tmp_path / "bf16").exists()  # refused before anything was written
     # the default (autocast only on CUDA) and float32 are unaffected
     assert train(model, tok, corpus, cfg(tmp_path, "fp32", steps=2, device="cpu"), progress=False).completed
+
+
+def test_cpu_autocast_warns_where_bf16_measures_no_faster(tiny, tmp_path, monkeypatch):
+    """A CPU with native bf16 whose bf16 products are no faster than float32 (an Intel AVX-512 VM
+    without AMX): --autocast trains, with a warning that says so; where bf16 is faster, no warning."""
+    import warnings
+
+    from circuit_trace.transcoders.training import trainer
+
+    model, tok, corpus = tiny
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(trainer, "bf16_speedup", lambda: 0.7)
+    with pytest.warns(UserWarning, match=r"0\.70x the speed of float32"):
+        report = train(model, tok, corpus, cfg(tmp_path, "slow", steps=1, autocast=True, device="cpu"), progress=False)
+    assert report.completed
+    monkeypatch.setattr(trainer, "bf16_speedup", lambda: 2.9)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="--autocast")
+        train(model, tok, corpus, cfg(tmp_path, "fast", steps=1, autocast=True, device="cpu"), progress=False)
+    monkeypatch.undo()
+    assert 0 < trainer.bf16_speedup(n=64, runs=1) < math.inf  # the real measurement runs
 
 
 def test_init_from_transcoder_and_defaults(tiny, tmp_path):
