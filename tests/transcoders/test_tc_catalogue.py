@@ -277,10 +277,13 @@ def test_unreachable_hub_fails_fast(fresh_probe, monkeypatch):
 
 @pytest.mark.slow  # a fresh interpreter imports torch + transformers: ~10 s idle, a minute on a loaded CI box
 def test_offline_subprocess_end_to_end(tmp_path):
-    """A fresh interpreter with HF_HUB_OFFLINE=1 (huggingface_hub reads it at import): one line."""
+    """A fresh interpreter with HF_HUB_OFFLINE=1 (huggingface_hub reads it at import): one line, at
+    once. The clock starts after `circuit_trace.api` is imported: `import circuit_trace` is lazy, and
+    importing torch and transformers (5-8 s on some machines) is not the refusal's wait."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path))
     code = (
-        "import time, circuit_trace as ct\nt=time.perf_counter()\ntry: ct.load('google/gemma-2-2b', 'gemma')\n"
+        "import time, circuit_trace as ct, circuit_trace.api\nt=time.perf_counter()\n"
+        "try: ct.load('google/gemma-2-2b', 'gemma')\n"
         "except OSError as e: print(round(time.perf_counter()-t, 2), e)"
     )
     out = subprocess.run(
