@@ -1153,10 +1153,18 @@ def _exit_code_of(exc: Exception) -> int | None:
     return None
 
 
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """`warnings.formatwarning` for the shell: `warning: <message>`, without the source path and line
+    Python shows by default (a CLI user did not write that code)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(command=next((a for a in argv if not a.startswith("-")), ""))
     args = parser.parse_args(argv)
+    shown_as = warnings.formatwarning
+    warnings.formatwarning = one_line_warning
     try:
         return args.func(args)
     except CLIError as exc:
@@ -1171,6 +1179,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return code
+    finally:
+        warnings.formatwarning = shown_as
 
 
 if __name__ == "__main__":

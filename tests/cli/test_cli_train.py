@@ -159,6 +159,34 @@ def test_train_with_skip_records_skip_and_a_clean_model_name(saved, tmp_path, ca
     assert json.loads((out / "report.json").read_text())["config"]["skip"] is True
 
 
+def test_a_training_warning_is_one_line(saved, tmp_path, monkeypatch):
+    """`--autocast` where bf16 measures slower: the warning reaches the shell as `warning: ...`, one
+    line without Python's source path (the default format restored after the command)."""
+    import warnings
+
+    from circuit_trace.transcoders.training import trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(trainer, "bf16_speedup", lambda: 0.7)
+    shown: list[str] = []
+    monkeypatch.setattr(
+        warnings,
+        "showwarning",
+        lambda m, c, f, n, file=None, line=None: shown.append(warnings.formatwarning(m, c, f, n, line)),
+    )
+    default = warnings.formatwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(tiny_run(saved, tmp_path / "run", "--autocast", "--device", "cpu")) == EXIT_OK
+    autocast = [w for w in shown if "--autocast" in w]
+    assert autocast == [
+        "warning: --autocast: bf16 matrix products run at 0.70x the speed of float32 on this "
+        "CPU, so autocast will not make training faster here; float32 (no --autocast) is the "
+        "faster choice\n"
+    ]
+    assert warnings.formatwarning is default
+
+
 def test_a_bos_that_is_no_token_is_bad_input(saved, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(tiny_run(saved, out, "--bos", "<nope>")) == EXIT_INPUT
