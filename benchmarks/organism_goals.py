@@ -14,6 +14,9 @@ capitale de l'État qui contient <city> est``):
   (`ct.strongest_path`) passes through one;
 * ablate: the state supernode = every pruned feature node whose label names the state, set to 0 in
   the real model (`ct.intervene`, free mode); passes when p(answer) falls by >= 50 % (relative);
+  Beside it, why an ablation fails: the answer's clean logit margin over the runner-up, how far the
+  ablation lowers the answer's logit, and the relative fall of p(answer) when *every* active
+  layer-0 feature at the city is set to 0 (what a layer-0 supernode at the city could do at most);
 * swap: the supernode replaced by the next prompt's state supernode, each of its features set where
   it was in that prompt, the two prompts aligned at their ends (`ct.swap(..., up_graph=)`: city
   features at the city, last-token features at the last token) - passes when that state's capital
@@ -68,6 +71,9 @@ class PromptResult:
     path_via_state: bool  # the strongest city -> answer path passes through one of them
     n_supernode: int
     ablate_drop: float  # relative fall of p(answer) when the state supernode is set to 0
+    margin: float = float("nan")  # clean: the answer's logit minus the largest other
+    ablate_logit_drop: float = float("nan")  # how far that ablation lowers the answer's logit
+    city_l0_drop: float = float("nan")  # relative fall of p(answer), every layer-0 feature at the city set to 0
     swap_ok: bool | None = None  # up features where they were in the other prompt (aligned at the ends)
     swap_all_ok: bool | None = None  # up features at every position of the down supernode
     rho_ff: float = float("nan")
@@ -94,6 +100,25 @@ def supernode(graph, label: str, nodes: list[int]):
 def p_after(model, prompt: str, edits, token: int) -> tuple[float, float, int]:
     r = ct.intervene(model, prompt, edits)
     return float(r.probs_before[token]), float(r.probs_after[token]), int(r.logits_after.argmax())
+
+
+def margin(logits: torch.Tensor, token: int) -> float:
+    """logits [vocab]: the token's logit minus the largest other one."""
+    return float(logits[token] - torch.cat([logits[:token], logits[token + 1 :]]).max())
+
+
+def ablation_diagnosis(model, prompt: str, graph, sn, pos: int, answer: int) -> dict:
+    """Why a label ablation moves p(answer) or not (module docstring): margin, logit fall, and the
+    fall of p when every active layer-0 feature at the city is set to 0."""
+    f = graph.feature_nodes()
+    at_city = f[(f["pos"] == pos) & (f["layer"] == 0)]
+    p0, p1, _ = p_after(model, prompt, [ct.set_feature(0, int(i), 0.0, pos) for i in at_city["feature"]], answer)
+    out = {"city_l0_drop": 1 - p1 / p0}
+    if sn is not None:
+        r = ct.intervene(model, prompt, sn.edits("set", 0.0, graph))
+        out["ablate_logit_drop"] = float(r.logits_before[answer] - r.logits_after[answer])
+        out["margin"] = margin(r.logits_before, answer)
+    return out
 
 
 def graph_checks(model, prompt: str, city: str, state: str, answer: int):
@@ -123,6 +148,8 @@ def one_prompt(model, city: str, lang: str, do_validate: bool) -> tuple[PromptRe
         city, lang, city in HELD_OUT_CITIES, p0, False, len(at_city), via, len(nodes), 1 - p1 / p0 if sn else 0.0
     )
     res.top1 = int(graph.logit_nodes()["token_id"].iloc[0]) == answer
+    for k, v in ablation_diagnosis(model, prompt, graph, sn, pos, answer).items():
+        setattr(res, k, v)
     if do_validate:
         s = ct.validate(model, graph).summary.set_index("pairs")["spearman_total"]
         res.rho_ff, res.rho_fl = float(s["feature->feature"]), float(s["feature->logit"])
@@ -172,9 +199,15 @@ def run(model, cities: list[str], langs: list[str], n_validate: int) -> pd.DataF
     return pd.DataFrame([asdict(r) for r in rows])
 
 
+def share_at_least(values: pd.Series, x: float) -> float:
+    """The share of `values` >= x; NaN when none was measured."""
+    return float((values >= x).mean()) if values.notna().any() else np.nan
+
+
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """The judged figures, per language, with their goals."""
     out = []
+    df = df.assign(**{c: df.get(c, np.nan) for c in ("margin", "ablate_logit_drop", "city_l0_drop")})  # older tables
     for lang, d in df.groupby("lang"):
         sw = d["swap_ok"].dropna()
         sw_all = d["swap_all_ok"].dropna() if "swap_all_ok" in d else sw.iloc[:0]
@@ -182,12 +215,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             ("graph: state feature at city on strongest path", (d["n_state_at_city"].gt(0) & d["path_via_state"]).mean(), ">= 0.80"),
             ("graph: state feature at city (any path)", d["n_state_at_city"].gt(0).mean(), ""),
             ("ablate state supernode: p(answer) -50%", (d["ablate_drop"] >= 0.5).mean(), ">= 0.80"),
+            ("  clean logit margin of the answer (median)", d["margin"].median(), ""),
+            ("  answer logit fall under that ablation (median)", d["ablate_logit_drop"].median(), ""),
+            ("  every layer-0 feature at the city set to 0: p -50%", share_at_least(d["city_l0_drop"], 0.5), ""),
             ("swap state supernode: other capital top-1", sw.astype(float).mean() if len(sw) else np.nan, ">= 0.80"),
             ("  the same, every up feature at every down position", sw_all.astype(float).mean() if len(sw_all) else np.nan, ""),
             ("validate median Spearman feature->feature", d["rho_ff"].median(), ">= 0.80"),
             ("validate median Spearman feature->logit", d["rho_fl"].median(), ">= 0.70"),
             ("English supernode active on French prompt (share)", d["xl_active"].mean(), ""),
-            ("English supernode ablated on French: p -50%", (d["xl_drop"] >= 0.5).mean() if d["xl_drop"].notna().any() else np.nan, ">= 0.70"),
+            ("English supernode ablated on French: p -50%", share_at_least(d["xl_drop"], 0.5), ">= 0.70"),
             ("answer top-1", d["top1"].mean(), ""),
         ]  # fmt: skip
         out += [{"lang": lang, "measure": m, "value": round(float(v), 3), "goal": g} for m, v, g in rows]
