@@ -63,23 +63,33 @@ def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR)
     return target
 
 
+def settings(kind: str, *, steps: int | None = None, n_features: int | None = None, k: int | None = None) -> dict:
+    """The `TrainConfig` fields of the `kind` build: `DEFAULTS`, with each given value in its place
+    (`k` also makes the dictionary TopK)."""
+    cfg = dict(DEFAULTS[kind])
+    for name, value in (("steps", steps), ("n_features", n_features), ("k", k)):
+        if value:
+            cfg[name] = value
+    if k:
+        cfg["activation"] = "topk"
+    return cfg
+
+
 def build(
     kind: str,
     *,
     steps: int | None = None,
     n_features: int | None = None,
+    k: int | None = None,
     threads: int = 1,
     root: Path = STATES_DIR,
 ) -> dict:
-    """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`."""
+    """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`
+    (`steps`, `n_features`, `k`: see `settings`)."""
     from ..transcoders.training import TrainConfig, train
 
     torch.set_num_threads(threads)
-    cfg = dict(DEFAULTS[kind])
-    if steps:
-        cfg["steps"] = steps
-    if n_features:
-        cfg["n_features"] = n_features
+    cfg = settings(kind, steps=steps, n_features=n_features, k=k)
     model, tok = load_organism(path=root / "model")
     work = Path(tempfile.mkdtemp(prefix=f"organism-{kind}-"))
     t0 = time.time()
@@ -93,7 +103,11 @@ def build(
     metrics = {k: v for k, v in json.loads(Path(work / "report.json").read_text()).items() if k != "history"}
     metrics.pop("transcoder_path", None)
     metrics["build_seconds"] = time.time() - t0
-    metrics["command"] = f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"
+    options = {"--steps": steps, "--features": n_features, "--k": k}
+    metrics["command"] = " ".join(
+        [f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"]
+        + [f"{flag} {v}" for flag, v in options.items() if v]
+    )
     metrics["storage_dtype"] = str(STORAGE_DTYPE).removeprefix("torch.")
     if report.transcoder_path is None:  # set whenever training completes, as it does here
         raise RuntimeError(f"training the {kind} stopped before saving a transcoder")
@@ -108,10 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     p = build_arguments(__doc__, STATES_DIR, "organism folder holding model/ (default: the package's)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--features", type=int, default=None)
+    p.add_argument("--k", type=int, default=None, help="active features per token and layer (TopK)")
     args = p.parse_args(argv)
     shown = ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")
     for kind in kinds_of(args.kind):
-        m = build(kind, steps=args.steps, n_features=args.features, threads=args.threads, root=args.root)
+        m = build(kind, steps=args.steps, n_features=args.features, k=args.k, threads=args.threads, root=args.root)
         print(kind, json.dumps({k: m[k] for k in shown}))
 
 

@@ -73,6 +73,11 @@ class OrganismTrainConfig:
     rms_norm_eps: float = 1e-6
     norm_weight_init: float = 1.0
     embedding_scale: float = 1.0
+    # MLPs held at exactly 0 (down_proj zeroed and frozen from the start). With near-identity norms,
+    # MLP 1 left free writes the state at the city as well as MLP 0, so a swap there counts the
+    # difference twice; inert, MLP 0 alone computes it (benchmarks/RESULTS.md, "Near-identity norms
+    # with MLP 1 inert").
+    inert_mlps: tuple[int, ...] = ()
     hidden_size: int = 128
     intermediate_size: int = 512
     num_hidden_layers: int = 4
@@ -108,7 +113,20 @@ def build_model(cfg: OrganismTrainConfig, tokenizer):
     for m in model.modules():
         if isinstance(m, LlamaRMSNorm):
             m.weight.data.fill_(cfg.norm_weight_init)
+    hold_mlps_at_zero(model, cfg.inert_mlps)
     return model
+
+
+def hold_mlps_at_zero(model, layers: tuple[int, ...]) -> None:
+    """Zero the output projection of each listed MLP and freeze its weights: it writes exactly 0."""
+    n = len(model.model.layers)
+    if any(not 0 <= l < n for l in layers):
+        raise ValueError(f"inert_mlps={layers}: the model has MLPs 0-{n - 1}")
+    for l in layers:
+        mlp = model.model.layers[l].mlp
+        mlp.down_proj.weight.data.zero_()
+        for p in mlp.parameters():
+            p.requires_grad_(False)
 
 
 def _brief(res: dict) -> dict:
@@ -327,6 +345,14 @@ def sentence_kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def layer_list(text: str) -> tuple[int, ...]:
+    """'1' or '1,2' -> (1,) / (1, 2); '' -> ()."""
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated layer numbers, e.g. 1") from None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -334,6 +360,8 @@ def main(argv=None) -> None:
         flag = f"--{f.replace('_', '-')}"
         if isinstance(v, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=v)
+        elif f == "inert_mlps":
+            ap.add_argument(flag, type=layer_list, default=v, help="comma-separated MLP layers held at 0, e.g. 1")
         elif isinstance(v, tuple):
             ap.add_argument(flag, type=sentence_kinds, default=v, help="comma-separated, from: " + ", ".join(MIX))
         else:

@@ -382,6 +382,37 @@ def test_frozen_city_embeddings_do_not_move_in_stage_one():
     assert not torch.equal(after[others], before[others])
 
 
+def test_inert_mlps_write_zero_through_training():
+    """`inert_mlps`: the listed MLP's output is exactly 0 after both stages (its weights never move),
+    while the other MLPs train; a layer outside the model is refused."""
+    from circuit_trace.organisms.tokenizer import train_tokenizer
+    from circuit_trace.organisms.train import build_model, train_in_stages, training_corpus
+
+    cfg = _tiny(steps=8, warmup_frac=0.5, warmup=1, batch_size=4, num_hidden_layers=3, lower_layers=2, inert_mlps=(1,))
+    torch.manual_seed(0)
+    tok = train_tokenizer([s for v in fact_sentences().values() for s in v[:20]], vocab_size=600)
+    model = build_model(cfg, tok)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    train_in_stages(cfg, model, tok, training_corpus(cfg), log=lambda *_: None)
+    for k, v in model.named_parameters():
+        if ".mlp." in k:  # MLPs 0 and 2 train, MLP 1 keeps its weights
+            assert torch.equal(v, before[k]) == k.startswith("model.layers.1.mlp."), k
+    mlp = model.model.layers[1].mlp
+    assert mlp(torch.randn(5, cfg.hidden_size)).abs().max() == 0
+    with pytest.raises(ValueError, match="inert_mlps"):
+        build_model(_tiny(num_hidden_layers=2, inert_mlps=(2,)), tok)
+
+
+def test_inert_mlps_on_the_command_line():
+    """`--inert-mlps 1,2` parses to a tuple; a word is refused with exit 2 before any training."""
+    from circuit_trace.organisms.train import layer_list, main
+
+    assert layer_list("1,2") == (1, 2) and layer_list("") == ()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--inert-mlps", "one", "--steps", "1"])
+    assert exit_info.value.code == 2
+
+
 def test_stages_need_an_upper_layer():
     from circuit_trace.organisms.tokenizer import train_tokenizer
     from circuit_trace.organisms.train import build_model, train_in_stages, training_corpus
@@ -416,3 +447,14 @@ def test_the_state_is_computed_at_the_city(organism, lang):
         patched, _ = run_patched(model, ia, (lower, pos, h_b[lower][pos]))
         flips += tok.decode([int(patched.argmax())]) == " " + STATE_BY_NAME[CITY_TO_STATE[b]].capital.split()[0]
     assert lens >= 7 and flips >= 6, (lens, flips)
+
+
+def test_transcoder_build_settings():
+    """`build_transcoders` trains the defaults unless told otherwise; `--k` makes a TopK dictionary."""
+    from circuit_trace.organisms.build_transcoders import DEFAULTS, settings
+
+    assert settings("clt") == DEFAULTS["clt"] and settings("plt") == DEFAULTS["plt"]
+    clt = settings("clt", steps=4800, n_features=1024, k=2)
+    assert clt == {**DEFAULTS["clt"], "steps": 4800, "n_features": 1024, "k": 2}
+    plt = settings("plt", k=4)
+    assert plt["activation"] == "topk" and plt["k"] == 4 and plt["n_features"] == DEFAULTS["plt"]["n_features"]
