@@ -107,18 +107,22 @@ def margin(logits: torch.Tensor, token: int) -> float:
     return float(logits[token] - torch.cat([logits[:token], logits[token + 1 :]]).max())
 
 
-def ablation_diagnosis(model, prompt: str, graph, sn, pos: int, answer: int) -> dict:
-    """Why a label ablation moves p(answer) or not (module docstring): margin, logit fall, and the
-    fall of p when every active layer-0 feature at the city is set to 0."""
+def label_ablation_logits(model, prompt: str, sn, graph, answer: int) -> dict:
+    """The answer's clean margin, and how far setting the supernode `sn` (of `graph`) to 0 lowers
+    the answer's logit."""
+    r = ct.intervene(model, prompt, sn.edits("set", 0.0, graph))
+    return {
+        "margin": margin(r.logits_before, answer),
+        "ablate_logit_drop": float(r.logits_before[answer] - r.logits_after[answer]),
+    }
+
+
+def city_l0_drop(model, prompt: str, graph, pos: int, answer: int) -> float:
+    """Relative fall of p(answer) when every active layer-0 feature of `graph` at `pos` is set to 0."""
     f = graph.feature_nodes()
     at_city = f[(f["pos"] == pos) & (f["layer"] == 0)]
     p0, p1, _ = p_after(model, prompt, [ct.set_feature(0, int(i), 0.0, pos) for i in at_city["feature"]], answer)
-    out = {"city_l0_drop": 1 - p1 / p0}
-    if sn is not None:
-        r = ct.intervene(model, prompt, sn.edits("set", 0.0, graph))
-        out["ablate_logit_drop"] = float(r.logits_before[answer] - r.logits_after[answer])
-        out["margin"] = margin(r.logits_before, answer)
-    return out
+    return 1 - p1 / p0
 
 
 def graph_checks(model, prompt: str, city: str, state: str, answer: int):
@@ -148,8 +152,10 @@ def one_prompt(model, city: str, lang: str, do_validate: bool) -> tuple[PromptRe
         city, lang, city in HELD_OUT_CITIES, p0, False, len(at_city), via, len(nodes), 1 - p1 / p0 if sn else 0.0
     )
     res.top1 = int(graph.logit_nodes()["token_id"].iloc[0]) == answer
-    for k, v in ablation_diagnosis(model, prompt, graph, sn, pos, answer).items():
-        setattr(res, k, v)
+    res.city_l0_drop = city_l0_drop(model, prompt, graph, pos, answer)  # graph: every active feature
+    if sn:
+        for k, v in label_ablation_logits(model, prompt, sn, pruned, answer).items():
+            setattr(res, k, v)
     if do_validate:
         s = ct.validate(model, graph).summary.set_index("pairs")["spearman_total"]
         res.rho_ff, res.rho_fl = float(s["feature->feature"]), float(s["feature->logit"])
