@@ -107,13 +107,16 @@ def margin(logits: torch.Tensor, token: int) -> float:
     return float(logits[token] - torch.cat([logits[:token], logits[token + 1 :]]).max())
 
 
-def label_ablation_logits(model, prompt: str, sn, graph, answer: int) -> dict:
-    """The answer's clean margin, and how far setting the supernode `sn` (of `graph`) to 0 lowers
-    the answer's logit."""
+def label_ablation(model, prompt: str, sn, graph, answer: int) -> dict:
+    """Set the supernode `sn` (of `graph`) to 0 in the real model: p(answer) before and after, the
+    answer's clean margin, and how far its logit falls."""
     r = ct.intervene(model, prompt, sn.edits("set", 0.0, graph))
+    before, after = r.logits_before, r.logits_after
     return {
-        "margin": margin(r.logits_before, answer),
-        "ablate_logit_drop": float(r.logits_before[answer] - r.logits_after[answer]),
+        "p0": float(r.probs_before[answer]),
+        "p1": float(r.probs_after[answer]),
+        "margin": margin(before, answer),
+        "ablate_logit_drop": float(before[answer] - after[answer]),
     }
 
 
@@ -145,17 +148,19 @@ def one_prompt(model, city: str, lang: str, do_validate: bool) -> tuple[PromptRe
     graph, pruned, pos, at_city, via = graph_checks(model, prompt, city, state, answer)
     nodes = state_nodes(pruned, state)
     sn = supernode(pruned, state, nodes) if nodes else None
-    p0, p1 = (p_after(model, prompt, sn.edits("set", 0.0, pruned), answer)[:2]) if sn else (np.nan, np.nan)
-    if not sn:
-        p0 = float(torch.softmax(model.model(model.tokenize(prompt)[None].to(model.device)).logits[0, -1], -1)[answer])
+    ab = label_ablation(model, prompt, sn, pruned, answer) if sn else {}
+    p0 = (
+        ab["p0"]
+        if sn
+        else float(torch.softmax(model.model(model.tokenize(prompt)[None].to(model.device)).logits[0, -1], -1)[answer])
+    )
     res = PromptResult(
-        city, lang, city in HELD_OUT_CITIES, p0, False, len(at_city), via, len(nodes), 1 - p1 / p0 if sn else 0.0
+        city, lang, city in HELD_OUT_CITIES, p0, False, len(at_city), via, len(nodes), 1 - ab["p1"] / p0 if sn else 0.0
     )
     res.top1 = int(graph.logit_nodes()["token_id"].iloc[0]) == answer
     res.city_l0_drop = city_l0_drop(model, prompt, graph, pos, answer)  # graph: every active feature
     if sn:
-        for k, v in label_ablation_logits(model, prompt, sn, pruned, answer).items():
-            setattr(res, k, v)
+        res.margin, res.ablate_logit_drop = ab["margin"], ab["ablate_logit_drop"]
     if do_validate:
         s = ct.validate(model, graph).summary.set_index("pairs")["spearman_total"]
         res.rho_ff, res.rho_fl = float(s["feature->feature"]), float(s["feature->logit"])
