@@ -1,9 +1,10 @@
 """Training health checks: per-layer loss spikes during training, and the flags a report carries
 (a layer's held-out FVU above 1 means it does worse than predicting the mean; one that mostly
-measures outlier tokens training dropped says so)."""
+measures outlier tokens training dropped says so, as does one whose MLP output is constant)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -71,10 +72,18 @@ def health_flags(
     """(layers whose held-out FVU > 1, one-line flags for the report and the warning). A layer
     whose FVU more than halves without the ``n_outliers`` held-out tokens the outlier filter drops
     is flagged too: its figure measures those tokens, not the text the transcoder was trained on."""
-    bad = [l for l, f in zip(layer_ids, fvu) if f > 1]
+    # A constant MLP output (an MLP held at 0) has no variance: FVU is inf there, and any write the
+    # dictionary makes to it is error. Said apart, since neither outliers nor more steps explain it.
+    constant = [l for l, f in zip(layer_ids, fvu) if math.isinf(f)]
+    bad = [l for l, f in zip(layer_ids, fvu) if f > 1 and l not in constant]
     flags = []
+    if constant:
+        flags.append(
+            f"the MLP output at layer(s) {constant} is constant on held-out text (an MLP held at 0?): "
+            "FVU is undefined (inf) there, and whatever the transcoder writes to it is error"
+        )
     if bad:
-        worst = max(fvu)
+        worst = max(f for l, f in zip(layer_ids, fvu) if l in bad)
         flags.append(
             f"held-out FVU > 1 (worse than predicting the mean) at layer(s) {bad}, worst {worst:.2f}: "
             "look for outlier tokens (output_outlier_ratio) or train longer"

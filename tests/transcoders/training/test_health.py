@@ -93,6 +93,15 @@ def test_spike_monitor():
     assert health_flags([0.2, 0.9], [0, 1], []) == ([], [])
 
 
+def test_a_constant_mlp_output_is_flagged_apart():
+    """A layer whose MLP output is constant (held at 0: FVU inf) gets its own flag, not the
+    "FVU > 1" one (which names the worst finite layer), and is not listed as worse than the mean."""
+    bad, flags = health_flags([0.2, float("inf"), 1.5], [0, 1, 2], [])
+    assert bad == [2] and len(flags) == 2
+    assert "layer(s) [1] is constant" in flags[0] and "[2], worst 1.50" in flags[1]
+    assert health_flags([0.2, float("inf")], [0, 1], [])[0] == []
+
+
 def test_heldout_fvu_without_the_outliers_training_drops():
     from circuit_trace.transcoders.training.evaluation import reconstruction_summary
     from circuit_trace.transcoders.training.metrics import fvu, reconstruct_tokens
