@@ -128,7 +128,10 @@ def intervention_figure(result: InterventionResult, graph=None, supernodes=None)
     fractions = supernode_fractions(result, supernodes, graph)
     cols = 2 if len(fractions) else 1
     b, a = result.top_before[0], result.top_after[0]
-    titles = [f"next token: {b.token!r} {format_prob(b.prob)} → {a.token!r} {format_prob(a.prob)}"]
+    # The change of the top token goes under the main title: as a subplot title it ran into the
+    # right panel's whenever the tokens were long.
+    change = f"next token: {b.token!r} {format_prob(b.prob)} → {a.token!r} {format_prob(a.prob)}"
+    titles = ["top tokens, before and after"]
     if cols == 2:
         titles.append("supernode activation after the edits (% of before)")
     fig = make_subplots(rows=1, cols=cols, subplot_titles=titles, column_widths=[0.45, 0.55] if cols == 2 else None)
@@ -136,9 +139,10 @@ def intervention_figure(result: InterventionResult, graph=None, supernodes=None)
     if cols == 2:
         _supernode_bars(fig, go, fractions)
     fig.update_layout(
-        title=f"Intervention on {result.prompt!r} ({result.mode} mode, KL {result.kl:.3g} nats)",
+        title=f"Intervention on {result.prompt!r} ({result.mode} mode, KL {result.kl:.3g} nats)<br><span style='font-size:14px'>{change}</span>",
         barmode="group",
-        height=420,
+        height=440,
+        margin={"t": 115},  # room for the title's second line above the panels' titles
         legend={"orientation": "h", "y": -0.25},
     )
     return fig
@@ -161,6 +165,7 @@ def _token_bars(fig, go, result: InterventionResult) -> None:
                 marker_color=colour,
                 text=[format_prob(v) if v >= 0.01 else "" for v in p],  # tiny ones: in the hover only
                 textposition="outside",
+                constraintext="none",  # plotly shrinks text to a grouped bar's width: unreadable
                 cliponaxis=False,
                 hovertext=[f"{lab}: {format_prob(v)}" for lab, v in zip(labels, p)],
                 hoverinfo="text",
@@ -182,6 +187,7 @@ def _supernode_bars(fig, go, fractions: pd.DataFrame) -> None:
             x=list(fractions["label"]),
             y=pct,
             name="supernode activation, % of before",
+            showlegend=False,  # bars coloured by direction: a legend swatch would show only the first
             text=["n/a" if v is None else f"{v:.0f}%" for v in pct],
             textposition="outside",  # a supernode edited to 0 has no bar: its "0%" must still show
             cliponaxis=False,
