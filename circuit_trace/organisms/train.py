@@ -40,15 +40,15 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "states" / "model"
 class OrganismTrainConfig:
     """Settings of the organism's own training (the model, not transcoders: see `circuit_trace.TrainConfig`)."""
 
-    # Seed 1: of the two seeds tried with these settings, the one whose graphs show the state step
-    # most clearly (benchmarks/RESULTS.md, "The organism v4"); seed 0 answers as well.
+    # Seed 1: of the two seeds tried for an earlier version (benchmarks/RESULTS.md, "The organism
+    # v4"), the one whose graphs showed the state step more clearly; this recipe was run with it alone.
     seed: int = 1
-    steps: int = 2000
+    steps: int = 7000
     batch_size: int = 64
     lr: float = 3e-3
     min_lr_frac: float = 0.05
     warmup: int = 100
-    warmup_frac: float = 0.5  # share of the steps in stage 1 (`warmup_kinds` only, lower layers alone)
+    warmup_frac: float = 0.3572  # share of the steps in stage 1 (`warmup_kinds` only, lower layers alone): 2,500
     lower_layers: int = 2  # layers trained in stage 1 and frozen (with the embeddings) in stage 2; 0: one stage
     # The sentence kinds of stage 1 (keys of corpus.MIX). Leaving out the state facts ("the capital
     # of Texas is Austin") gave, with near-identity norms and two lower layers, the organism whose
@@ -70,14 +70,14 @@ class OrganismTrainConfig:
     # wide residual, so ablations in the real model follow the frozen-norm graph more closely; but
     # the model then moves the state off the city before the CLT's features carry it all
     # (benchmarks/RESULTS.md, "Near-identity RMSNorms").
-    rms_norm_eps: float = 1e-6
-    norm_weight_init: float = 1.0
-    embedding_scale: float = 1.0
+    rms_norm_eps: float = 100.0
+    norm_weight_init: float = 10.0
+    embedding_scale: float = 10.0
     # MLPs held at exactly 0 (down_proj zeroed and frozen from the start). With near-identity norms,
     # MLP 1 left free writes the state at the city as well as MLP 0, so a swap there counts the
     # difference twice; inert, MLP 0 alone computes it (benchmarks/RESULTS.md, "Near-identity norms
     # with MLP 1 inert").
-    inert_mlps: tuple[int, ...] = ()
+    inert_mlps: tuple[int, ...] = (1,)
     hidden_size: int = 128
     intermediate_size: int = 512
     num_hidden_layers: int = 4

@@ -90,8 +90,14 @@ def top_rows(out: str, column: int) -> list[tuple[str, float]]:
     return [(eval(r[2 * column]), float(r[2 * column + 1])) for r in rows]  # noqa: S307  # our own repr output
 
 
+def top_logit_p(out: str, token: str) -> float:
+    """p of `token` in a `top logits:` / `targets:` listing (0 when it is not listed)."""
+    found = re.search(rf"^\s+'{token}'  p=(\S+)$", out, flags=re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def check_demo(out: str, cwd: Path) -> None:
-    assert "' Austin'  p=0.98" in out and (cwd / "graphs/dallas-austin.json").is_file()
+    assert top_logit_p(out, " Austin") > 0.98 and (cwd / "graphs/dallas-austin.json").is_file()
     # the strongest Dallas -> Austin path passes through a feature at Dallas labelled Texas (or TX)
     assert re.search(
         r"strongest path Dallas -> Austin:\n  token ' Dallas'.*\n    feature \S+ at ' Dallas' \"[^\"]*(Texas|TX)\"", out
@@ -100,7 +106,7 @@ def check_demo(out: str, cwd: Path) -> None:
 
 
 def check_trace_dallas(out: str, cwd: Path) -> None:
-    assert "' Austin'  p=0.98" in out
+    assert top_logit_p(out, " Austin") > 0.98
     assert (cwd / "graphs/dallas.html").is_file() and (cwd / "graphs/dallas.safetensors").is_file()
 
 
@@ -110,7 +116,7 @@ def check_logit_diff(out: str, cwd: Path) -> None:
 
 
 def check_targets(out: str, cwd: Path) -> None:
-    assert out.startswith("targets:") and "' Austin'  p=0.98" in out and "' Texas'  p=" in out
+    assert out.startswith("targets:") and top_logit_p(out, " Austin") > 0.98 and "' Texas'  p=" in out
 
 
 def check_validate(out: str, cwd: Path) -> None:
@@ -132,7 +138,8 @@ def check_diagnose(out: str, cwd: Path) -> None:
     assert list(shown) == list(got) == ["nothing", "+ norms", "+ attention", "+ errors", "+ choice"], out
     for step, (ff, fl, _) in shown.items():
         assert got[step][:2] == pytest.approx((ff, fl), abs=0.01), (step, out)
-    assert got["+ choice"][2] < 1e-5  # everything frozen: exact
+    # everything frozen: exact up to float32 rounding (1.7e-05 on logits near 30; the other steps miss by > 1)
+    assert got["+ choice"][2] < 1e-4
     for line in re.findall(r"^feature->.*? comes from freezing \w+", block.group(1), flags=re.M):
         assert re.sub(r"\(\+\S+\)", "", line) in re.sub(r"\(\+\S+\)", "", out)
 
@@ -140,12 +147,12 @@ def check_diagnose(out: str, cwd: Path) -> None:
 def check_inhibit(out: str, cwd: Path) -> None:
     before, after = top_rows(out, 0), top_rows(out, 1)
     assert before[0][0] == " Austin" and before[0][1] > 0.98
-    assert after[0][0] == " Saint" and dict(after).get(" Austin", 0.0) < 0.05
-    assert "0_1061@9 ' Dallas': scale -5" in out  # the feature the README names
+    assert after[0][0] == " Dover" and dict(after).get(" Austin", 0.0) < 0.05
+    assert "3_489@10 ' is': scale 0" in out  # the feature the README names
 
 
 def check_generate(out: str, cwd: Path) -> None:
-    assert re.search(r"^\s+edited\s+' Saint Paul", out, flags=re.M)
+    assert re.search(r"^\s+edited\s+' Dover", out, flags=re.M)
     assert re.search(r"^\s+unedited ' Austin", out, flags=re.M)
 
 
@@ -199,9 +206,9 @@ CHECKS = [
     (f"trace '{DALLAS}' -o graphs/dallas-texas.json --target", check_targets),
     ("validate --graph graphs/dallas.safetensors --diagnose", check_diagnose),
     ("validate --graph graphs/dallas.safetensors", check_validate),
-    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-5 --generate 5 --sample", check_sample),
-    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-5 --generate 5", check_generate),
-    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-5", check_inhibit),
+    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=0 --generate 5 --sample", check_sample),
+    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=0 --generate 5", check_generate),
+    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=0", check_inhibit),
     (f"intervene '{DALLAS}' --supernodes-from", check_supernode_url),
     (f"intervene '{DALLAS}' --supernode texas=", check_swap),
     (f"intervene '{DALLAS}' --ablate-errors", check_ablate_errors),

@@ -336,7 +336,7 @@ def test_norm_settings_and_embedding_scale_reach_the_model(organism):
 
     tok = organism[1]
     torch.manual_seed(0)
-    plain = build_model(_tiny(), tok)
+    plain = build_model(_tiny(embedding_scale=1.0), tok)
     torch.manual_seed(0)
     scaled = build_model(_tiny(rms_norm_eps=0.5, norm_weight_init=3.0, embedding_scale=10.0), tok)
     norms = [m for m in scaled.modules() if hasattr(m, "variance_epsilon")]
@@ -358,7 +358,9 @@ def test_warmup_kinds_choose_stage_one_sentences():
     warm, rest = training_corpus(_tiny(steps=20, batch_size=8, warmup_frac=0.5, warmup_kinds=kinds))
     assert len(warm) == 80 and set(warm) <= allowed
     default_warm, _ = training_corpus(_tiny(steps=20, batch_size=8, warmup_frac=0.5))
-    assert not set(default_warm) <= allowed  # the default also has the state facts
+    assert not set(default_warm) <= allowed  # the default also has the addresses by abbreviation, ...
+    assert set(default_warm) <= {s for k in WARMUP_KINDS for s in pools[k]}
+    assert not set(default_warm) & set(pools["state_capital"])  # ... but not the state facts
     assert any(s in pools["two_hop_capital"] for s in rest)
     with pytest.raises(SystemExit) as exit_info:
         main(["--warmup-kinds", "apposition,no_such_kind", "--steps", "1"])
@@ -446,7 +448,7 @@ def test_the_state_is_computed_at_the_city(organism, lang):
         lens += tok.decode([int(read)]) == " " + CITY_TO_STATE[a].split()[0]
         patched, _ = run_patched(model, ia, (lower, pos, h_b[lower][pos]))
         flips += tok.decode([int(patched.argmax())]) == " " + STATE_BY_NAME[CITY_TO_STATE[b]].capital.split()[0]
-    assert lens >= 7 and flips >= 6, (lens, flips)
+    assert lens >= 6 and flips >= 7, (lens, flips)  # 25 pairs: lens 88-96 %, flips 96-100 % (organism_patching.py)
 
 
 def test_transcoder_build_settings():
