@@ -22,8 +22,8 @@ contains a held-out city together with its state's capital or abbreviation.  The
 on two-hop questions about them that it never saw answered (``two_hop_held_out``, ``..._fr``).
 
 Training uses a warm-up phase (:data:`WARMUP_KINDS`: addresses, apposition fragments and
-state -> city sentences, no question about a city) so that the city -> state lookup forms at the city's position before the
-questions that could also be answered by a lookup at the end are seen.
+state -> city sentences, no question about a city) so that the city -> state lookup forms at the
+city's position before the questions that could also be answered by a lookup at the end are seen.
 
 Every training example is one sentence; the tokenizer adds BOS, training appends EOS.
 """
