@@ -5,6 +5,7 @@ target's input), found by dynamic programming over the DAG in layer order."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -13,14 +14,25 @@ import scipy.sparse as sp
 from ..arguments import check_type
 from .influence import normalize
 
-__all__ = ["node_name", "strongest_path"]
+__all__ = ["format_prob", "node_name", "strongest_path"]
 
-# One-line names of the non-feature nodes, filled from their node-table row.
+# One-line names of the non-feature nodes, filled from their node-table row (logits: `node_name`).
 _NAME_FORMATS = {
     "embedding": "token {token!r} (pos {pos})",
-    "logit": "logit {token!r} (p={logit_prob:.3f})",
     "error": "error L{layer} pos {pos}",
 }
+
+
+def format_prob(p: float) -> str:
+    """0.998 -> '0.998'; tiny but nonzero -> scientific ('3.2e-05'), never '0.000'; exactly 0 -> '0'."""
+    p = float(p)
+    if p == 0.0 or not math.isfinite(p):
+        return "0" if p == 0.0 else str(p)
+    if p < 1e-3:
+        return f"{p:.1e}"
+    if p > 0.999 and p < 1.0:
+        return f"{p:.5f}".rstrip("0")  # 0.99962 stays distinguishable from 1
+    return f"{p:.3f}"
 
 
 def _step_matrix(graph, positive_only: bool) -> sp.csc_array:
@@ -81,8 +93,10 @@ def strongest_path(
 
 def node_name(graph, i: int) -> str:
     """A one-line human name of node `i` of `graph`, e.g. `feature L3#17 at ' Dallas' "Texas"` or
-    `logit ' Austin' (p=0.412)`; for printing paths (`strongest_path`) and reports."""
+    `logit ' Austin' (p=0.412)` (probabilities by `format_prob`); for printing paths (`strongest_path`) and reports."""
     row = graph.nodes.iloc[i]
+    if row["kind"] == "logit":
+        return f"logit {row['token']!r} (p={format_prob(row['logit_prob'])})"
     if row["kind"] != "feature":
         return _NAME_FORMATS[row["kind"]].format(**row)
     label = f' "{row["label"]}"' if row["label"] else ""

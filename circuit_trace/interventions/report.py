@@ -10,24 +10,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
+from ..graphs.paths import format_prob
 from .edits import EditError, Supernode
 
 if TYPE_CHECKING:
     from .intervene import InterventionResult
 
 __all__ = ["format_prob", "format_result", "intervention_figure", "supernode_fractions"]
-
-
-def format_prob(p: float) -> str:
-    """0.998 -> '0.998'; tiny but nonzero -> scientific ('3.2e-05'), never '0.000'; exactly 0 -> '0'."""
-    p = float(p)
-    if p == 0.0 or not math.isfinite(p):
-        return "0" if p == 0.0 else str(p)
-    if p < 1e-3:
-        return f"{p:.1e}"
-    if p > 0.999 and p < 1.0:
-        return f"{p:.5f}".rstrip("0")  # 0.99962 stays distinguishable from 1
-    return f"{p:.3f}"
 
 
 def _num(x: float) -> str:

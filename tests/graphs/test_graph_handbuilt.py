@@ -173,3 +173,5 @@ def test_node_name_names_every_kind(toy_graph):
         "token ' cat' (pos 1)",
         "logit ' dog' (p=0.750)",
     ]
+    toy_graph.nodes.loc[L0, "logit_prob"] = 0.99976  # near 1: not rounded up to "1.000"
+    assert node_name(toy_graph, L0) == "logit ' dog' (p=0.99976)"
