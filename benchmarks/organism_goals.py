@@ -108,24 +108,24 @@ def margin(logits: torch.Tensor, token: int) -> float:
 
 
 def label_ablation(model, prompt: str, sn, graph, answer: int) -> dict:
-    """Set the supernode `sn` (of `graph`) to 0 in the real model: p(answer) before and after, the
-    answer's clean margin, and how far its logit falls."""
+    """Set the supernode `sn` (of `graph`) to 0 in the real model: p(answer) after, the answer's
+    clean margin, and how far its logit falls."""
     r = ct.intervene(model, prompt, sn.edits("set", 0.0, graph))
     before, after = r.logits_before, r.logits_after
     return {
-        "p0": float(r.probs_before[answer]),
         "p1": float(r.probs_after[answer]),
         "margin": margin(before, answer),
         "ablate_logit_drop": float(before[answer] - after[answer]),
     }
 
 
-def city_l0_drop(model, prompt: str, graph, pos: int, answer: int) -> float:
-    """Relative fall of p(answer) when every active layer-0 feature of `graph` at `pos` is set to 0."""
+def city_l0_ablation(model, prompt: str, graph, pos: int, answer: int) -> tuple[float, float]:
+    """Clean p(answer), and its relative fall when every active layer-0 feature of `graph` at `pos`
+    is set to 0."""
     f = graph.feature_nodes()
     at_city = f[(f["pos"] == pos) & (f["layer"] == 0)]
     p0, p1, _ = p_after(model, prompt, [ct.set_feature(0, int(i), 0.0, pos) for i in at_city["feature"]], answer)
-    return 1 - p1 / p0
+    return p0, 1 - p1 / p0
 
 
 def graph_checks(model, prompt: str, city: str, state: str, answer: int):
@@ -148,17 +148,13 @@ def one_prompt(model, city: str, lang: str, do_validate: bool) -> tuple[PromptRe
     graph, pruned, pos, at_city, via = graph_checks(model, prompt, city, state, answer)
     nodes = state_nodes(pruned, state)
     sn = supernode(pruned, state, nodes) if nodes else None
+    p0, l0_drop = city_l0_ablation(model, prompt, graph, pos, answer)  # graph: every active feature
     ab = label_ablation(model, prompt, sn, pruned, answer) if sn else {}
-    p0 = (
-        ab["p0"]
-        if sn
-        else float(torch.softmax(model.model(model.tokenize(prompt)[None].to(model.device)).logits[0, -1], -1)[answer])
-    )
     res = PromptResult(
         city, lang, city in HELD_OUT_CITIES, p0, False, len(at_city), via, len(nodes), 1 - ab["p1"] / p0 if sn else 0.0
     )
     res.top1 = int(graph.logit_nodes()["token_id"].iloc[0]) == answer
-    res.city_l0_drop = city_l0_drop(model, prompt, graph, pos, answer)  # graph: every active feature
+    res.city_l0_drop = l0_drop
     if sn:
         res.margin, res.ablate_logit_drop = ab["margin"], ab["ablate_logit_drop"]
     if do_validate:

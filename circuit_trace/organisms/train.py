@@ -65,11 +65,11 @@ class OrganismTrainConfig:
     city_state_share: float = 1.0
     weight_decay: float = 0.1
     # RMSNorm's eps, the initial value of every norm's weight, and a factor on the initial embeddings.
-    # With eps far above the residual's mean square and weights sqrt(eps), each norm is close to the
-    # identity: its denominator barely depends on any one feature, as a big model's barely does on its
-    # wide residual, so ablations in the real model follow the frozen-norm graph more closely; but
-    # the model then moves the state off the city before the CLT's features carry it all
-    # (benchmarks/RESULTS.md, "Near-identity RMSNorms").
+    # With eps far above the residual's mean square (at most about 50 here) and weights sqrt(eps),
+    # each norm is close to the identity: its denominator barely depends on any one feature, as a big
+    # model's barely does on its wide residual, so ablations in the real model follow the frozen-norm
+    # graph more closely. Without the stage-1 choices above, such norms let the model move the state
+    # off the city (benchmarks/RESULTS.md, "Near-identity RMSNorms").
     rms_norm_eps: float = 100.0
     norm_weight_init: float = 10.0
     embedding_scale: float = 10.0
