@@ -154,7 +154,10 @@ def _token_bars(fig, go, result: InterventionResult) -> None:
                 marker_color=colour,
                 text=[format_prob(v) if v >= 0.01 else "" for v in p],  # tiny ones: in the hover only
                 textposition="outside",
-                constraintext="none",  # plotly shrinks text to a grouped bar's width: unreadable
+                # upright above its bar: side by side, grouped bars' labels overlap, and plotly's
+                # default shrinks them to the bar's width, unreadably
+                textangle=-90,
+                constraintext="none",
                 cliponaxis=False,
                 hovertext=[f"{lab}: {format_prob(v)}" for lab, v in zip(labels, p)],
                 hoverinfo="text",
@@ -162,7 +165,9 @@ def _token_bars(fig, go, result: InterventionResult) -> None:
             row=1,
             col=1,
         )
-    fig.update_yaxes(title_text="probability", range=[0, 1.1], row=1, col=1)
+    fig.update_yaxes(
+        title_text="probability", range=[0, 1.3], tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1], row=1, col=1
+    )  # room for the labels
 
 
 def _supernode_bars(fig, go, fractions: pd.DataFrame) -> None:

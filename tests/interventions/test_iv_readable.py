@@ -225,7 +225,7 @@ def test_figure_has_one_bar_per_supernode(tmp_path):
     assert bars[0].showlegend is False  # bars coloured by direction: no single swatch fits them
     b, a = res.top_before[0], res.top_after[0]
     assert f"next token: {b.token!r}" in fig.layout.title.text and f"→ {a.token!r}" in fig.layout.title.text
-    assert all(t.constraintext == "none" for t in data if t.name in ("p before", "p after"))
+    assert all(t.constraintext == "none" and t.textangle == -90 for t in data if t.name in ("p before", "p after"))
     want = [100 * f for f in res.supernode_fractions(sns, graph)["fraction"]]
     assert list(bars[0].y) == pytest.approx(want)
     # the graph's own qParams supernodes are used when none are given
