@@ -405,6 +405,38 @@ def test_inert_mlps_write_zero_through_training():
         build_model(_tiny(num_hidden_layers=2, inert_mlps=(2,)), tok)
 
 
+def test_routing_dims_keep_features_out_of_queries_and_keys_through_training():
+    """`routing_dims`: after both stages every MLP and every attention layer after 0 still writes
+    exactly 0 to the routing dimensions, the queries and keys of layers 1 and up read nothing else,
+    and the weights around them did train; a width outside the residual is refused."""
+    from circuit_trace.organisms.tokenizer import train_tokenizer
+    from circuit_trace.organisms.train import build_model, train_in_stages, training_corpus
+
+    r = 8
+    cfg = _tiny(steps=8, warmup_frac=0.5, warmup=1, batch_size=4, num_hidden_layers=3, lower_layers=2, routing_dims=r)
+    torch.manual_seed(0)
+    tok = train_tokenizer([s for v in fact_sentences().values() for s in v[:20]], vocab_size=600)
+    model = build_model(cfg, tok)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    train_in_stages(cfg, model, tok, training_corpus(cfg), log=lambda *_: None)
+    writes: dict[str, torch.Tensor] = {}
+    for l, layer in enumerate(model.model.layers):
+        layer.mlp.register_forward_hook(lambda m, i, o, l=l: writes.__setitem__(f"mlp {l}", o))
+        layer.self_attn.register_forward_hook(lambda m, i, o, l=l: writes.__setitem__(f"attn {l}", o[0]))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([tok(two_hop_prompt("Dallas", "en"))["input_ids"]]))
+    assert writes["attn 0"][..., :r].abs().max() > 0  # layer 0's attention reads tokens alone: free
+    for name, y in writes.items():
+        if name != "attn 0":
+            assert y[..., :r].abs().max() == 0, name
+    for l, layer in enumerate(model.model.layers[1:], start=1):
+        for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+            assert proj.weight[:, r:].abs().max() == 0 and proj.weight[:, :r].abs().max() > 0
+        assert not torch.equal(layer.self_attn.q_proj.weight, before[f"model.layers.{l}.self_attn.q_proj.weight"])
+    with pytest.raises(ValueError, match="routing_dims"):
+        build_model(_tiny(routing_dims=32), tok)
+
+
 def test_inert_mlps_on_the_command_line():
     """`--inert-mlps 1,2` parses to a tuple; a word is refused with exit 2 before any training."""
     from circuit_trace.organisms.train import layer_list, main
