@@ -147,12 +147,12 @@ def check_diagnose(out: str, cwd: Path) -> None:
 def check_inhibit(out: str, cwd: Path) -> None:
     before, after = top_rows(out, 0), top_rows(out, 1)
     assert before[0][0] == " Austin" and before[0][1] > 0.98
-    assert after[0][0] == " Dover" and dict(after).get(" Austin", 0.0) < 0.05
-    assert "3_489@10 ' is': scale 0" in out  # the feature the README names
+    assert after[0][0] == " Phoenix" and dict(after).get(" Austin", 0.0) < 0.05
+    assert "3_815@10 ' is': scale -1" in out  # the feature the README names
 
 
 def check_generate(out: str, cwd: Path) -> None:
-    assert re.search(r"^\s+edited\s+' Dover", out, flags=re.M)
+    assert re.search(r"^\s+edited\s+' Phoenix", out, flags=re.M)
     assert re.search(r"^\s+unedited ' Austin", out, flags=re.M)
 
 
@@ -206,9 +206,9 @@ CHECKS = [
     (f"trace '{DALLAS}' -o graphs/dallas-texas.json --target", check_targets),
     ("validate --graph graphs/dallas.safetensors --diagnose", check_diagnose),
     ("validate --graph graphs/dallas.safetensors", check_validate),
-    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=0 --generate 5 --sample", check_sample),
-    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=0 --generate 5", check_generate),
-    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=0", check_inhibit),
+    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-1 --generate 5 --sample", check_sample),
+    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-1 --generate 5", check_generate),
+    (f"intervene '{DALLAS}' --strongest 1 --scale strongest=-1", check_inhibit),
     (f"intervene '{DALLAS}' --supernodes-from", check_supernode_url),
     (f"intervene '{DALLAS}' --supernode texas=", check_swap),
     (f"intervene '{DALLAS}' --ablate-errors", check_ablate_errors),

@@ -20,13 +20,13 @@ def organism():
 def test_readme_single_feature_example_changes_the_answer(organism):
     model, graph = organism
     top = ct.strongest_inputs(graph)  # the feature with the strongest edge into the answer
-    res = ct.intervene(model, PROMPT, top.edits("scale", 0.0, graph))
-    assert res.top_before[0].token == " Austin" and res.top_before[0].prob > 0.98  # the README: 0.9998
+    res = ct.intervene(model, PROMPT, top.edits("scale", -1.0, graph))
+    assert res.top_before[0].token == " Austin" and res.top_before[0].prob > 0.98  # the README: 0.99999
     assert res.top_changed, str(res)
     assert float(res.probs_after[res.top_before[0].token_id]) < 0.5
     fig = res.figure(graph, [top])
     assert [str(t.name).startswith("supernode") for t in fig.data].count(True) == 1
-    gen = ct.generate(model, PROMPT, top.edits("scale", 0.0, graph), max_new_tokens=5)
+    gen = ct.generate(model, PROMPT, top.edits("scale", -1.0, graph), max_new_tokens=5)
     assert gen.unedited is not None and gen.unedited.text.startswith(" Austin")
     assert gen.changed and not gen.text.startswith(" Austin"), str(gen)
 

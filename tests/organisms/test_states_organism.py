@@ -265,6 +265,7 @@ def _tiny(**settings):
     from circuit_trace.organisms.train import OrganismTrainConfig
 
     d = settings.pop("hidden_size", 32)
+    settings.setdefault("routing_dims", d // 4)  # the default 32 is the tiny residual's whole width
     return OrganismTrainConfig(
         hidden_size=d, intermediate_size=2 * d, num_attention_heads=2, eval_every=0, threads=1, **settings
     )
@@ -297,9 +298,13 @@ def _tiny_stages(steps: int, warmup_frac: float) -> dict[str, torch.Tensor]:
 
 
 def test_stage_two_leaves_the_lower_layers_as_stage_one_made_them():
-    """Stage 1 alone (4 steps) and stage 1 then stage 2 (4 + 4 steps): the embeddings, the lower
-    layers and the final norm are the same; the upper layer is not."""
+    """Stage 1 alone (4 steps) and stage 1 then stage 2 (4 + 4 steps): the embeddings (but for their
+    routing columns, `routing_embeddings`), the lower layers and the final norm are the same; the
+    upper layer is not."""
     only_one, both = _tiny_stages(4, 1.0), _tiny_stages(8, 0.5)
+    r = _tiny().routing_dims
+    for d in (only_one, both):
+        d["model.embed_tokens.weight"] = d["model.embed_tokens.weight"][:, r:]
     frozen = [
         k for k in both if k.startswith(("model.embed_tokens", "model.layers.0.", "model.layers.1.", "model.norm"))
     ]
@@ -368,7 +373,8 @@ def test_warmup_kinds_choose_stage_one_sentences():
 
 
 def test_frozen_city_embeddings_do_not_move_in_stage_one():
-    """Stage 1 trains the embeddings, but not the rows of city tokens (weight decay included)."""
+    """Stage 1 trains the embeddings, but not the rows of city tokens (weight decay included) beyond
+    their routing columns (`routing_embeddings`)."""
     from circuit_trace.organisms.tokenizer import train_tokenizer
     from circuit_trace.organisms.train import build_model, city_token_ids, train_in_stages, training_corpus
 
@@ -379,7 +385,8 @@ def test_frozen_city_embeddings_do_not_move_in_stage_one():
     before = model.model.embed_tokens.weight.detach().clone()
     train_in_stages(cfg, model, tok, training_corpus(cfg), log=lambda *_: None)
     after, rows = model.model.embed_tokens.weight.detach(), torch.tensor(city_token_ids(tok))
-    assert torch.equal(after[rows], before[rows])
+    r = cfg.routing_dims
+    assert torch.equal(after[rows, r:], before[rows, r:]) and not torch.equal(after[rows, :r], before[rows, :r])
     others = torch.ones(len(after), dtype=torch.bool).index_fill_(0, rows, False)
     assert not torch.equal(after[others], before[others])
 
@@ -435,6 +442,58 @@ def test_routing_dims_keep_features_out_of_queries_and_keys_through_training():
         assert not torch.equal(layer.self_attn.q_proj.weight, before[f"model.layers.{l}.self_attn.q_proj.weight"])
     with pytest.raises(ValueError, match="routing_dims"):
         build_model(_tiny(routing_dims=32), tok)
+
+
+def test_routing_embeddings_train_only_what_the_upper_queries_and_keys_read():
+    """`routing_embeddings`: stage 2 trains the embedding's routing columns and nothing else of it, the
+    city tokens' other columns never move, and the routing columns reach no layer-0 attention, value,
+    MLP or logit: replacing them changes the model's output only through the attention of layers >= 1."""
+    from circuit_trace.organisms.tokenizer import train_tokenizer
+    from circuit_trace.organisms.train import build_model, city_token_ids, train_in_stages, training_corpus
+
+    r = 8
+    cfg = _tiny(
+        steps=8, warmup_frac=0.5, warmup=1, batch_size=4, num_hidden_layers=3, lower_layers=2,
+        routing_dims=r, routing_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    tok = train_tokenizer([s for v in fact_sentences().values() for s in v[:20]], vocab_size=600)
+    model = build_model(cfg, tok)
+    emb = model.model.embed_tokens.weight
+    start = emb.detach().clone()
+    at_stage_2: list[torch.Tensor] = []
+    log = lambda msg: at_stage_2.append(emb.detach().clone()) if msg.startswith("stage 2") else None  # noqa: E731
+    train_in_stages(cfg, model, tok, training_corpus(cfg), log=log)
+    (mid,) = at_stage_2
+    assert torch.equal(emb[:, r:], mid[:, r:]) and not torch.equal(emb[:, :r], mid[:, :r])
+    cities = torch.tensor(city_token_ids(tok))
+    assert torch.equal(emb[cities, r:], start[cities, r:]) and not torch.equal(emb[cities, :r], start[cities, :r])
+    ids = torch.tensor([tok(two_hop_prompt("Dallas", "en"))["input_ids"]])
+    model(input_ids=ids, labels=ids).loss.backward()  # training's gradient mask is gone afterwards
+    assert emb.grad is not None and emb.grad[:, r:].abs().sum() > 0
+    outs: dict[str, torch.Tensor] = {}
+    layers = model.model.layers
+    for l, layer in enumerate(layers):
+        layer.mlp.register_forward_hook(lambda m, i, o, l=l: outs.__setitem__(f"mlp {l}", o))
+        layer.self_attn.register_forward_hook(lambda m, i, o, l=l: outs.__setitem__(f"attn {l}", o[0]))
+    # Rolling each row's routing columns keeps its norm (the RMSNorm denominators) but not its scores.
+    with torch.no_grad():
+        for layer in layers[1:]:  # sharper scores than 8 steps of training give, so that they matter
+            layer.self_attn.q_proj.weight.mul_(1e3)
+        clean, a = model(input_ids=ids).logits, dict(outs)
+        emb[:, :r] = emb[:, :r].roll(1, dims=1)
+        moved, b = model(input_ids=ids).logits, dict(outs)
+        for layer in layers[1:]:  # the attention of layers >= 1 made uniform: its scores cannot matter
+            layer.self_attn.q_proj.weight.zero_()
+        flat_moved = model(input_ids=ids).logits
+        emb[:, :r] = emb[:, :r].roll(-1, dims=1)
+        flat_clean = model(input_ids=ids).logits
+    for name in ("attn 0", "mlp 0"):
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    assert not torch.allclose(clean, moved, atol=1e-4)
+    assert torch.allclose(flat_clean, flat_moved, atol=1e-5)
+    with pytest.raises(ValueError, match="routing_dims"):
+        build_model(_tiny(routing_dims=0, routing_embeddings=True), tok)
 
 
 def test_inert_mlps_on_the_command_line():
