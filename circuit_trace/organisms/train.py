@@ -148,16 +148,16 @@ def hold_mlps_at_zero(model, layers: tuple[int, ...]) -> None:
             p.requires_grad_(False)
 
 
-def route_attention_by_tokens(model, dims: int, embeddings_only: bool = False) -> None:
+def route_attention_by_tokens(model, dims: int, routing_embeddings: bool = False) -> None:
     """Zero, and keep at zero through training (a gradient mask: AdamW then never moves them), the
     weights by which features could reach the queries and keys of layers 1 and up: those queries' and
     keys' reads of residual dimensions >= `dims`, and every MLP's and later attention layer's writes
-    to dimensions < `dims` (see `OrganismTrainConfig.routing_dims`). `embeddings_only`: also cut every
-    other read of dimensions < `dims` (`OrganismTrainConfig.routing_embeddings`)."""
+    to dimensions < `dims` (see `OrganismTrainConfig.routing_dims`). `routing_embeddings`: also cut
+    every other read of dimensions < `dims` (see `OrganismTrainConfig.routing_embeddings`)."""
     d = model.config.hidden_size
     if not 0 < dims < d:
         raise ValueError(f"routing_dims={dims}: must lie between 0 and the residual width {d}")
-    if embeddings_only and model.config.tie_word_embeddings:
+    if routing_embeddings and model.config.tie_word_embeddings:
         raise ValueError("routing_embeddings needs untied embeddings: the unembedding must not read the routing dims")
     writes, reads = slice(None, dims), slice(dims, None)
     held = []  # (weight, rows, cols) held at 0; weights are [out, in]
@@ -167,10 +167,10 @@ def route_attention_by_tokens(model, dims: int, embeddings_only: bool = False) -
         if l > 0:
             held.append((attn.o_proj.weight, writes, slice(None)))
             held += [(w, slice(None), reads) for w in (attn.q_proj.weight, attn.k_proj.weight)]
-        if embeddings_only:
+        if routing_embeddings:
             readers = [attn.v_proj, mlp.gate_proj, mlp.up_proj] + ([attn.q_proj, attn.k_proj] if l == 0 else [])
             held += [(m.weight, slice(None), writes) for m in readers]
-    if embeddings_only:
+    if routing_embeddings:
         held.append((model.lm_head.weight, slice(None), writes))
     for w, rows, cols in held:
         mask = torch.ones_like(w)
@@ -228,12 +228,12 @@ def add_state_to_city_embeddings(model, tokenizer, share: float, seed: int) -> N
             emb[i] += share * emb[i].norm() * dirs[states.index(next(iter(st)))]
 
 
-def held_embedding(cfg: OrganismTrainConfig, tokenizer, emb: torch.Tensor, stage: int) -> torch.Tensor | None:
+def held_embedding(cfg: OrganismTrainConfig, tokenizer, shape: torch.Size, stage: int) -> torch.Tensor | None:
     """[vocab, d] True where a training stage (1, or 2 of `train_in_stages`; 1 for a single stage)
-    must leave the embedding as it is, or None. `freeze_city_embeddings` holds the city tokens' rows
-    (only beyond the routing dimensions with `routing_embeddings`); in stage 2, where the embedding is
-    otherwise frozen, `routing_embeddings` holds everything beyond the routing dimensions."""
-    held = torch.zeros(emb.shape, dtype=torch.bool)
+    that trains the embedding must leave it as it is, or None. `freeze_city_embeddings` holds the city
+    tokens' rows (only beyond the routing dimensions with `routing_embeddings`); in stage 2, where the
+    embedding is otherwise frozen, `routing_embeddings` holds everything beyond the routing dimensions."""
+    held = torch.zeros(shape, dtype=torch.bool)
     cols = slice(cfg.routing_dims, None) if cfg.routing_embeddings else slice(None)
     if stage == 2 and cfg.routing_embeddings:
         held[:, cols] = True
@@ -251,8 +251,8 @@ def _optimizer(cfg: OrganismTrainConfig, model, held: torch.Tensor | None) -> to
         {"params": [p for p in live if p.ndim < 2], "weight_decay": 0.0},  # no decay on norms
     ]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
-    emb = model.model.embed_tokens.weight
-    if held is not None and emb.requires_grad:
+    if held is not None:
+        emb = model.model.embed_tokens.weight
         init = emb.detach().clone()
         # Put the entries back after every step: AdamW's weight decay moves them even with no gradient.
         opt.register_step_post_hook(lambda *_: emb.data.copy_(torch.where(held, init, emb.data)))
@@ -279,10 +279,10 @@ def _train_loop(cfg: OrganismTrainConfig, model, tokenizer, corpus: list[str], l
     enc = {s: ids + [eos_id] for s, ids in zip(uniq, tokenizer(uniq)["input_ids"])}
     steps = len(corpus) // cfg.batch_size
     emb = model.model.embed_tokens.weight
-    held = held_embedding(cfg, tokenizer, emb, stage)
+    held = held_embedding(cfg, tokenizer, emb.shape, stage) if emb.requires_grad else None
     opt, history, t0 = _optimizer(cfg, model, held), [], time.time()
-    # With routing_embeddings the held entries' gradient is dropped too, so it stays out of the clipping.
-    hook = emb.register_hook(lambda g: g.masked_fill(held, 0)) if held is not None and cfg.routing_embeddings else None
+    # The held entries' gradient is dropped too, so that it stays out of the clipping.
+    hook = emb.register_hook(lambda g: g.masked_fill(held, 0)) if held is not None else None
     model.train()
     for step in range(steps):
         ids, mask, labels = _batch(
