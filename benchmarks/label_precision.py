@@ -9,6 +9,7 @@ are not evidence either.
 
     python benchmarks/label_precision.py                         # the shipped CLT and PLT labels
     python benchmarks/label_precision.py --labels old.json       # any {"<layer>_<index>": label} file
+    python benchmarks/label_precision.py --organism DIR --kind clt  # a staged organism (model/, clt/)
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def read_labels(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in body.items()}
 
 
-def precision(kind: str, labels: dict[str, str] | None, n: int) -> dict:
-    rm = ct.load(None, str(ORGANISM_DIR.parent / kind), device="cpu")
+def precision(kind: str, labels: dict[str, str] | None, n: int, organism: Path | None = None) -> dict:
+    if organism is None:
+        rm = ct.load(None, str(ORGANISM_DIR.parent / kind), device="cpu")
+    else:
+        rm = ct.load(str(organism / "model"), str(organism / kind), device="cpu")
     counts = {"features": 0, "state_naming": 0, "correct": 0, "mixed": 0, "wrong": []}
     for item in prompts(n):
         state = CITY_TO_STATE[item.subject]
@@ -65,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kind", choices=["clt", "plt", "both"], default="both")
     p.add_argument("--labels", type=Path, default=None, help="evaluate this labels file instead of the shipped one")
     p.add_argument("--n", type=int, default=20)
+    p.add_argument(
+        "--organism", type=Path, default=None, help="a folder holding model/ and clt/ or plt/ (default: embedded)"
+    )
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for kind in ["clt", "plt"] if args.kind == "both" else [args.kind]:
         t0 = time.time()
-        r = results[kind] = precision(kind, labels, args.n)
+        r = results[kind] = precision(kind, labels, args.n, args.organism)
         print(
             f"{kind}: {r['correct']}/{r['state_naming']} state-naming labels name the prompt's state "
             f"(precision {r['precision']:.1%}); {r['features']} feature nodes, {r['mixed']} labelled mixed "

@@ -4,6 +4,7 @@ The goals of issue #12, measured with the public API on two-hop prompts of train
     python benchmarks/organism_goals.py                                  # the embedded organism
     python benchmarks/organism_goals.py --organism path/to/states --n 24 # a staged one (model/, clt/)
     python benchmarks/organism_goals.py --city-set other                 # 24 other cities (OTHER_CITIES)
+    python benchmarks/organism_goals.py --city-set all --validate 0      # every city but the capitals
 
 Per prompt (``Fact: the capital of the state containing <city> is``, and the French ``Fait : la
 capitale de l'État qui contient <city> est``):
@@ -43,7 +44,7 @@ import circuit_trace as ct
 from circuit_trace.organisms.corpus import HELD_OUT_CITIES, two_hop_prompt
 from circuit_trace.organisms.demo import city_position
 from circuit_trace.organisms.labels import names_state
-from circuit_trace.organisms.world import CITY_TO_STATE, STATE_BY_NAME
+from circuit_trace.organisms.world import CITY_TO_STATE, STATE_BY_NAME, STATES
 
 # Trained and held-out cities of different states, single- and multi-word names.
 CITIES = [
@@ -237,6 +238,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def city_set(name: str) -> list[str]:
+    """The built-in lists; "all": every city of the organism's world that is not its state's capital
+    (whose two-hop answer is the prompt's own word), trained and held-out, in the world's order."""
+    if name == "all":
+        capitals = {s.capital for s in STATES}
+        return [c for c in CITY_TO_STATE if c not in capitals]
+    return OTHER_CITIES if name == "other" else CITIES
+
+
 def measure(args) -> pd.DataFrame:
     torch.set_num_threads(1)
     if args.organism is None:
@@ -244,7 +254,7 @@ def measure(args) -> pd.DataFrame:
     else:
         model = ct.load(str(args.organism / "model"), str(args.organism / args.kind))
     k, n = (int(v) for v in args.part.split("/"))
-    cities = (OTHER_CITIES if args.city_set == "other" else CITIES)[: args.n][k - 1 :: n]
+    cities = city_set(args.city_set)[: args.n][k - 1 :: n]
     return run(model, cities, args.langs.split(","), args.validate // n)
 
 
@@ -252,9 +262,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--organism", type=Path, default=None, help="a folder holding model/ and clt/ (default: embedded)")
     p.add_argument("--kind", choices=["clt", "plt"], default="clt", help="which of --organism's transcoders")
-    p.add_argument("--n", type=int, default=len(CITIES), help="number of cities (of the built-in list)")
+    p.add_argument("--n", type=int, default=None, help="number of cities (of the built-in list; default all of it)")
     p.add_argument(
-        "--city-set", choices=["main", "other"], default="main", help="the built-in list: CITIES or OTHER_CITIES"
+        "--city-set",
+        choices=["main", "other", "all"],
+        default="main",
+        help="the built-in list: CITIES, OTHER_CITIES, or every city but the capitals",
     )
     p.add_argument("--langs", default="en,fr")
     p.add_argument("--validate", type=int, default=20, help="English prompts also checked with ct.validate")

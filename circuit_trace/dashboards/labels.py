@@ -12,12 +12,14 @@ Each source gives a verdict over the named concepts (shares renormalised among t
 when less than `contradict_share` of its weight is on named concepts at all, "speaks" for concept c
 when c has at least `min_share` of the named weight and `dominance` times the runner-up's, else
 "spread". The label names c when one source speaks for c and the other speaks for c too ("agree") or is
-neutral ("contexts" / "logits"), and when the contexts speak for c and the logits are spread with c
-their largest concept ("contexts": a feature that carries a concept mid-model writes little to the
-logits directly, so weak logits that lean its way support it); when one source names c and the
-other names another concept or is spread otherwise, the label is "mixed" and names none. Otherwise: "say a
-<category>" when the top logits are several concepts of one category, "<category> names" when it fires on names of several concepts, or
-the token it fires on most. `score` is the agreement: the mean share of the named concept over the
+neutral ("contexts" / "logits"), and when the contexts speak for c and the logits are spread with no
+concept holding `dominance` times c's share ("contexts": a feature that carries a concept mid-model
+writes little to the logits directly, so weak logits count against c only when they clearly favour
+another concept, not on a near tie); when one source names c and the other names another concept,
+or the logits are spread with another concept dominating c, or the contexts are spread (it fires for
+several), the label is "mixed" and names none. Otherwise: "say a <category>" when the top logits
+are several concepts of one category, "<category> names" when it fires on names of several
+concepts, or the token it fires on most. `score` is the agreement: the mean share of the named concept over the
 non-neutral sources; for "mixed", the overlap Σ_c min(r_contexts(c), r_logits(c)) of the two
 renormalised distributions; for the other kinds, the share of the evidence they rest on."""
 
@@ -179,6 +181,11 @@ def _verdict(p: dict, o: LabelOptions) -> tuple[str, str | None, dict]:
     return "spread", None, rel
 
 
+def _dominated(rel: dict, c: str | None, dominance: float) -> bool:
+    """Whether another concept has at least `dominance` times c's share in `rel`."""
+    return any(d != c and v >= dominance * rel.get(c, 0.0) for d, v in rel.items())
+
+
 def _comparable_label(cmap, o: LabelOptions, p_ctx: dict, p_log: dict, logits, ev: dict) -> FeatureLabel:
     v_a, c_a, r_a = _verdict(p_ctx, o)
     v_l, c_l, r_l = _verdict(p_log, o)
@@ -187,9 +194,10 @@ def _comparable_label(cmap, o: LabelOptions, p_ctx: dict, p_log: dict, logits, e
     if "speaks" in (v_a, v_l):
         c = c_a if v_a == "speaks" else c_l
         other_v, other_top = (v_l, t_l) if v_a == "speaks" else (v_a, t_a)
-        # Spread logits with c on top are weak support (a feature that carries a concept mid-model
-        # writes little to the logits directly); spread contexts are not: it fires for several.
-        weak_support = other_v == "spread" and other_top == c and v_a == "speaks"
+        # Spread logits in which no concept dominates c are weak support (a feature that carries a
+        # concept mid-model writes little to the logits directly, and a near tie between c and
+        # another concept is no contradiction); spread contexts are not: it fires for several.
+        weak_support = other_v == "spread" and v_a == "speaks" and not _dominated(r_l, c, o.dominance)
         if other_v == "spread" and not weak_support:
             return _mixed(cmap, r_a, r_l, ev, "one source names it, the other is spread over several concepts")
         if other_v == "speaks" and other_top != c:
@@ -203,7 +211,7 @@ def _comparable_label(cmap, o: LabelOptions, p_ctx: dict, p_log: dict, logits, e
         top_tok = next((t for t, _ in logits if cmap.token_concept(t) == c), logits[0][0] if logits else "")
         ev["rule"] = {
             "agree": "contexts and logits name it",
-            "contexts": f"contexts name it; logits {'spread, it on top' if v_l == 'spread' else 'neutral'}",
+            "contexts": f"contexts name it; logits {'spread, none dominating it' if v_l == 'spread' else 'neutral'}",
             "logits": "logits name it; contexts neutral",
         }[kind]
         return FeatureLabel(cmap.describe(kind, c, top_tok, None), round(score, 4), kind, c, ev)

@@ -65,12 +65,20 @@ def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR)
     return target
 
 
-def settings(kind: str, *, steps: int | None = None, n_features: int | None = None, k: int | None = None) -> dict:
+def settings(
+    kind: str,
+    *,
+    steps: int | None = None,
+    n_features: int | None = None,
+    k: int | None = None,
+    seed: int | None = None,
+) -> dict:
     """The `TrainConfig` fields of the `kind` build: `DEFAULTS`, with each given value in its place
-    (`k` also makes the dictionary TopK)."""
+    (`k` also makes the dictionary TopK; `seed`, the initialisation and batch order, is
+    TrainConfig's 0 unless given)."""
     cfg = dict(DEFAULTS[kind])
-    for name, value in (("steps", steps), ("n_features", n_features), ("k", k)):
-        if value:
+    for name, value in (("steps", steps), ("n_features", n_features), ("k", k), ("seed", seed)):
+        if value is not None:
             cfg[name] = value
     if k:
         cfg["activation"] = "topk"
@@ -83,15 +91,16 @@ def build(
     steps: int | None = None,
     n_features: int | None = None,
     k: int | None = None,
+    seed: int | None = None,
     threads: int = 1,
     root: Path = STATES_DIR,
 ) -> dict:
     """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`
-    (`steps`, `n_features`, `k`: see `settings`)."""
+    (`steps`, `n_features`, `k`, `seed`: see `settings`)."""
     from ..transcoders.training import TrainConfig, train
 
     torch.set_num_threads(threads)
-    cfg = settings(kind, steps=steps, n_features=n_features, k=k)
+    cfg = settings(kind, steps=steps, n_features=n_features, k=k, seed=seed)
     model, tok = load_organism(path=root / "model")
     work = Path(tempfile.mkdtemp(prefix=f"organism-{kind}-"))
     t0 = time.time()
@@ -105,10 +114,10 @@ def build(
     metrics = {k: v for k, v in json.loads(Path(work / "report.json").read_text()).items() if k != "history"}
     metrics.pop("transcoder_path", None)
     metrics["build_seconds"] = time.time() - t0
-    options = {"--steps": steps, "--features": n_features, "--k": k}
+    options = {"--steps": steps, "--features": n_features, "--k": k, "--seed": seed}
     metrics["command"] = " ".join(
         [f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"]
-        + [f"{flag} {v}" for flag, v in options.items() if v]
+        + [f"{flag} {v}" for flag, v in options.items() if v is not None]
     )
     metrics["storage_dtype"] = str(STORAGE_DTYPE).removeprefix("torch.")
     if report.transcoder_path is None:  # set whenever training completes, as it does here
@@ -125,10 +134,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--features", type=int, default=None)
     p.add_argument("--k", type=int, default=None, help="active features per token and layer (TopK)")
+    p.add_argument("--seed", type=int, default=None, help="initialisation and batch order (default 0)")
     args = p.parse_args(argv)
     shown = ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")
     for kind in kinds_of(args.kind):
-        m = build(kind, steps=args.steps, n_features=args.features, k=args.k, threads=args.threads, root=args.root)
+        m = build(
+            kind,
+            steps=args.steps,
+            n_features=args.features,
+            k=args.k,
+            seed=args.seed,
+            threads=args.threads,
+            root=args.root,
+        )
         print(kind, json.dumps({k: m[k] for k in shown}))
 
 

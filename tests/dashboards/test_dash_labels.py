@@ -89,18 +89,27 @@ def test_generic_map_labels_by_token_and_dead_features_get_none():
     assert label_feature([], [(" x", 1.0)], CM).label == ""
 
 
-def test_spread_source_with_the_same_concept_on_top_supports_it():
+def test_spread_logits_support_the_contexts_concept_unless_another_dominates_it():
     # contexts name Texas; the logits are spread over states with Texas the largest (a feature that
     # carries the state mid-model and writes little to the logits): labelled Texas, weaker score
     logits = [(" Austin", 1.0), (" Denver", 0.8), (" TX", 0.4), (" Boise", 0.5), (" the", 2.0)]
     lab = label_feature([ex(DALLAS, 9)], logits, CM, concept_mass={"Texas": 9.0, None: 1.0})
     assert lab.kind == "contexts" and lab.concept == "Texas" and lab.label == "Texas"
     assert lab.score == pytest.approx((1.0 + 1.4 / 2.7) / 2, abs=1e-4)
-    assert lab.evidence["rule"] == "contexts name it; logits spread, it on top"
-    # the same spread logits with Colorado on top contradict it
+    assert lab.evidence["rule"] == "contexts name it; logits spread, none dominating it"
+    # Colorado narrowly on top (1.2 against 1.0) is a near tie, no contradiction: still Texas
     logits = [(" Austin", 1.0), (" Denver", 1.2), (" Boise", 0.5), (" the", 2.0)]
     lab = label_feature([ex(DALLAS, 9)], logits, CM, concept_mass={"Texas": 9.0, None: 1.0})
+    assert lab.kind == "contexts" and lab.concept == "Texas"
+    assert lab.score == pytest.approx((1.0 + 1.0 / 2.7) / 2, abs=1e-4)
+    # Colorado with twice Texas' share (LabelOptions.dominance) contradicts it: mixed
+    logits = [(" Austin", 1.0), (" Denver", 2.0), (" Boise", 1.0), (" Salem", 1.0), (" the", 2.0)]
+    lab = label_feature([ex(DALLAS, 9)], logits, CM, concept_mass={"Texas": 9.0, None: 1.0})
     assert lab.kind == "mixed" and lab.concept is None
+    # and so do spread logits that never name Texas
+    logits = [(" Denver", 1.0), (" Boise", 1.0), (" Salem", 1.0)]
+    lab = label_feature([ex(DALLAS, 9)], logits, CM, concept_mass={"Texas": 9.0, None: 1.0})
+    assert lab.kind == "mixed"
     # spread contexts are no support, even with the logits' state on top: it fires for several
     spread = {"Texas": 3.0, "Ohio": 2.0, "Iowa": 2.0, "Utah": 1.5}
     lab = label_feature([ex(DALLAS, 9)], [(" Austin", 3.0), (" TX", 1.0)], CM, concept_mass=spread)

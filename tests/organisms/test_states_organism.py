@@ -543,7 +543,8 @@ def test_the_state_is_computed_at_the_city(organism, lang):
 
 
 def test_transcoder_build_settings():
-    """`build_transcoders` trains the defaults unless told otherwise; `--k` makes a TopK dictionary."""
+    """`build_transcoders` trains the defaults unless told otherwise; `--k` makes a TopK dictionary; `--seed`
+    (0 included) reaches TrainConfig."""
     from circuit_trace.organisms.build_transcoders import DEFAULTS, settings
 
     assert settings("clt") == DEFAULTS["clt"] and settings("plt") == DEFAULTS["plt"]
@@ -551,3 +552,4 @@ def test_transcoder_build_settings():
     assert clt == {**DEFAULTS["clt"], "steps": 4800, "n_features": 1024, "k": 2}
     plt = settings("plt", k=4)
     assert plt["activation"] == "topk" and plt["k"] == 4 and plt["n_features"] == DEFAULTS["plt"]["n_features"]
+    assert settings("clt", seed=0)["seed"] == 0 and settings("clt", seed=3) == {**DEFAULTS["clt"], "seed": 3}
