@@ -5,6 +5,7 @@ The goals of issue #12, measured with the public API on two-hop prompts of train
     python benchmarks/organism_goals.py --organism path/to/states --n 24 # a staged one (model/, clt/)
     python benchmarks/organism_goals.py --city-set other                 # 24 other cities (OTHER_CITIES)
     python benchmarks/organism_goals.py --city-set all --validate 0      # every city but the capitals
+    python benchmarks/organism_goals.py --city-set capitals --validate 0 # the capitals as the city
 
 Per prompt (``Fact: the capital of the state containing <city> is``, and the French ``Fait : la
 capitale de l'État qui contient <city> est``):
@@ -240,10 +241,11 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def city_set(name: str) -> list[str]:
     """The built-in lists; "all": every city of the organism's world that is not its state's capital
-    (whose two-hop answer is the prompt's own word), trained and held-out, in the world's order."""
-    if name == "all":
-        capitals = {s.capital for s in STATES}
-        return [c for c in CITY_TO_STATE if c not in capitals]
+    (whose two-hop answer is the prompt's own word), trained and held-out, in the world's order;
+    "capitals": the capitals among its cities (49: Oklahoma City is not one of them)."""
+    capitals = {s.capital for s in STATES}
+    if name in ("all", "capitals"):
+        return [c for c in CITY_TO_STATE if (c in capitals) == (name == "capitals")]
     return OTHER_CITIES if name == "other" else CITIES
 
 
@@ -265,9 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=None, help="number of cities (of the built-in list; default all of it)")
     p.add_argument(
         "--city-set",
-        choices=["main", "other", "all"],
+        choices=["main", "other", "all", "capitals"],
         default="main",
-        help="the built-in list: CITIES, OTHER_CITIES, or every city but the capitals",
+        help="the built-in list: CITIES, OTHER_CITIES, every city but the capitals, or the capitals",
     )
     p.add_argument("--langs", default="en,fr")
     p.add_argument("--validate", type=int, default=20, help="English prompts also checked with ct.validate")
