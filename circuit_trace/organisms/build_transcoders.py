@@ -72,12 +72,15 @@ def settings(
     n_features: int | None = None,
     k: int | None = None,
     seed: int | None = None,
+    aux_coef: float | None = None,
 ) -> dict:
     """The `TrainConfig` fields of the `kind` build: `DEFAULTS`, with each given value in its place
     (`k` also makes the dictionary TopK; `seed`, the initialisation and batch order, is
-    TrainConfig's 0 unless given)."""
+    TrainConfig's 0 unless given; `aux_coef` weighs TopK's AuxK loss, which trains dead features
+    on what the live ones miss)."""
     cfg = dict(DEFAULTS[kind])
-    for name, value in (("steps", steps), ("n_features", n_features), ("k", k), ("seed", seed)):
+    given = {"steps": steps, "n_features": n_features, "k": k, "seed": seed, "aux_coef": aux_coef}
+    for name, value in given.items():
         if value is not None:
             cfg[name] = value
     if k:
@@ -92,15 +95,16 @@ def build(
     n_features: int | None = None,
     k: int | None = None,
     seed: int | None = None,
+    aux_coef: float | None = None,
     threads: int = 1,
     root: Path = STATES_DIR,
 ) -> dict:
     """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`
-    (`steps`, `n_features`, `k`, `seed`: see `settings`)."""
+    (`steps`, `n_features`, `k`, `seed`, `aux_coef`: see `settings`)."""
     from ..transcoders.training import TrainConfig, train
 
     torch.set_num_threads(threads)
-    cfg = settings(kind, steps=steps, n_features=n_features, k=k, seed=seed)
+    cfg = settings(kind, steps=steps, n_features=n_features, k=k, seed=seed, aux_coef=aux_coef)
     model, tok = load_organism(path=root / "model")
     work = Path(tempfile.mkdtemp(prefix=f"organism-{kind}-"))
     t0 = time.time()
@@ -114,7 +118,7 @@ def build(
     metrics = {k: v for k, v in json.loads(Path(work / "report.json").read_text()).items() if k != "history"}
     metrics.pop("transcoder_path", None)
     metrics["build_seconds"] = time.time() - t0
-    options = {"--steps": steps, "--features": n_features, "--k": k, "--seed": seed}
+    options = {"--steps": steps, "--features": n_features, "--k": k, "--seed": seed, "--aux-coef": aux_coef}
     metrics["command"] = " ".join(
         [f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"]
         + [f"{flag} {v}" for flag, v in options.items() if v is not None]
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--features", type=int, default=None)
     p.add_argument("--k", type=int, default=None, help="active features per token and layer (TopK)")
     p.add_argument("--seed", type=int, default=None, help="initialisation and batch order (default 0)")
+    p.add_argument("--aux-coef", type=float, default=None, help="weight of TopK's AuxK loss (default 1/32)")
     args = p.parse_args(argv)
     shown = ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")
     for kind in kinds_of(args.kind):
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             n_features=args.features,
             k=args.k,
             seed=args.seed,
+            aux_coef=args.aux_coef,
             threads=args.threads,
             root=args.root,
         )

@@ -544,7 +544,7 @@ def test_the_state_is_computed_at_the_city(organism, lang):
 
 def test_transcoder_build_settings():
     """`build_transcoders` trains the defaults unless told otherwise; `--k` makes a TopK dictionary; `--seed`
-    (0 included) reaches TrainConfig."""
+    (0 included) and `--aux-coef` reach TrainConfig."""
     from circuit_trace.organisms.build_transcoders import DEFAULTS, settings
 
     assert settings("clt") == DEFAULTS["clt"] and settings("plt") == DEFAULTS["plt"]
@@ -553,3 +553,4 @@ def test_transcoder_build_settings():
     plt = settings("plt", k=4)
     assert plt["activation"] == "topk" and plt["k"] == 4 and plt["n_features"] == DEFAULTS["plt"]["n_features"]
     assert settings("clt", seed=0)["seed"] == 0 and settings("clt", seed=3) == {**DEFAULTS["clt"], "seed": 3}
+    assert settings("clt", aux_coef=0.25) == {**DEFAULTS["clt"], "aux_coef": 0.25}
