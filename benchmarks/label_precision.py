@@ -40,10 +40,8 @@ def read_labels(path: Path) -> dict[str, str]:
 
 
 def precision(kind: str, labels: dict[str, str] | None, n: int, organism: Path | None = None) -> dict:
-    if organism is None:
-        rm = ct.load(None, str(ORGANISM_DIR.parent / kind), device="cpu")
-    else:
-        rm = ct.load(str(organism / "model"), str(organism / kind), device="cpu")
+    model = None if organism is None else str(organism / "model")  # None: the embedded model
+    rm = ct.load(model, str((organism or ORGANISM_DIR.parent) / kind), device="cpu")
     counts = {"features": 0, "state_naming": 0, "correct": 0, "mixed": 0, "wrong": []}
     for item in prompts(n):
         state = CITY_TO_STATE[item.subject]

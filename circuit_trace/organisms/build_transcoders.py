@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,46 +66,41 @@ def package(kind: str, checkpoint: Path, metrics: dict, root: Path = STATES_DIR)
     return target
 
 
-def settings(
-    kind: str,
-    *,
-    steps: int | None = None,
-    n_features: int | None = None,
-    k: int | None = None,
-    seed: int | None = None,
-    aux_coef: float | None = None,
-) -> dict:
-    """The `TrainConfig` fields of the `kind` build: `DEFAULTS`, with each given value in its place
-    (`k` also makes the dictionary TopK; `seed`, the initialisation and batch order, is
-    TrainConfig's 0 unless given; `aux_coef` weighs TopK's AuxK loss, which trains dead features
-    on what the live ones miss)."""
-    cfg = dict(DEFAULTS[kind])
-    given = {"steps": steps, "n_features": n_features, "k": k, "seed": seed, "aux_coef": aux_coef}
-    for name, value in given.items():
-        if value is not None:
-            cfg[name] = value
-    if k:
+@dataclass
+class Overrides:
+    """Values that replace `DEFAULTS` in one build (None keeps the default); each is a command-line
+    flag of the same name (`n_features`: `--features`)."""
+
+    steps: int | None = None
+    n_features: int | None = None
+    k: int | None = None  # active features per token and layer; also makes the dictionary TopK
+    seed: int | None = None  # initialisation and batch order (TrainConfig's 0 unless given)
+    aux_coef: float | None = None  # weight of TopK's AuxK loss, which trains dead features on what live ones miss
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def flags(self) -> list[str]:
+        """The command-line flags that give these values."""
+        return [f"--{'features' if n == 'n_features' else n.replace('_', '-')} {v}" for n, v in self.given().items()]
+
+
+def settings(kind: str, overrides: Overrides | None = None) -> dict:
+    """The `TrainConfig` fields of the `kind` build: `DEFAULTS`, with each given override in its place."""
+    given = (overrides or Overrides()).given()
+    cfg = {**DEFAULTS[kind], **given}
+    if given.get("k"):
         cfg["activation"] = "topk"
     return cfg
 
 
-def build(
-    kind: str,
-    *,
-    steps: int | None = None,
-    n_features: int | None = None,
-    k: int | None = None,
-    seed: int | None = None,
-    aux_coef: float | None = None,
-    threads: int = 1,
-    root: Path = STATES_DIR,
-) -> dict:
-    """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`
-    (`steps`, `n_features`, `k`, `seed`, `aux_coef`: see `settings`)."""
+def build(kind: str, overrides: Overrides | None = None, *, threads: int = 1, root: Path = STATES_DIR) -> dict:
+    """Train the `kind` transcoders of the model in `root/model` and package them in `root/kind`."""
     from ..transcoders.training import TrainConfig, train
 
     torch.set_num_threads(threads)
-    cfg = settings(kind, steps=steps, n_features=n_features, k=k, seed=seed, aux_coef=aux_coef)
+    overrides = overrides or Overrides()
+    cfg = settings(kind, overrides)
     model, tok = load_organism(path=root / "model")
     work = Path(tempfile.mkdtemp(prefix=f"organism-{kind}-"))
     t0 = time.time()
@@ -118,10 +114,8 @@ def build(
     metrics = {k: v for k, v in json.loads(Path(work / "report.json").read_text()).items() if k != "history"}
     metrics.pop("transcoder_path", None)
     metrics["build_seconds"] = time.time() - t0
-    options = {"--steps": steps, "--features": n_features, "--k": k, "--seed": seed, "--aux-coef": aux_coef}
     metrics["command"] = " ".join(
-        [f"python -m circuit_trace.organisms.build_transcoders --kind {kind}"]
-        + [f"{flag} {v}" for flag, v in options.items() if v is not None]
+        [f"python -m circuit_trace.organisms.build_transcoders --kind {kind}", *overrides.flags()]
     )
     metrics["storage_dtype"] = str(STORAGE_DTYPE).removeprefix("torch.")
     if report.transcoder_path is None:  # set whenever training completes, as it does here
@@ -143,16 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     shown = ("fvu", "l0_total", "dead_fraction", "top1_agreement", "replacement_kl")
     for kind in kinds_of(args.kind):
-        m = build(
-            kind,
-            steps=args.steps,
-            n_features=args.features,
-            k=args.k,
-            seed=args.seed,
-            aux_coef=args.aux_coef,
-            threads=args.threads,
-            root=args.root,
-        )
+        overrides = Overrides(args.steps, args.features, args.k, args.seed, args.aux_coef)
+        m = build(kind, overrides, threads=args.threads, root=args.root)
         print(kind, json.dumps({k: m[k] for k in shown}))
 
 

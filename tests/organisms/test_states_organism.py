@@ -545,12 +545,19 @@ def test_the_state_is_computed_at_the_city(organism, lang):
 def test_transcoder_build_settings():
     """`build_transcoders` trains the defaults unless told otherwise; `--k` makes a TopK dictionary; `--seed`
     (0 included) and `--aux-coef` reach TrainConfig."""
-    from circuit_trace.organisms.build_transcoders import DEFAULTS, settings
+    from circuit_trace.organisms.build_transcoders import DEFAULTS, Overrides, settings
 
     assert settings("clt") == DEFAULTS["clt"] and settings("plt") == DEFAULTS["plt"]
-    clt = settings("clt", steps=4800, n_features=1024, k=2)
+    clt = settings("clt", Overrides(steps=4800, n_features=1024, k=2))
     assert clt == {**DEFAULTS["clt"], "steps": 4800, "n_features": 1024, "k": 2}
-    plt = settings("plt", k=4)
+    plt = settings("plt", Overrides(k=4))
     assert plt["activation"] == "topk" and plt["k"] == 4 and plt["n_features"] == DEFAULTS["plt"]["n_features"]
-    assert settings("clt", seed=0)["seed"] == 0 and settings("clt", seed=3) == {**DEFAULTS["clt"], "seed": 3}
-    assert settings("clt", aux_coef=0.25) == {**DEFAULTS["clt"], "aux_coef": 0.25}
+    assert settings("clt", Overrides(seed=0))["seed"] == 0
+    assert settings("clt", Overrides(seed=3)) == {**DEFAULTS["clt"], "seed": 3}
+    assert settings("clt", Overrides(aux_coef=0.25)) == {**DEFAULTS["clt"], "aux_coef": 0.25}
+    # the flags recorded in metrics.json give the same build again
+    assert Overrides(n_features=2048, seed=0, aux_coef=0.25).flags() == [
+        "--features 2048",
+        "--seed 0",
+        "--aux-coef 0.25",
+    ]
